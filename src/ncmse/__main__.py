@@ -1,0 +1,5 @@
+import sys
+
+from ncmse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""Command line: ``ncmse train | measure | ufm | report | sweep``.
+
+Each sub-command lives in its own module, which exposes ``add_arguments(parser)`` and
+``run(args) -> int``; this file only dispatches, so importing ``ncmse.cli`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ncmse.errors import NCMSEError
+
+#: sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("ncmse.commands.train", "train a classifier and measure collapse along the way"),
+    "measure": ("ncmse.commands.measure", "measure collapse of a saved checkpoint"),
+    "ufm": ("ncmse.ufm.cli", "simulate the unconstrained features model and its flows"),
+    "report": ("ncmse.report.cli", "draw figures and an HTML report for run directories"),
+    "sweep": ("ncmse.sweep", "expand a grid of runs and run or submit them"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``command``'s module is imported (keeps ``--help`` fast)."""
+    parser = argparse.ArgumentParser(
+        prog="ncmse",
+        description="Measure, decompose and predict Neural Collapse under MSE loss.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sp)
+            sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except NCMSEError as exc:
+        print(f"ncmse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ncmse {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
