@@ -1,0 +1,385 @@
+"""Public measurement entry points: in-memory features, a feature stream, or a model and a loader.
+
+All three share one path: a single streaming pass into :class:`~ncmse.stats.ClassStats` (plus the
+classifier's accuracy), then NC4 against the *final* class means — from the features themselves,
+from a cache kept under a memory budget, or from a second pass — and finally the metrics
+(:mod:`ncmse.measures`) and the loss decomposition (:mod:`ncmse.lstsq`) from the statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ncmse import lstsq, measures
+from ncmse.errors import EmptyDataError, InputError, NonFiniteError, ShapeError
+from ncmse.result import NCResult
+from ncmse.stats import ClassStats, check_batch
+
+__all__ = [
+    "measure_features",
+    "measure_stream",
+    "measure",
+    "result_from_stats",
+    "find_classifier",
+    "DEFAULT_MEMORY_BUDGET",
+]
+
+#: default budget for caching features for NC4 (bytes)
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _check_classifier(
+    W: torch.Tensor, b: torch.Tensor | None, num_classes: int, dim: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(W, torch.Tensor) or W.ndim != 2 or W.shape[0] != num_classes:
+        shape = tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__
+        raise ShapeError(
+            f"W must be a [num_classes, p] = [{num_classes}, p] tensor (the weight of the final "
+            f"nn.Linear), got {shape}"
+        )
+    if dim is not None and W.shape[1] != dim:
+        raise ShapeError(
+            f"W has {W.shape[1]} columns but the features have dimension p = {dim}; pass the "
+            "weight of the layer whose input the features are"
+        )
+    if b is None:
+        b = torch.zeros(num_classes, dtype=W.dtype, device=W.device)
+    if not isinstance(b, torch.Tensor) or b.shape != (num_classes,):
+        shape = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
+        raise ShapeError(f"b must be a [num_classes] = [{num_classes}] tensor or None, got {shape}")
+    if not (bool(torch.isfinite(W).all()) and bool(torch.isfinite(b).all())):
+        raise NonFiniteError("the classifier (W, b) contains NaN or Inf; training diverged?")
+    return W.detach(), b.detach()
+
+
+def _check_num_classes(num_classes: Any) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise InputError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
+    return num_classes
+
+
+def _distributed(flag: bool | None) -> bool:
+    import torch.distributed as dist
+
+    active = dist.is_available() and dist.is_initialized()
+    return active if flag is None else (flag and active)
+
+
+def result_from_stats(
+    stats: ClassStats,
+    W: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    lam: float = 0.0,
+    correct: float | None = None,
+    nc4_mismatch: float | None = None,
+    nc4_method: str = "unavailable",
+    rtol: float | None = None,
+) -> NCResult:
+    """All SPEC §2–§3 quantities from the statistics, the classifier and the decision counts.
+
+    Parameters
+    ----------
+    stats : ClassStats   (every class must have samples)
+    W : [C, p], b : [C]
+    lam : float          λ of the decomposition
+    correct, nc4_mismatch : counts over the N samples of argmax(Wh+b) = y, resp. ≠ NCC decision
+    rtol : relative singular-value tolerance for the pseudo-inverses (default ``max(p,C)·eps·100``)
+    """
+    counts, means, within_sq, within = stats.centred()
+    stats._require_all_classes()
+    C, p = stats.num_classes, stats.dim
+    N = float(counts.sum())
+    W = W.to(means)
+    b = b.to(means)
+    sigma_w = within / N
+    mbar = measures.centred_means(means)
+    rtol_ = measures.default_rtol(p, C) if rtol is None else rtol
+
+    nc1, _ = measures.nc1(sigma_w, mbar, rtol=rtol_)
+    moments = lstsq.Moments(weights=counts / N, means=means, sigma_w=sigma_w, num_samples=int(N))
+    dec = lstsq.decompose(moments, W, b, lam)
+    nan = float("nan")
+    return NCResult(
+        accuracy=nan if correct is None else float(correct) / N,
+        loss=dec.loss,
+        nc1=nc1,
+        nc1_unnormalized=C * nc1,
+        nc1_trace_ratio=measures.nc1_trace_ratio(sigma_w, mbar),
+        cdnv=measures.cdnv(means, within_sq / counts),
+        equinorm_means=measures.equinorm(mbar.T),
+        equinorm_classifier=measures.equinorm(W),
+        equiangular_means=measures.equiangular(mbar.T),
+        equiangular_classifier=measures.equiangular(W),
+        maxangle_means=measures.maxangle(mbar.T),
+        maxangle_classifier=measures.maxangle(W),
+        nc3=measures.nc3(W, mbar),
+        nc4=nan if nc4_mismatch is None else float(nc4_mismatch) / N,
+        snr=tuple(float(x) for x in measures.snr(sigma_w, mbar, rtol=rtol_)),
+        etf_error_means=measures.etf_error(mbar.T @ mbar),
+        etf_error_wm=measures.etf_error(W @ mbar),
+        loss_nc1=dec.loss_nc1,
+        loss_nc23=dec.loss_nc23,
+        loss_perp=dec.loss_perp,
+        loss_ls=dec.loss_ls,
+        lam=dec.lam,
+        num_samples=int(N),
+        num_classes=C,
+        balanced=bool((counts == counts[0]).all()),
+        nc4_method=nc4_method,
+    )
+
+
+def measure_features(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None = None,
+    *,
+    num_classes: int,
+    lam: float = 0.0,
+    rtol: float | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> NCResult:
+    """Measure collapse of in-memory features.
+
+    Parameters
+    ----------
+    features : Tensor [N, p]   last-layer features (input of the final linear layer); any float dtype
+    labels : Tensor [N]        integer classes in [0, C)
+    W : Tensor [C, p]          classifier weight
+    b : Tensor [C] or None     classifier bias (None = no bias)
+    num_classes : int          C ≥ 2
+    lam : float                λ of the MSE decomposition (SPEC §3)
+    rtol : float, optional     relative tolerance of the rank decisions
+    dtype : torch.dtype        precision of the statistics (float64)
+
+    Returns
+    -------
+    NCResult
+
+    Examples
+    --------
+    >>> import torch, ncmse
+    >>> H, y = torch.randn(300, 16), torch.arange(300) % 3
+    >>> r = ncmse.measure_features(H, y, torch.randn(3, 16), torch.zeros(3), num_classes=3)
+    >>> abs(r.loss - (r.loss_nc1 + r.loss_nc23 + r.loss_perp)) < 1e-10
+    True
+    """
+    C = _check_num_classes(num_classes)
+    check_batch(features, labels, C)
+    if features.shape[0] == 0:
+        raise EmptyDataError("features are empty (N = 0); measure on a non-empty split")
+    W, b = _check_classifier(W, b, C, features.shape[1])
+    return measure_stream(
+        [(features, labels)],
+        W,
+        b,
+        num_classes=C,
+        lam=lam,
+        rtol=rtol,
+        dtype=dtype,
+        distributed=False,
+        _nc4_method="direct",
+    )
+
+
+def _reiterable(batches: Batches | Callable[[], Batches]) -> Callable[[], Iterator] | None:
+    if callable(batches) and not hasattr(batches, "__iter__"):
+        return lambda: iter(batches())
+    if iter(batches) is batches:  # a generator or iterator: single use
+        return None
+    return lambda: iter(batches)
+
+
+def measure_stream(
+    batches: Batches | Callable[[], Batches],
+    W: torch.Tensor,
+    b: torch.Tensor | None = None,
+    *,
+    num_classes: int,
+    lam: float = 0.0,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    rtol: float | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+    distributed: bool | None = None,
+    _nc4_method: str | None = None,
+) -> NCResult:
+    """Measure collapse of a stream of ``(features [B, p], labels [B])`` batches in one pass.
+
+    NC4 compares each sample with the *final* class means. The features are cached for it while
+    they fit ``memory_budget_bytes``; beyond that the stream is read a second time, which needs
+    ``batches`` to be re-iterable (a list, a DataLoader) or a zero-argument callable returning a
+    fresh iterable. With ``torch.distributed`` initialised (and ``distributed`` not False), each
+    rank passes its shard and every rank receives the global result.
+    """
+    C = _check_num_classes(num_classes)
+    if not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 0:
+        raise InputError(f"memory_budget_bytes must be an integer ≥ 0, got {memory_budget_bytes!r}")
+    factory = _reiterable(batches)
+    first_iter = factory() if factory is not None else iter(batches)
+    dist_on = _distributed(distributed)
+    dev = torch.device(device) if device is not None else W.device
+
+    stats: ClassStats | None = None
+    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
+    cached_bytes = 0
+    correct = torch.zeros((), dtype=torch.float64, device=dev)
+    for features, labels in first_iter:
+        if stats is None:
+            check_batch(features, labels, C)
+            W, b = _check_classifier(W, b, C, features.shape[1])
+            stats = ClassStats(C, features.shape[1], device=dev, dtype=dtype)
+            Wd, bd = W.to(device=dev, dtype=dtype), b.to(device=dev, dtype=dtype)
+        stats.update(features, labels)
+        h = features.to(device=dev, dtype=dtype)
+        y = labels.to(device=dev)
+        correct += ((h @ Wd.T + bd).argmax(dim=1) == y).sum()
+        if cache is not None:
+            cached_bytes += features.numel() * features.element_size()
+            if cached_bytes <= memory_budget_bytes:
+                cache.append((features.detach(), labels))
+            else:
+                cache = None
+    if stats is None:
+        raise EmptyDataError(
+            "the loader / stream yielded no batch; check the dataset split and the sampler"
+        )
+    if dist_on:
+        import torch.distributed as dist
+
+        stats.all_reduce_()
+        dist.all_reduce(correct)
+    means = stats.class_means()
+
+    if cache is not None:
+        method, source = (_nc4_method or "cache"), iter(cache)
+    elif factory is not None:
+        method, source = "second_pass", factory()
+    else:
+        raise InputError(
+            f"the features exceed memory_budget_bytes={memory_budget_bytes} and the stream is a "
+            "single-use iterator, so NC4 cannot be measured; pass a re-iterable (list, DataLoader) "
+            "or a callable returning a fresh iterator, or raise memory_budget_bytes"
+        )
+    mismatch = torch.zeros((), dtype=torch.float64, device=dev)
+    for features, _labels in source:
+        cls, ncc = measures.decisions(features.to(dev), Wd, bd, means)
+        mismatch += (cls != ncc).sum()
+    if dist_on:
+        dist.all_reduce(mismatch)
+    return result_from_stats(
+        stats,
+        W,
+        b,
+        lam=lam,
+        correct=float(correct),
+        nc4_mismatch=float(mismatch),
+        nc4_method=method,
+        rtol=rtol,
+    )
+
+
+def find_classifier(model: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` in ``model.modules()`` (the final layer of standard classifiers)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise InputError(
+            f"{type(model).__name__} has no nn.Linear layer; pass classifier=<the final linear "
+            "layer> to ncmse.measure"
+        )
+    return linears[-1]
+
+
+def measure(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    classifier: nn.Linear | None = None,
+    num_classes: int | None = None,
+    lam: float = 0.0,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+    rtol: float | None = None,
+    distributed: bool | None = None,
+) -> NCResult:
+    """Measure collapse of a model's last-layer features on a loader of ``(inputs, labels)``.
+
+    The input of ``classifier`` (default: the last ``nn.Linear``) is hooked as the features; the
+    model runs in eval mode under ``torch.no_grad`` on its own device, and its previous mode is
+    restored afterwards. ``accuracy`` and ``nc4`` use the decision ``argmax(W h + b)`` of that layer.
+
+    Parameters
+    ----------
+    model : nn.Module (may be wrapped in DistributedDataParallel)
+    loader : re-iterable of (x, y) batches (a DataLoader); read twice only when the features exceed
+        ``memory_budget_bytes``
+    classifier : the final linear layer, if it is not the last nn.Linear
+    num_classes : C; default ``classifier.out_features``
+    lam : λ of the MSE decomposition (SPEC §3)
+    """
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    layer = classifier if classifier is not None else find_classifier(inner)
+    if not isinstance(layer, nn.Linear):
+        raise InputError(f"classifier must be an nn.Linear, got {type(layer).__name__}")
+    C = _check_num_classes(layer.out_features if num_classes is None else num_classes)
+    if layer.out_features != C:
+        raise ShapeError(
+            f"the classifier has {layer.out_features} outputs but num_classes={C}; pass the "
+            "matching classifier or num_classes"
+        )
+    try:
+        model_device = next(inner.parameters()).device
+    except StopIteration:
+        model_device = torch.device("cpu")
+    dev = torch.device(device) if device is not None else model_device
+
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        captured.append(inputs[0].detach().flatten(1))
+
+    def feature_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise InputError(
+                    f"the loader must yield (inputs, labels) pairs; got {type(batch).__name__}"
+                )
+            x, y = batch[0], batch[1]
+            captured.clear()
+            inner(x.to(model_device, non_blocking=True))
+            if len(captured) != 1:
+                raise InputError(
+                    f"the classifier layer ran {len(captured)} times in one forward pass; pass "
+                    "classifier=<the final nn.Linear> explicitly"
+                )
+            yield captured[0], torch.as_tensor(y).to(captured[0].device)
+
+    was_training = inner.training
+    handle = layer.register_forward_pre_hook(hook)
+    inner.eval()
+    try:
+        with torch.no_grad():
+            return measure_stream(
+                feature_batches,
+                layer.weight,
+                layer.bias,
+                num_classes=C,
+                lam=lam,
+                memory_budget_bytes=memory_budget_bytes,
+                rtol=rtol,
+                device=dev,
+                dtype=dtype,
+                distributed=distributed,
+            )
+    finally:
+        handle.remove()
+        inner.train(was_training)

@@ -1,0 +1,151 @@
+"""A torchmetrics ``Metric`` for neural collapse (optional dependency: ``pip install torchmetrics``).
+
+Usage in a Lightning module::
+
+    self.nc = NeuralCollapseMetric(self.model.fc, lam=ncmse.lambda_for(weight_decay=5e-4,
+                                                                       num_classes=10))
+    ...
+    self.nc.update(features, labels)          # in the validation/measurement step
+    ...
+    result = self.nc.compute()                # an ncmse.NCResult, synchronised across processes
+
+Multi-process synchronisation: the state is not additive (each process keeps its own shifts, see
+:mod:`ncmse.stats`), so every state is declared with ``dist_reduce_fx=None``; torchmetrics then
+gathers the per-process states stacked along a new leading axis, and :meth:`compute` merges them
+exactly with :func:`ncmse.stats.merge`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+try:
+    from torchmetrics import Metric
+except ImportError as exc:  # pragma: no cover - exercised only without the optional dependency
+    raise ImportError(
+        "ncmse.metric needs torchmetrics: pip install 'ncmse[lightning]' (or torchmetrics)"
+    ) from exc
+
+from ncmse import measures
+from ncmse.api import result_from_stats
+from ncmse.errors import InputError
+from ncmse.result import NCResult
+from ncmse.stats import ClassStats, merge
+
+__all__ = ["NeuralCollapseMetric"]
+
+_FIELDS = ("counts", "shift", "has_shift", "sums", "sqsums", "scatter")
+
+
+class NeuralCollapseMetric(Metric):
+    """Streaming NC1–NC4, SNR spectrum and MSE decomposition of a classifier's input features.
+
+    Parameters
+    ----------
+    classifier : nn.Linear
+        The final layer; its *current* weights are read by :meth:`compute` (and by :meth:`update`
+        for the accuracy of each batch).
+    num_classes : int, optional
+        Defaults to ``classifier.out_features``.
+    lam : float
+        λ of the MSE decomposition (SPEC §3).
+    keep_features : bool
+        Keep the features (gathered across processes) so that :meth:`compute` can measure NC4
+        against the final class means. Costs N·p floats; without it ``nc4`` is NaN.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+
+    def __init__(
+        self,
+        classifier: nn.Linear,
+        *,
+        num_classes: int | None = None,
+        lam: float = 0.0,
+        keep_features: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(classifier, nn.Linear):
+            raise InputError(f"classifier must be an nn.Linear, got {type(classifier).__name__}")
+        C = classifier.out_features if num_classes is None else int(num_classes)
+        p = classifier.in_features
+        self._get_classifier = lambda: classifier  # not registered as a sub-module
+        self.num_classes, self.dim, self.lam = C, p, float(lam)
+        self.keep_features = keep_features
+        template = ClassStats(C, p)
+        for name in _FIELDS:
+            self.add_state(name, default=getattr(template, name).clone(), dist_reduce_fx=None)
+        self.add_state(
+            "correct", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        if keep_features:
+            self.add_state("features", default=[], dist_reduce_fx="cat")
+
+    def _as_stats(self, index: int | None = None) -> ClassStats:
+        stats = ClassStats(self.num_classes, self.dim, device=self.counts.device)
+        for name in _FIELDS:
+            value = getattr(self, name)
+            setattr(stats, name, value if index is None else value[index])
+        return stats
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch of features ``[B, p]`` and integer labels ``[B]``."""
+        stats = self._as_stats()
+        stats.update(features, labels)
+        for name in _FIELDS:
+            setattr(self, name, getattr(stats, name))
+        layer = self._get_classifier()
+        W = layer.weight.detach().to(device=stats.device, dtype=stats.dtype)
+        b = (
+            layer.bias.detach().to(W)
+            if layer.bias is not None
+            else torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
+        )
+        h = features.detach().to(W)
+        self.correct += ((h @ W.T + b).argmax(dim=1) == labels.to(h.device)).sum()
+        if self.keep_features:
+            self.features.append(
+                torch.cat([features.detach().to(W.dtype), labels.to(W.dtype).unsqueeze(1)], dim=1)
+            )
+
+    def forward(self, *args, **kwargs) -> None:
+        """Accumulate only: NC metrics of a single batch are not meaningful."""
+        self.update(*args, **kwargs)
+
+    def _merged_stats(self) -> ClassStats:
+        if self.counts.ndim == 1:
+            return self._as_stats()
+        merged = self._as_stats(0)
+        for rank in range(1, self.counts.shape[0]):
+            merged = merge(merged, self._as_stats(rank))
+        return merged
+
+    def compute(self) -> NCResult:
+        """The :class:`~ncmse.NCResult` of everything seen (all processes)."""
+        stats = self._merged_stats()
+        layer = self._get_classifier()
+        W = layer.weight.detach().to(device=stats.device, dtype=stats.dtype)
+        b = layer.bias.detach().to(W) if layer.bias is not None else None
+        if b is None:
+            b = torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
+        mismatch, method = None, "unavailable"
+        if self.keep_features:
+            feats = self.features
+            data = torch.cat(feats) if isinstance(feats, list) and feats else feats
+            if isinstance(data, torch.Tensor) and data.numel():
+                cls, ncc = measures.decisions(data[:, :-1], W, b, stats.class_means())
+                mismatch, method = float((cls != ncc).sum()), "cache"
+        return result_from_stats(
+            stats,
+            W,
+            b,
+            lam=self.lam,
+            correct=float(self.correct),
+            nc4_mismatch=mismatch,
+            nc4_method=method,
+        )

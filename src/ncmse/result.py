@@ -1,0 +1,75 @@
+"""The typed result of one measurement (SPEC §2–§3 names)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["NCResult", "METRIC_NAMES"]
+
+
+@dataclass
+class NCResult:
+    """Every SPEC §2 and §3 quantity of one split, plus provenance.
+
+    ``snr`` holds the singular values ω_1 ≥ … ≥ ω_{min(p, C−1)} of Σ_W^{-1/2} M̄.
+    ``nc4_method`` is ``"direct"`` (features in memory), ``"cache"`` (streamed, cached under the
+    memory budget), ``"second_pass"`` (streamed twice) or ``"unavailable"``.
+    """
+
+    accuracy: float
+    loss: float
+    nc1: float
+    nc1_unnormalized: float
+    nc1_trace_ratio: float
+    cdnv: float
+    equinorm_means: float
+    equinorm_classifier: float
+    equiangular_means: float
+    equiangular_classifier: float
+    maxangle_means: float
+    maxangle_classifier: float
+    nc3: float
+    nc4: float
+    snr: tuple[float, ...]
+    etf_error_means: float
+    etf_error_wm: float
+    loss_nc1: float
+    loss_nc23: float
+    loss_perp: float
+    loss_ls: float
+    lam: float
+    num_samples: int
+    num_classes: int
+    balanced: bool
+    nc4_method: str
+    extras: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def loss_perp_ratio(self) -> float:
+        """L_⊥ / L."""
+        return self.loss_perp / self.loss if self.loss > 0 else math.nan
+
+    @property
+    def train_error(self) -> float:
+        """1 − accuracy."""
+        return 1.0 - self.accuracy
+
+    def to_dict(self) -> dict:
+        """Flat dict keyed by SPEC names (``snr`` as a list); ``extras`` merged in."""
+        out = asdict(self)
+        extras = out.pop("extras")
+        out["snr"] = list(self.snr)
+        out["loss_perp_ratio"] = self.loss_perp_ratio
+        out.update(extras)
+        return out
+
+
+#: the scalar metric names, in a stable order (for CSV columns)
+METRIC_NAMES: tuple[str, ...] = (
+    "accuracy", "loss", "nc1", "nc1_unnormalized", "nc1_trace_ratio", "cdnv",
+    "equinorm_means", "equinorm_classifier", "equiangular_means", "equiangular_classifier",
+    "maxangle_means", "maxangle_classifier", "nc3", "nc4", "etf_error_means", "etf_error_wm",
+    "loss_nc1", "loss_nc23", "loss_perp", "loss_ls", "loss_perp_ratio", "lam",
+    "num_samples", "num_classes", "balanced", "nc4_method",
+)  # fmt: skip

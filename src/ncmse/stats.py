@@ -1,0 +1,318 @@
+"""Streaming class statistics: counts, class means and within-class scatter.
+
+One pass over the features, any batch order, state ``O(C·p + p²)`` independent of ``N``.
+
+Numerical method
+----------------
+The textbook one-pass formula ``Σ h hᵀ − N μ μᵀ`` cancels catastrophically exactly when the features
+collapse (SPEC §8). We use the *shifted-data* algorithm instead: every class ``c`` gets a fixed shift
+``K_c`` (the mean of the first batch in which the class appears) and we accumulate, in float64,
+
+    n_c,   s_c = Σ (h − K_c),   q_c = Σ ‖h − K_c‖²,   S = Σ (h − K_{y})(h − K_{y})ᵀ.
+
+Because ``K_c`` is within a few within-class standard deviations of ``μ_c``, the subtraction
+``S − Σ_c n_c d_c d_cᵀ`` (``d_c = μ_c − K_c = s_c / n_c``) only removes a term of the size of the
+within-class scatter itself: no cancellation, however small the spread. The per-batch cost is one
+``B×p`` subtraction and one ``pᵀ B p`` GEMM, i.e. the cost of accumulating ``HᵀH``.
+
+States with different shifts are merged exactly by Chan's parallel update on centred scatters
+(:func:`merge`); :meth:`ClassStats.all_reduce_` does the same across ``torch.distributed`` ranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ncmse.errors import EmptyDataError, LabelError, NonFiniteError, ShapeError
+
+__all__ = ["ClassStats", "merge", "check_batch"]
+
+
+def check_batch(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    """Validate one batch of features ``[B, p]`` and integer labels ``[B]`` in ``[0, C)``.
+
+    Raises
+    ------
+    ShapeError, LabelError, NonFiniteError
+        With a message naming the offending input and the fix.
+    """
+    if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise ShapeError(
+            "features and labels must be torch tensors; convert with torch.as_tensor(...)"
+        )
+    if features.ndim != 2:
+        raise ShapeError(
+            f"features must have shape [N, p], got {tuple(features.shape)}; "
+            "flatten with features.flatten(1)"
+        )
+    if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
+        raise ShapeError(
+            f"labels must have shape [N] = [{features.shape[0]}] to match features "
+            f"{tuple(features.shape)}, got {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise LabelError(
+            f"labels must be integers (class indices), got dtype {labels.dtype}; "
+            "pass labels.long() of class indices, not one-hot or scores"
+        )
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise LabelError(
+            f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, found values in "
+            f"[{int(labels.min())}, {int(labels.max())}]; fix num_classes or the labels"
+        )
+    if not features.dtype.is_floating_point:
+        raise ShapeError(f"features must be floating point, got {features.dtype}")
+    if not bool(torch.isfinite(features).all()):
+        raise NonFiniteError(
+            "features contain NaN or Inf; check the model (diverged training?) or the data"
+        )
+
+
+@dataclass
+class ClassStats:
+    """Sufficient statistics of labelled features, updated batch by batch.
+
+    Parameters
+    ----------
+    num_classes : int
+        C ≥ 2.
+    dim : int
+        Feature dimension p.
+    device, dtype
+        Where and in which precision the state lives (float64 by default; float16/bfloat16/float32
+        input is upcast).
+
+    Attributes
+    ----------
+    counts : Tensor [C]        n_c (float, exact for N < 2⁵³)
+    shift : Tensor [C, p]      K_c (valid where ``has_shift``)
+    has_shift : Tensor [C]     bool
+    sums : Tensor [C, p]       Σ_{i in c} (h_i − K_c)
+    sqsums : Tensor [C]        Σ_{i in c} ‖h_i − K_c‖²
+    scatter : Tensor [p, p]    Σ_i (h_i − K_{y_i})(h_i − K_{y_i})ᵀ
+    """
+
+    num_classes: int
+    dim: int
+    device: torch.device | str | None = None
+    dtype: torch.dtype = torch.float64
+
+    def __post_init__(self) -> None:
+        from ncmse.errors import InputError
+
+        if int(self.num_classes) < 2:
+            raise InputError(
+                f"num_classes must be ≥ 2 (collapse compares classes), got {self.num_classes}"
+            )
+        if int(self.dim) < 1:
+            raise InputError(f"dim (feature dimension p) must be ≥ 1, got {self.dim}")
+        if not self.dtype.is_floating_point:
+            raise InputError(f"dtype must be a floating type, got {self.dtype}")
+        self.num_classes = int(self.num_classes)
+        self.dim = int(self.dim)
+        self.device = torch.device(self.device) if self.device is not None else torch.device("cpu")
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget every sample."""
+        C, p, kw = self.num_classes, self.dim, {"device": self.device, "dtype": self.dtype}
+        self.counts = torch.zeros(C, **kw)
+        self.shift = torch.zeros(C, p, **kw)
+        self.has_shift = torch.zeros(C, dtype=torch.bool, device=self.device)
+        self.sums = torch.zeros(C, p, **kw)
+        self.sqsums = torch.zeros(C, **kw)
+        self.scatter = torch.zeros(p, p, **kw)
+
+    @property
+    def num_samples(self) -> int:
+        """N = Σ_c n_c."""
+        return int(round(float(self.counts.sum())))
+
+    def clone(self) -> ClassStats:
+        """A deep copy."""
+        out = ClassStats.__new__(ClassStats)
+        out.num_classes, out.dim, out.device, out.dtype = (
+            self.num_classes,
+            self.dim,
+            self.device,
+            self.dtype,
+        )
+        for name in ("counts", "shift", "has_shift", "sums", "sqsums", "scatter"):
+            setattr(out, name, getattr(self, name).clone())
+        return out
+
+    def to_like(self, other: ClassStats) -> ClassStats:
+        """This state on ``other``'s device and dtype (self when they already match)."""
+        if self.device == other.device and self.dtype == other.dtype:
+            return self
+        out = self.clone()
+        out.device, out.dtype = other.device, other.dtype
+        for name in ("counts", "shift", "sums", "sqsums", "scatter"):
+            setattr(out, name, getattr(out, name).to(device=other.device, dtype=other.dtype))
+        out.has_shift = out.has_shift.to(other.device)
+        return out
+
+    # ----------------------------------------------------------------- update
+    @torch.no_grad()
+    def update(
+        self, features: torch.Tensor, labels: torch.Tensor, *, validate: bool = True
+    ) -> None:
+        """Add a batch.
+
+        Parameters
+        ----------
+        features : Tensor [B, p]
+            Any floating dtype; upcast to the state's dtype.
+        labels : Tensor [B]
+            Integer class indices in ``[0, C)``.
+        validate : bool
+            Check shapes, label range and finiteness (one device sync); disable only in hot loops
+            whose inputs are known to be valid.
+        """
+        if validate:
+            check_batch(features, labels, self.num_classes)
+            if features.shape[1] != self.dim:
+                raise ShapeError(
+                    f"features have dimension {features.shape[1]} but the statistics were created "
+                    f"with dim={self.dim}"
+                )
+        if features.shape[0] == 0:
+            return
+        h = features.to(device=self.device, dtype=self.dtype)
+        y = labels.to(device=self.device, dtype=torch.long)
+        C = self.num_classes
+
+        batch_counts = torch.bincount(y, minlength=C).to(self.dtype)
+        new = (batch_counts > 0) & ~self.has_shift
+        if bool(new.any()):
+            batch_sums = torch.zeros(C, self.dim, device=self.device, dtype=self.dtype)
+            batch_sums.index_add_(0, y, h)
+            batch_means = batch_sums / batch_counts.clamp_min(1).unsqueeze(1)
+            self.shift[new] = batch_means[new]
+            self.has_shift |= new
+
+        z = h - self.shift[y]
+        self.counts += batch_counts
+        self.sums.index_add_(0, y, z)
+        self.sqsums.index_add_(0, y, (z * z).sum(dim=1))
+        self.scatter.addmm_(z.T, z)
+
+    # ------------------------------------------------------------ canonical
+    def class_means(self) -> torch.Tensor:
+        """μ_c, shape [C, p]. Raises if a class has no samples."""
+        self._require_all_classes()
+        return self.shift + self.sums / self.counts.unsqueeze(1)
+
+    def centred(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Canonical (shift-free) form.
+
+        Returns
+        -------
+        counts : [C]
+        means : [C, p]        μ_c (zero for empty classes)
+        within_sq : [C]       Σ_{i in c} ‖h_i − μ_c‖²
+        within_scatter : [p, p]   Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ  (pooled, unnormalised)
+        """
+        safe = self.counts.clamp_min(1).unsqueeze(1)
+        d = self.sums / safe  # μ_c − K_c
+        means = torch.where(self.counts.unsqueeze(1) > 0, self.shift + d, torch.zeros_like(d))
+        w = self.counts.unsqueeze(1) * d
+        within = self.scatter - d.T @ w
+        within = 0.5 * (within + within.T)
+        within_sq = (self.sqsums - (d * w).sum(dim=1)).clamp_min(0)
+        return self.counts.clone(), means, within_sq, within
+
+    def _load_centred(
+        self,
+        counts: torch.Tensor,
+        means: torch.Tensor,
+        within_sq: torch.Tensor,
+        within: torch.Tensor,
+    ) -> None:
+        """Set the state from canonical form (shift = class means)."""
+        self.counts = counts
+        self.has_shift = counts > 0
+        self.shift = torch.where(self.has_shift.unsqueeze(1), means, torch.zeros_like(means))
+        self.sums = torch.zeros_like(means)
+        self.sqsums = within_sq
+        self.scatter = within
+
+    def _require_all_classes(self) -> None:
+        from ncmse.errors import EmptyClassError
+
+        if self.num_samples == 0:
+            raise EmptyDataError("no samples were added; the features / loader are empty")
+        empty = (self.counts == 0).nonzero().flatten().tolist()
+        if empty:
+            shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+            raise EmptyClassError(
+                f"class(es) {shown} have no samples, so their means are undefined; measure on a "
+                f"split that contains every class, or set num_classes to the classes present"
+            )
+
+    # --------------------------------------------------------- distributed
+    @torch.no_grad()
+    def all_reduce_(self, group=None) -> ClassStats:
+        """Replace the state, on every rank, by the merge of all ranks' states (in place).
+
+        Two collective sums: first counts and class sums (→ global means), then each rank's
+        scatter about the *global* means, which makes the sum exact (no cancellation).
+        No-op when ``torch.distributed`` is not initialised.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        counts, means, within_sq, within = self.centred()
+        first = torch.cat([counts.unsqueeze(1), counts.unsqueeze(1) * means], dim=1)
+        dist.all_reduce(first, group=group)
+        g_counts = first[:, 0]
+        g_means = first[:, 1:] / g_counts.clamp_min(1).unsqueeze(1)
+        delta = means - g_means  # zero where the rank has no sample of the class
+        w = counts.unsqueeze(1) * delta
+        second = torch.empty(
+            self.num_classes + self.dim * self.dim, device=self.device, dtype=self.dtype
+        )
+        second[: self.num_classes] = within_sq + (delta * w).sum(dim=1)
+        second[self.num_classes :] = (within + delta.T @ w).reshape(-1)
+        dist.all_reduce(second, group=group)
+        self._load_centred(
+            g_counts,
+            g_means,
+            second[: self.num_classes].clone(),
+            second[self.num_classes :].reshape(self.dim, self.dim).clone(),
+        )
+        return self
+
+
+def merge(a: ClassStats, b: ClassStats) -> ClassStats:
+    """Exact merge of two states (Chan et al.'s parallel update), returned as a new state.
+
+    With per-class counts n_a, n_b and means μ_a, μ_b (δ = μ_b − μ_a):
+    ``μ = μ_a + δ n_b / n``,  ``S = S_a + S_b + Σ_c (n_a n_b / n) δ_c δ_cᵀ``.
+    """
+    if (a.num_classes, a.dim) != (b.num_classes, b.dim):
+        raise ShapeError(
+            f"cannot merge statistics of shape (C={a.num_classes}, p={a.dim}) with "
+            f"(C={b.num_classes}, p={b.dim})"
+        )
+    na, ma, qa, sa = a.centred()
+    nb, mb, qb, sb = b.to_like(a).centred()
+    n = na + nb
+    safe = n.clamp_min(1).unsqueeze(1)
+    delta = mb - ma
+    both = (na > 0) & (nb > 0)
+    delta = torch.where(both.unsqueeze(1), delta, torch.zeros_like(delta))
+    means = torch.where((na > 0).unsqueeze(1), ma + delta * (nb.unsqueeze(1) / safe), mb)
+    weight = (na * nb / n.clamp_min(1)).unsqueeze(1)
+    out = ClassStats(a.num_classes, a.dim, device=a.device, dtype=a.dtype)
+    out._load_centred(
+        n,
+        means,
+        qa + qb + (weight * delta * delta).sum(dim=1),
+        sa + sb + delta.T @ (weight * delta),
+    )
+    return out

@@ -1,0 +1,89 @@
+"""Brute-force float64 references, written straight from SPEC §2–§3 (per-sample loops, explicit
+pseudo-inverses): slow and obviously right, to test the fast library code against."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def class_stats(H, y, C):
+    H = np.asarray(H, dtype=np.float64)
+    y = np.asarray(y)
+    N, p = H.shape
+    mu = np.stack([H[y == c].mean(axis=0) for c in range(C)])
+    Sw = np.zeros((p, p))
+    for i in range(N):
+        d = H[i] - mu[y[i]]
+        Sw += np.outer(d, d)
+    return mu, Sw / N
+
+
+def geometry(H, y, W, b, C):
+    H = np.asarray(H, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    y = np.asarray(y)
+    mu, Sw = class_stats(H, y, C)
+    muG = mu.mean(axis=0)
+    Mbar = (mu - muG).T
+    Sb = Mbar @ Mbar.T / C
+    out = {}
+    out["nc1"] = np.trace(Sw @ np.linalg.pinv(Sb, rcond=1e-10, hermitian=True)) / C
+    out["nc1_trace_ratio"] = np.trace(Sw) / np.trace(Sb)
+    var = np.array([np.mean(np.sum((H[y == c] - mu[c]) ** 2, axis=1)) for c in range(C)])
+    pairs = list(itertools.combinations(range(C), 2))
+    out["cdnv"] = np.mean(
+        [(var[a] + var[c]) / (2 * np.sum((mu[a] - mu[c]) ** 2)) for a, c in pairs]
+    )
+
+    def norms_std_mean(V):
+        n = np.linalg.norm(V, axis=1)
+        return np.std(n, ddof=1) / np.mean(n)
+
+    def cos_pairs(V):
+        return np.array(
+            [V[a] @ V[c] / (np.linalg.norm(V[a]) * np.linalg.norm(V[c])) for a, c in pairs]
+        )
+
+    for name, V in (("means", Mbar.T), ("classifier", W)):
+        out[f"equinorm_{name}"] = norms_std_mean(V)
+        cs = cos_pairs(V)
+        out[f"equiangular_{name}"] = np.std(cs, ddof=1) if len(cs) > 1 else 0.0
+        out[f"maxangle_{name}"] = np.mean(np.abs(cs + 1.0 / (C - 1)))
+    out["nc3"] = np.sum((W.T / np.linalg.norm(W) - Mbar / np.linalg.norm(Mbar)) ** 2)
+    mism = 0
+    for i in range(H.shape[0]):
+        ncc = np.argmin([np.sum((H[i] - mu[c]) ** 2) for c in range(C)])
+        mism += int(ncc != np.argmax(W @ H[i] + b))
+    out["nc4"] = mism / H.shape[0]
+    out["accuracy"] = np.mean(np.argmax(H @ W.T + b, axis=1) == y)
+    # SNR: singular values of Σ_W^{-1/2} M̄ via eigendecomposition
+    ev, Q = np.linalg.eigh(Sw)
+    Sw_mhalf = Q @ np.diag(ev**-0.5) @ Q.T
+    out["snr"] = np.linalg.svd(Sw_mhalf @ Mbar, compute_uv=False)[: min(H.shape[1], C - 1)]
+    G = Mbar.T @ Mbar
+    etf = (np.eye(C) - np.ones((C, C)) / C) / np.sqrt(C - 1)
+    out["etf_error_means"] = np.linalg.norm(G / np.linalg.norm(G) - etf)
+    G = W @ Mbar
+    out["etf_error_wm"] = np.linalg.norm(G / np.linalg.norm(G) - etf)
+    return out
+
+
+def mse_loss(H, y, W, b, C, lam):
+    H, W, b = (np.asarray(a, dtype=np.float64) for a in (H, W, b))
+    E = np.eye(C)[np.asarray(y)]
+    R = H @ W.T + b - E
+    return 0.5 * np.mean(np.sum(R**2, axis=1)) + 0.5 * lam * (np.sum(W**2) + np.sum(b**2))
+
+
+def ridge_ls(H, y, C, lam):
+    """argmin over (W, b) of the SPEC loss, by the explicit normal equations."""
+    H = np.asarray(H, dtype=np.float64)
+    N = H.shape[0]
+    Ht = np.hstack([H, np.ones((N, 1))])
+    E = np.eye(C)[np.asarray(y)]
+    A = Ht.T @ Ht / N + lam * np.eye(Ht.shape[1])
+    Wt = np.linalg.solve(A, Ht.T @ E / N).T
+    return Wt[:, :-1], Wt[:, -1]
