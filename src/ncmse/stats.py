@@ -185,19 +185,20 @@ class ClassStats:
         y = labels.to(device=self.device, dtype=torch.long)
         C = self.num_classes
 
-        batch_counts = torch.bincount(y, minlength=C).to(self.dtype)
+        # class sums as one-hot GEMMs: much faster than index_add_ on CPU, deterministic on CUDA
+        onehot = torch.zeros(h.shape[0], C, device=self.device, dtype=self.dtype)
+        onehot.scatter_(1, y.unsqueeze(1), 1.0)
+        batch_counts = onehot.sum(dim=0)
         new = (batch_counts > 0) & ~self.has_shift
         if bool(new.any()):
-            batch_sums = torch.zeros(C, self.dim, device=self.device, dtype=self.dtype)
-            batch_sums.index_add_(0, y, h)
-            batch_means = batch_sums / batch_counts.clamp_min(1).unsqueeze(1)
+            batch_means = (onehot.T @ h) / batch_counts.clamp_min(1).unsqueeze(1)
             self.shift[new] = batch_means[new]
             self.has_shift |= new
 
-        z = h - self.shift[y]
+        z = h - self.shift.index_select(0, y)
         self.counts += batch_counts
-        self.sums.index_add_(0, y, z)
-        self.sqsums.index_add_(0, y, (z * z).sum(dim=1))
+        self.sums.addmm_(onehot.T, z)
+        self.sqsums.addmv_(onehot.T, (z * z).sum(dim=1))
         self.scatter.addmm_(z.T, z)
 
     # ------------------------------------------------------------ canonical
