@@ -18,6 +18,7 @@ import resource
 import subprocess
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -136,10 +137,10 @@ def main() -> None:
         g = torch.Generator().manual_seed(3)
         W, b = torch.randn(C, p, generator=g), torch.randn(C, generator=g)
         run_ncmse(batches[:4], W, b, C)  # warm-up
-        t_a, res = best_of(lambda: run_ncmse(batches, W, b, C), 3)
-        t_c, _ = best_of(lambda: run_floor(batches, p), 3)
+        t_a, res = best_of(partial(run_ncmse, batches, W, b, C), 3)
+        t_c, _ = best_of(partial(run_floor, batches, p), 3)
         if i == 0 or not args.skip_baseline_large:
-            t_b, nc1_b = best_of(lambda: run_baseline(batches, C, p), 1)
+            t_b, nc1_b = best_of(partial(run_baseline, batches, C, p), 1)
             diff = abs(res.nc1 - nc1_b) / abs(nc1_b)
             b_cols = f"{t_b:>10.2f}", f"{t_b / t_a:>7.1f}", f"{diff:.1e}"
         else:

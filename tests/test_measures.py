@@ -9,7 +9,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_impl import geometry, mse_loss, ridge_ls
 
 import ncmse
 from ncmse import lstsq
@@ -24,6 +23,7 @@ from ncmse.errors import (
     SingularCovarianceError,
 )
 from ncmse.stats import ClassStats, merge
+from reference_impl import geometry, mse_loss, ridge_ls
 
 GEOMETRY = (
     "nc1", "nc1_trace_ratio", "cdnv", "equinorm_means", "equinorm_classifier",

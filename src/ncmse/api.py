@@ -151,7 +151,7 @@ def measure_features(
 
     Parameters
     ----------
-    features : Tensor [N, p]   last-layer features (input of the final linear layer); any float dtype
+    features : Tensor [N, p]   last-layer features (input of the final linear layer), any float
     labels : Tensor [N]        integer classes in [0, C)
     W : Tensor [C, p]          classifier weight
     b : Tensor [C] or None     classifier bias (None = no bias)
@@ -238,9 +238,15 @@ def measure_stream(
             W, b = _check_classifier(W, b, C, features.shape[1])
             stats = ClassStats(C, features.shape[1], device=dev, dtype=dtype)
             Wd, bd = W.to(device=dev, dtype=dtype), b.to(device=dev, dtype=dtype)
-        stats.update(features, labels)
+        else:
+            check_batch(features, labels, C)
+            if features.shape[1] != stats.dim:
+                raise ShapeError(
+                    f"a batch has feature dimension {features.shape[1]}, the first had {stats.dim}"
+                )
         h = features.to(device=dev, dtype=dtype)
         y = labels.to(device=dev)
+        stats.update(h, y, validate=False)
         correct += ((h @ Wd.T + bd).argmax(dim=1) == y).sum()
         if cache is not None:
             cached_bytes += features.numel() * features.element_size()
@@ -315,7 +321,7 @@ def measure(
 
     The input of ``classifier`` (default: the last ``nn.Linear``) is hooked as the features; the
     model runs in eval mode under ``torch.no_grad`` on its own device, and its previous mode is
-    restored afterwards. ``accuracy`` and ``nc4`` use the decision ``argmax(W h + b)`` of that layer.
+    restored afterwards. ``accuracy`` and ``nc4`` use the layer's decision ``argmax(W h + b)``.
 
     Parameters
     ----------

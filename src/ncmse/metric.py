@@ -1,4 +1,4 @@
-"""A torchmetrics ``Metric`` for neural collapse (optional dependency: ``pip install torchmetrics``).
+"""A torchmetrics ``Metric`` for neural collapse (optional dependency: ``torchmetrics``).
 
 Usage in a Lightning module::
 

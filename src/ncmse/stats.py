@@ -4,9 +4,10 @@ One pass over the features, any batch order, state ``O(C·p + p²)`` independent
 
 Numerical method
 ----------------
-The textbook one-pass formula ``Σ h hᵀ − N μ μᵀ`` cancels catastrophically exactly when the features
-collapse (SPEC §8). We use the *shifted-data* algorithm instead: every class ``c`` gets a fixed shift
-``K_c`` (the mean of the first batch in which the class appears) and we accumulate, in float64,
+The textbook one-pass formula ``Σ h hᵀ − N μ μᵀ`` cancels catastrophically exactly when the
+features collapse (SPEC §8). We use the *shifted-data* algorithm instead: every class ``c`` gets a
+fixed shift ``K_c`` (the mean of the first batch in which the class appears) and we accumulate,
+in float64,
 
     n_c,   s_c = Σ (h − K_c),   q_c = Σ ‖h − K_c‖²,   S = Σ (h − K_{y})(h − K_{y})ᵀ.
 
