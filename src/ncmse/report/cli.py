@@ -1,0 +1,55 @@
+"""``ncmse report RUN_DIR [RUN_DIR …]``: per-run reports and, for several runs, a comparison."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ncmse.report.html import EMBED_MODES
+
+__all__ = ["add_arguments", "run"]
+
+DEFAULT_OUT = Path("ncmse-report")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``ncmse report`` to ``parser``."""
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="run directories written by `ncmse train` or `ncmse ufm`",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder of the comparison of several runs (default: ./{DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--embed",
+        choices=EMBED_MODES,
+        default="png",
+        help="embed figures in the HTML as base64 PNG (default) or inline SVG",
+    )
+    parser.add_argument(
+        "--no-run-reports",
+        action="store_true",
+        help="with several runs, write only the comparison, not RUN_DIR/report.html of each",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the reports; print the path of each page written. Returns the exit status."""
+    from ncmse.report import write_comparison_report, write_run_report
+
+    run_dirs: list[Path] = list(args.run_dirs)
+    several = len(run_dirs) > 1 or args.out is not None
+    if not (several and args.no_run_reports):
+        for run_dir in run_dirs:
+            print(write_run_report(run_dir, embed=args.embed))
+    if several:
+        out = args.out if args.out is not None else DEFAULT_OUT
+        print(write_comparison_report(run_dirs, out, embed=args.embed))
+    return 0
