@@ -73,7 +73,7 @@ def nc1(
     _, s, vh = torch.linalg.svd(mbar.T, full_matrices=False)  # rows of vh: left sing. vectors of M̄
     keep = s > rtol * s.max()
     s, vh = s[keep], vh[keep]
-    quad = ((vh @ sigma_w) * vh).sum(dim=1)
+    quad = ((vh @ sigma_w) * vh).sum(dim=1).clamp_min(0)  # uᵀΣ_W u ≥ 0 up to rounding
     return float((quad / s**2).sum()), int(keep.sum())
 
 
@@ -133,7 +133,8 @@ def snr(sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None)
 
     Computed as the singular values of L⁻¹ M̄ for the Cholesky factor Σ_W = L Lᵀ (same singular
     values, since L⁻¹ = O Σ_W^{-1/2} with O orthogonal), which costs p³/3 rather than an
-    eigendecomposition. When Σ_W is singular the pseudo-inverse square root on its range is used.
+    eigendecomposition. When Σ_W is numerically singular its eigenvalues are floored at
+    ``rtol · λ_max`` (so directions with no within-class spread give very large ω, not none).
     """
     p, C = mbar.shape
     k = min(p, C - 1)
@@ -146,8 +147,11 @@ def snr(sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None)
         evals, evecs = torch.linalg.eigh(sigma_w)
         if float(evals.max()) <= 0.0:  # no within-class variability at all: infinite SNR
             return torch.full((k,), math.inf, dtype=sigma_w.dtype, device=sigma_w.device)
-        keep = evals > rtol * evals.max().clamp_min(torch.finfo(evals.dtype).tiny)
-        x = (evecs[:, keep].T @ mbar) / evals[keep].sqrt().unsqueeze(1)
+        # Floor the spectrum at rtol·λ_max instead of dropping the null space: class-mean
+        # separation along a direction without within-class spread then gives a very large ω
+        # (→ ∞ as the spread vanishes) rather than a discontinuous jump to a small one.
+        floored = evals.clamp_min(rtol * float(evals.max()))
+        x = (evecs.T @ mbar) / floored.sqrt().unsqueeze(1)
     return torch.linalg.svdvals(x)[:k]
 
 
