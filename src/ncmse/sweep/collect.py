@@ -1,0 +1,275 @@
+"""Results of a sweep: final rows, mean ± std over seeds, the paper's learning-rate selection.
+
+The learning-rate selection follows the paper (SPEC §6): per (preset, weight decay), the learning
+rate whose final test error (1 − ``test_accuracy`` of the last measurement), averaged over seeds,
+is lowest. A diverged seed counts as an infinite error, so a learning rate that diverges for any
+seed is never chosen. Ties go to the smaller learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ncmse.sweep.grid import RunSpec, preset_stem
+from ncmse.sweep.state import read_summary
+
+__all__ = [
+    "RunResult",
+    "GroupStats",
+    "collect",
+    "format_groups",
+    "format_selection",
+    "group_results",
+    "select_lr",
+]
+
+#: final-row values copied into the sweep manifest
+FINAL_KEYS: tuple[str, ...] = (
+    "epoch",
+    "train_error",
+    "accuracy",
+    "test_accuracy",
+    "loss",
+    "test_loss",
+    "nc1",
+    "loss_perp",
+    "loss_perp_ratio",
+    "nc3",
+    "nc4",
+    "wall_time",
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run of the sweep and what its run directory says now."""
+
+    run: RunSpec
+    status: str  # "finished" | "diverged" | "running" | "missing"
+    final: dict[str, Any]
+    tpt_epoch: int | None = None
+
+    @property
+    def test_error(self) -> float:
+        """1 − final test accuracy; inf for a diverged run, NaN when unknown."""
+        if self.status == "diverged":
+            return math.inf
+        acc = self.final.get("test_accuracy")
+        if self.status != "finished" or not isinstance(acc, (int, float)):
+            return math.nan
+        return 1.0 - float(acc)
+
+    @property
+    def perp_ratio(self) -> float:
+        """Final L_⊥ / L (NaN when unknown)."""
+        ratio = self.final.get("loss_perp_ratio")
+        if isinstance(ratio, (int, float)):
+            return float(ratio)
+        perp, loss = self.final.get("loss_perp"), self.final.get("loss")
+        if isinstance(perp, (int, float)) and isinstance(loss, (int, float)) and loss > 0:
+            return float(perp) / float(loss)
+        return math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """Manifest entry: coordinates, status, TPT epoch and the main final values."""
+        out = self.run.coordinates()
+        out["status"] = self.status
+        out["tpt_epoch"] = self.tpt_epoch
+        out["final"] = {k: self.final[k] for k in FINAL_KEYS if k in self.final}
+        return out
+
+
+def collect(runs: Sequence[RunSpec]) -> list[RunResult]:
+    """Read the ``summary.json`` of every run."""
+    results = []
+    for run in runs:
+        summary = read_summary(run.run_dir)
+        if summary is None:
+            results.append(RunResult(run, "missing", {}))
+            continue
+        final = summary.get("final") or {}
+        results.append(
+            RunResult(run, str(summary.get("status", "running")), final, summary.get("tpt_epoch"))
+        )
+    return results
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for one value; NaN for none)."""
+    if not values:
+        return math.nan, math.nan
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Seeds of one (preset, lr, wd): mean ± std of the final values over finished seeds."""
+
+    preset: str
+    lr: float
+    weight_decay: float
+    planned: int
+    finished: int
+    diverged: int
+    test_accuracy: tuple[float, float]
+    nc1: tuple[float, float]
+    perp_ratio: tuple[float, float]
+    test_error_mean: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``*_mean`` / ``*_std`` keys)."""
+        out: dict[str, Any] = {
+            "preset": self.preset,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "planned": self.planned,
+            "finished": self.finished,
+            "diverged": self.diverged,
+            "mean_test_error": _json_float(self.test_error_mean),
+        }
+        for name in ("test_accuracy", "nc1", "perp_ratio"):
+            mean, std = getattr(self, name)
+            key = "loss_perp_ratio" if name == "perp_ratio" else name
+            out[f"{key}_mean"], out[f"{key}_std"] = _json_float(mean), _json_float(std)
+        return out
+
+
+def _json_float(x: float) -> float | str | None:
+    """JSON has no NaN/Inf: NaN -> None, inf -> "inf"."""
+    if math.isnan(x):
+        return None
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+def group_results(results: Sequence[RunResult]) -> list[GroupStats]:
+    """Group by (preset, lr, wd) in first-seen order and average over seeds."""
+    groups: dict[tuple[str, float, float], list[RunResult]] = {}
+    for r in results:
+        groups.setdefault((preset_stem(r.run.preset), r.run.lr, r.run.weight_decay), []).append(r)
+    out = []
+    for (preset, lr, wd), members in groups.items():
+        done = [r for r in members if r.status == "finished"]
+        diverged = sum(r.status == "diverged" for r in members)
+        errors = [r.test_error for r in done if not math.isnan(r.test_error)]
+        acc = [1.0 - e for e in errors]
+        nc1 = [float(r.final["nc1"]) for r in done if isinstance(r.final.get("nc1"), (int, float))]
+        perp = [r.perp_ratio for r in done if not math.isnan(r.perp_ratio)]
+        if diverged:
+            err_mean = math.inf
+        else:
+            err_mean = float(np.mean(errors)) if errors else math.nan
+        out.append(
+            GroupStats(
+                preset=preset,
+                lr=lr,
+                weight_decay=wd,
+                planned=len(members),
+                finished=len(done),
+                diverged=diverged,
+                test_accuracy=_mean_std(acc),
+                nc1=_mean_std(nc1),
+                perp_ratio=_mean_std(perp),
+                test_error_mean=err_mean,
+            )
+        )
+    return out
+
+
+def select_lr(groups: Sequence[GroupStats]) -> list[dict[str, Any]]:
+    """Per (preset, wd), the lr with the lowest mean final test error.
+
+    Returns
+    -------
+    list of dict
+        One entry per (preset, weight_decay): ``best_lr`` (None when no lr has a finished run),
+        ``best_test_error``, ``complete`` (every planned run of every lr finished or diverged)
+        and ``candidates`` (lr, mean test error, finished/planned seeds), sorted by lr.
+    """
+    by_key: dict[tuple[str, float], list[GroupStats]] = {}
+    for g in groups:
+        by_key.setdefault((g.preset, g.weight_decay), []).append(g)
+    selections = []
+    for (preset, wd), members in by_key.items():
+        usable = [g for g in members if not math.isnan(g.test_error_mean)]
+        best = min(usable, key=lambda g: (round(g.test_error_mean, 12), g.lr), default=None)
+        if best is not None and math.isinf(best.test_error_mean):
+            best = None
+        complete = all(g.finished + g.diverged == g.planned for g in members)
+        selections.append(
+            {
+                "preset": preset,
+                "weight_decay": wd,
+                "best_lr": None if best is None else best.lr,
+                "best_test_error": None if best is None else best.test_error_mean,
+                "complete": complete,
+                "candidates": [
+                    {
+                        "lr": g.lr,
+                        "mean_test_error": _json_float(g.test_error_mean),
+                        "finished": g.finished,
+                        "diverged": g.diverged,
+                        "planned": g.planned,
+                    }
+                    for g in sorted(members, key=lambda g: g.lr)
+                ],
+            }
+        )
+    return selections
+
+
+def _pm(pair: tuple[float, float], fmt: str, scale: float = 1.0) -> str:
+    mean, std = pair
+    if math.isnan(mean):
+        return "—"
+    return f"{format(scale * mean, fmt)} ± {format(scale * std, fmt)}"
+
+
+def format_groups(groups: Sequence[GroupStats]) -> str:
+    """Plain-text table: preset, lr, wd, seeds, test accuracy %, nc1, L_⊥/L (mean ± std)."""
+    header = ("preset", "lr", "wd", "seeds", "test acc %", "nc1", "L_perp/L")
+    rows = [
+        (
+            g.preset,
+            f"{g.lr:g}",
+            f"{g.weight_decay:g}",
+            f"{g.finished}/{g.planned}" + (f" ({g.diverged} diverged)" if g.diverged else ""),
+            _pm(g.test_accuracy, ".2f", 100.0),
+            _pm(g.nc1, ".3g"),
+            _pm(g.perp_ratio, ".3g"),
+        )
+        for g in groups
+    ]
+    return format_table(header, rows)
+
+
+def format_selection(selections: Sequence[dict[str, Any]]) -> str:
+    """Plain-text table of the selected learning rates."""
+    header = ("preset", "wd", "best lr", "mean test error", "complete")
+    rows = [
+        (
+            s["preset"],
+            f"{s['weight_decay']:g}",
+            "—" if s["best_lr"] is None else f"{s['best_lr']:g}",
+            "—" if s["best_test_error"] is None else f"{s['best_test_error']:.4f}",
+            "yes" if s["complete"] else "no",
+        )
+        for s in selections
+    ]
+    return format_table(header, rows)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces, with a dashed rule under the header."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)

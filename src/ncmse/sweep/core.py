@@ -1,0 +1,504 @@
+"""Plan, execute and collect a sweep in ``SWEEP_DIR``.
+
+Layout of a sweep directory::
+
+    SWEEP_DIR/
+      runs/<preset>-s<seed>-lr<lr>-wd<wd>/   run directories of ncmse train
+      logs/<run name>.log                     output of each training process (appended)
+      submitit/<job id>/                      submitit's files (executors local/slurm/debug)
+      sweep.json                              manifest: spec, command, every run and its status,
+                                              mean ± std per (preset, lr, wd)
+      results.csv                             one row per run: coordinates, status, final values
+      lr_selection.json                       with --select-lr / --lr-grid
+      report/report.html                      multi-run report (ncmse.report)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from ncmse.config import atomic_write_text
+from ncmse.errors import ConfigError, NCMSEError
+from ncmse.sweep.collect import (
+    FINAL_KEYS,
+    RunResult,
+    collect,
+    format_groups,
+    format_selection,
+    format_table,
+    group_results,
+    select_lr,
+)
+from ncmse.sweep.execute import (
+    TO_RUN,
+    JobOutcome,
+    SlurmOptions,
+    TrainJob,
+    make_executor,
+    run_local,
+    shell_command,
+    submit_jobs,
+    train_argv,
+)
+from ncmse.sweep.grid import RunSpec, SweepSpec, expand
+from ncmse.sweep.state import config_differences, read_summary, run_state
+
+__all__ = ["EXECUTORS", "PlannedRun", "SweepOptions", "format_plan", "plan", "run_sweep"]
+
+#: ``subprocess``: here, one run after the other; the others go through submitit
+EXECUTORS: tuple[str, ...] = ("subprocess", "local", "slurm", "debug")
+#: SLURM job states in which a run must not be submitted again
+ACTIVE_SLURM_STATES: frozenset[str] = frozenset(
+    {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING"}
+)
+MANIFEST = "sweep.json"
+
+
+@dataclass
+class SweepOptions:
+    """How to execute a sweep.
+
+    Attributes
+    ----------
+    out : Path
+        The sweep directory.
+    executor : str
+        One of :data:`EXECUTORS`.
+    slurm : SlurmOptions
+        Job resources (executors local/slurm/debug).
+    wait : bool or None
+        Wait for submitted jobs; None: wait unless the executor is slurm.
+    dry_run : bool
+        Print the plan only.
+    print_commands : bool
+        Print the training command of every run that needs one.
+    report : bool
+        Write the multi-run report at the end.
+    python : str
+        Interpreter of the training processes.
+    command : list of str
+        The command line, recorded in the manifest.
+    """
+
+    out: Path
+    executor: str = "subprocess"
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    wait: bool | None = None
+    dry_run: bool = False
+    print_commands: bool = False
+    report: bool = True
+    python: str = sys.executable
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def waits(self) -> bool:
+        """Whether the sweep blocks until every run has ended."""
+        if self.executor == "subprocess":
+            return True
+        return self.wait if self.wait is not None else self.executor != "slurm"
+
+    @property
+    def gpus(self) -> int:
+        """GPUs per job (0 for subprocess and debug runs, which use what they find)."""
+        return self.slurm.gpus if self.executor in ("slurm", "local") else 0
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run with the state it is in before the sweep acts."""
+
+    run: RunSpec
+    state: str
+    job_id: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    """``SWEEP_DIR/sweep.json`` or an empty dict."""
+    try:
+        data = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _submitted_jobs(out: Path) -> dict[str, str]:
+    """Run name -> SLURM job id of runs an earlier call submitted without waiting."""
+    manifest = read_manifest(out)
+    if manifest.get("executor") != "slurm":
+        return {}
+    return {
+        r["name"]: str(r["job_id"])
+        for r in manifest.get("runs", [])
+        if r.get("outcome") == "submitted" and r.get("job_id")
+    }
+
+
+def _active_slurm_jobs(out: Path, jobs: dict[str, str]) -> set[str]:
+    """Names whose earlier SLURM job is still pending or running (needs ``sacct``)."""
+    if not jobs:
+        return set()
+    try:
+        import submitit
+    except ImportError:
+        return set()
+    active = set()
+    for name, job_id in jobs.items():
+        try:
+            state = submitit.SlurmJob(folder=str(out / "submitit" / "%j"), job_id=job_id).state
+        except Exception:  # noqa: BLE001 - no SLURM here: the job cannot be active
+            continue
+        if str(state).upper() in ACTIVE_SLURM_STATES:
+            active.add(name)
+    return active
+
+
+def plan(spec: SweepSpec, out: str | os.PathLike[str]) -> list[PlannedRun]:
+    """Expand ``spec`` and find the state of each run directory under ``out``."""
+    root = Path(out).expanduser().resolve()
+    runs = expand(spec, root)
+    jobs = _submitted_jobs(root)
+    queued = _active_slurm_jobs(root, {r.name: jobs[r.name] for r in runs if r.name in jobs})
+    planned = []
+    for run in runs:
+        state = run_state(run.run_dir, run.config)
+        if run.name in queued and state != "done":
+            planned.append(PlannedRun(run, "queued", jobs[run.name]))
+        else:
+            planned.append(PlannedRun(run, state))
+    return planned
+
+
+def format_plan(planned: Sequence[PlannedRun]) -> str:
+    """The plan as a table (run, preset, seed, lr, wd, state) and a count per state."""
+    header = ("run", "preset", "seed", "lr", "wd", "state")
+    rows = [
+        (
+            p.run.name,
+            p.run.preset,
+            str(p.run.seed),
+            f"{p.run.lr:g}",
+            f"{p.run.weight_decay:g}",
+            p.state,
+        )
+        for p in planned
+    ]
+    counts: dict[str, int] = {}
+    for p in planned:
+        counts[p.state] = counts.get(p.state, 0) + 1
+    tally = ", ".join(f"{n} {state}" for state, n in counts.items())
+    return f"{format_table(header, rows)}\n{len(planned)} runs: {tally}"
+
+
+def _check_mismatches(planned: Sequence[PlannedRun]) -> None:
+    bad = [p for p in planned if p.state == "mismatch"]
+    if not bad:
+        return
+    lines = [
+        f"  {p.run.run_dir}: {', '.join(config_differences(p.run.config, p.run.run_dir))}"
+        for p in bad
+    ]
+    raise ConfigError(
+        "these run directories hold runs of a different config (keys that differ):\n"
+        + "\n".join(lines)
+        + "\nuse another --out, the --set values of the earlier sweep, or delete them"
+    )
+
+
+class SweepLock:
+    """``SWEEP_DIR/.sweep.lock`` holding the pid, so two sweeps never share a directory."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".sweep.lock"
+
+    def __enter__(self) -> SweepLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self._holder_alive():
+                    raise ConfigError(
+                        f"another ncmse sweep (pid {self._holder()}) is using {self.path.parent}; "
+                        f"wait for it, or delete {self.path} if that process is gone"
+                    ) from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return self
+        raise ConfigError(f"could not take the lock {self.path}; delete it and retry")
+
+    def _holder(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _holder_alive(self) -> bool:
+        pid = self._holder()
+        if pid is None or pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _job(run: RunSpec, options: SweepOptions) -> TrainJob:
+    log = options.out / "logs" / f"{run.name}.log"
+    return TrainJob(run=run, log_path=log, python=options.python, gpus=options.gpus)
+
+
+def _outcome_after(run: RunSpec, outcome: JobOutcome) -> JobOutcome:
+    """Trust the run directory: finished / diverged / failed."""
+    state = run_state(run.run_dir)
+    if state == "done":
+        outcome.status = "finished"
+    elif state == "diverged":
+        outcome.status = "diverged"
+    elif outcome.status != "submitted":
+        outcome.status = "failed"
+    return outcome
+
+
+def _describe(run: RunSpec, outcome: JobOutcome) -> str:
+    summary = read_summary(run.run_dir) or {}
+    final = summary.get("final") or {}
+    parts = [outcome.status]
+    if outcome.seconds is not None:
+        parts.append(f"in {outcome.seconds:.1f} s")
+    if outcome.status == "finished" and isinstance(final.get("test_accuracy"), (int, float)):
+        parts.append(f"(test accuracy {100 * final['test_accuracy']:.2f} %)")
+    if outcome.error and outcome.status != "finished":
+        parts.append(f"- {outcome.error}")
+    return " ".join(parts)
+
+
+def _execute_subprocess(
+    todo: Sequence[PlannedRun],
+    options: SweepOptions,
+    stream: TextIO,
+    outcomes: dict[str, JobOutcome],
+) -> None:
+    """Run ``todo`` one after the other here; ``outcomes`` is filled as runs end."""
+    for i, p in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {p.run.name}: {p.state} ...", file=stream, flush=True)
+        outcome = _outcome_after(p.run, run_local(_job(p.run, options)))
+        outcomes[p.run.name] = outcome
+        print(
+            f"[{i}/{len(todo)}] {p.run.name}: {_describe(p.run, outcome)}", file=stream, flush=True
+        )
+
+
+def _execute_submitit(
+    todo: Sequence[PlannedRun],
+    options: SweepOptions,
+    stream: TextIO,
+    outcomes: dict[str, JobOutcome],
+) -> None:
+    """Submit ``todo`` through submitit; ``outcomes`` is filled as jobs end or are submitted."""
+    executor = make_executor(
+        options.executor, options.out / "submitit", options.slurm, f"ncmse-{options.out.name}"
+    )
+    jobs = [_job(p.run, options) for p in todo]
+
+    def report(job: TrainJob, outcome: JobOutcome) -> None:
+        outcomes[job.run.name] = _outcome_after(job.run, outcome)
+        print(
+            f"{job.run.name}: job {outcome.job_id} {_describe(job.run, outcome)}",
+            file=stream,
+            flush=True,
+        )
+
+    parallel = (
+        options.slurm.parallel if options.executor == "slurm" else options.slurm.parallel or 1
+    )
+    submitted = submit_jobs(jobs, executor, wait=options.waits, parallel=parallel, on_done=report)
+    if not options.waits:
+        for job, outcome in zip(jobs, submitted):
+            outcomes[job.run.name] = outcome
+            print(f"{job.run.name}: submitted as job {outcome.job_id}", file=stream)
+
+
+def _results_csv(results: Sequence[RunResult]) -> str:
+    buf = io.StringIO()
+    columns = ["name", "preset", "seed", "lr", "weight_decay", "status", "tpt_epoch", *FINAL_KEYS]
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        row = {**r.run.coordinates(), "status": r.status, "tpt_epoch": r.tpt_epoch, **r.final}
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _write_report(results: Sequence[RunResult], out: Path, stream: TextIO) -> str | None:
+    dirs = [r.run.run_dir for r in results if r.status == "finished"]
+    if not dirs:
+        return None
+    try:
+        from ncmse.report import write_comparison_report
+    except ImportError as exc:
+        print(f"multi-run report skipped: ncmse.report unavailable ({exc})", file=stream)
+        return None
+    try:
+        path = write_comparison_report(dirs, out / "report")
+    except (NCMSEError, OSError, ValueError) as exc:
+        print(f"multi-run report failed: {exc}", file=stream)
+        return None
+    print(f"report: {path}", file=stream)
+    return str(path)
+
+
+def _manifest(
+    spec: SweepSpec,
+    options: SweepOptions,
+    planned: Sequence[PlannedRun],
+    outcomes: dict[str, JobOutcome],
+    results: Sequence[RunResult],
+) -> dict[str, Any]:
+    entries = []
+    for p, r in zip(planned, results):
+        entry = r.to_dict()
+        entry["state_before"] = p.state
+        outcome = outcomes.get(p.run.name)
+        if outcome is not None:
+            entry["outcome"] = outcome.status
+            entry.update({k: v for k, v in outcome.to_dict().items() if k != "status"})
+        elif p.job_id is not None:
+            entry["outcome"], entry["job_id"] = "submitted", p.job_id
+        entries.append(entry)
+    return {
+        "kind": "sweep",
+        "updated": _now(),
+        "command": options.command,
+        "executor": options.executor,
+        "spec": spec.to_dict(),
+        "runs": entries,
+        "groups": [g.to_dict() for g in group_results(results)],
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def _finish(
+    spec: SweepSpec,
+    options: SweepOptions,
+    planned: Sequence[PlannedRun],
+    outcomes: dict[str, JobOutcome],
+    stream: TextIO,
+) -> None:
+    """Collect, print the tables and write manifest, results.csv, lr selection and report."""
+    out = options.out
+    results = collect([p.run for p in planned])
+    groups = group_results(results)
+    manifest = _manifest(spec, options, planned, outcomes, results)
+    atomic_write_text(out / "results.csv", _results_csv(results))
+    _write_json(out / MANIFEST, manifest)
+    print("\nfinal values, mean ± std over seeds:\n" + format_groups(groups), file=stream)
+    if spec.select_lr:
+        selections = select_lr(groups)
+        _write_json(
+            out / "lr_selection.json",
+            {
+                "criterion": "lowest final test error (1 - test_accuracy), mean over seeds; "
+                "a diverged seed counts as infinite error; ties go to the smaller lr",
+                "selections": selections,
+            },
+        )
+        manifest["lr_selection"] = "lr_selection.json"
+        print("\nselected learning rates:\n" + format_selection(selections), file=stream)
+    if options.report:
+        manifest["report"] = _write_report(results, out, stream)
+    _write_json(out / MANIFEST, manifest)
+    print(f"manifest: {out / MANIFEST}", file=stream)
+
+
+def _print_commands(planned: Sequence[PlannedRun], options: SweepOptions, stream: TextIO) -> None:
+    for p in planned:
+        if p.state in TO_RUN:
+            argv = train_argv(p.run, p.state, python=options.python, gpus=options.gpus)
+            print(shell_command(argv), file=stream)
+
+
+class SweepTerminated(KeyboardInterrupt):
+    """SIGTERM received: stop the current training process, write the manifest, exit."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`SweepTerminated` (main thread only), so that the running
+    training process is killed and the manifest written, as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise SweepTerminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_sweep(spec: SweepSpec, options: SweepOptions, *, stream: TextIO | None = None) -> int:
+    """Plan the sweep, run or submit what is not done, collect the results.
+
+    Returns
+    -------
+    int
+        0 when every run finished (or diverged, a result) or was submitted; 1 if any failed.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid sweep, an unknown executor, a run directory holding another config, or
+        a sweep directory in use by another ``ncmse sweep``.
+    """
+    stream = sys.stdout if stream is None else stream
+    if options.executor not in EXECUTORS:
+        raise ConfigError(f"--executor {options.executor!r} is unknown; choose one of {EXECUTORS}")
+    options.out = Path(options.out).expanduser().resolve()
+    planned = plan(spec, options.out)
+    print(format_plan(planned), file=stream)
+    if options.print_commands:
+        _print_commands(planned, options, stream)
+    if options.dry_run:
+        return 0
+    _check_mismatches(planned)
+    todo = [p for p in planned if p.state in TO_RUN]
+    with SweepLock(options.out), _terminate_as_interrupt():
+        outcomes: dict[str, JobOutcome] = {}
+        try:
+            if todo and options.executor == "subprocess":
+                _execute_subprocess(todo, options, stream, outcomes)
+            elif todo:
+                _execute_submitit(todo, options, stream, outcomes)
+        finally:
+            _finish(spec, options, planned, outcomes, stream)
+    return 1 if any(o.status == "failed" for o in outcomes.values()) else 0

@@ -1,0 +1,118 @@
+"""State of a run directory: what a sweep must do with it.
+
+=========  ===================================================================================
+state      meaning
+=========  ===================================================================================
+new        no run directory (or an empty one): start it
+restart    files but no checkpoint (crashed before its first checkpoint): start it again
+           with ``--overwrite``
+resume     ``checkpoints/last.pt`` and ``config.yaml`` but not finished (killed): ``--resume``
+done       ``summary.json`` says ``finished``: skipped
+diverged   ``summary.json`` says ``diverged`` (NaN/Inf loss): a result, skipped; delete the
+           directory to try again
+mismatch   the directory holds a run of a different config: the sweep refuses to touch it
+queued     submitted to SLURM by an earlier call and still pending or running: skipped
+=========  ===================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "STATES",
+    "RUN_CONTROL_KEYS",
+    "config_differences",
+    "read_summary",
+    "run_state",
+]
+
+STATES: tuple[str, ...] = ("new", "restart", "resume", "done", "diverged", "mismatch", "queued")
+
+#: config keys that do not change the result of a run (ignored when a run directory is compared
+#: with the planned config)
+RUN_CONTROL_KEYS: frozenset[str] = frozenset(
+    {
+        "data_dir",
+        "download",
+        "device",
+        "num_threads",
+        "checkpoint_every",
+        "tensorboard",
+        "quiet",
+        "report",
+        "dist_backend",
+        "measure_batch_size",
+        "memory_budget_bytes",
+    }
+)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """``run_dir/summary.json`` as a dict, or None if missing or unreadable."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_config(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def config_differences(planned: dict[str, Any], run_dir: Path) -> list[str]:
+    """Keys whose value in ``run_dir/config.yaml`` differs from ``planned`` (run control excluded).
+
+    An absent or unreadable ``config.yaml`` gives no differences.
+    """
+    found = _read_config(Path(run_dir))
+    if found is None:
+        return []
+    keys = (set(planned) | set(found)) - RUN_CONTROL_KEYS
+    return sorted(k for k in keys if not _same(planned.get(k), found.get(k)))
+
+
+def _occupied(run_dir: Path) -> bool:
+    return run_dir.is_dir() and any(run_dir.iterdir())
+
+
+def run_state(run_dir: str | Path, planned: dict[str, Any] | None = None) -> str:
+    """What a sweep must do with ``run_dir`` (one of :data:`STATES` except ``queued``).
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory.
+    planned : dict, optional
+        The resolved config the sweep plans for it; when given, a directory holding another
+        config is reported as ``mismatch``.
+    """
+    path = Path(run_dir)
+    if not _occupied(path):
+        return "new"
+    if planned is not None and config_differences(planned, path):
+        return "mismatch"
+    status = (read_summary(path) or {}).get("status")
+    if status == "finished":
+        return "done"
+    if status == "diverged":
+        return "diverged"
+    if (path / "checkpoints" / "last.pt").is_file() and (path / "config.yaml").is_file():
+        return "resume"
+    return "restart"
