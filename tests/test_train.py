@@ -1,0 +1,220 @@
+"""Training loop, run directory contract, errors and the train/measure CLI."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ncmse.cli import main
+from ncmse.config import resolve_config
+from ncmse.errors import DivergenceError, InputError
+from ncmse.train import (
+    Trainer,
+    flatten_row,
+    load_checkpoint,
+    lr_milestones,
+    measurement_epochs,
+    scaled_classifier,
+    train,
+)
+
+QUIET = ["quiet=true", "report=false", "tensorboard=false"]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_measurement_epochs_paper_length() -> None:
+    epochs = measurement_epochs(350, 50)
+    assert epochs[0] == 1 and epochs[-1] == 350
+    assert 50 <= len(epochs) <= 55 and epochs == sorted(set(epochs))
+    assert list(range(1, 15)) == epochs[:14]  # dense at the start, like SPEC §6
+    assert measurement_epochs(7, 50) == list(range(1, 8))
+    assert measurement_epochs(100, 5)[:: len(measurement_epochs(100, 5)) - 1] == [1, 100]
+    assert measurement_epochs(10, 50, explicit=[0, 5, 5, 3]) == [0, 3, 5]
+
+
+def test_lr_milestones_at_thirds() -> None:
+    assert lr_milestones(350, [1 / 3, 2 / 3]) == [117, 233]
+    assert lr_milestones(3, [1 / 3, 2 / 3]) == [1, 2]
+
+
+def test_flatten_row_expands_snr() -> None:
+    flat = flatten_row({"epoch": 1, "snr": [3.0, 2.0], "test_snr": [1.0], "nc1": 0.5})
+    assert flat == {"epoch": 1, "snr_1": 3.0, "snr_2": 2.0, "test_snr_1": 1.0, "nc1": 0.5}
+
+
+def test_tiny_run_writes_the_run_directory(tmp_path: Path) -> None:
+    cfg = resolve_config("tiny", [*QUIET, "epochs=3"])
+    out = tmp_path / "run"
+    summary = train(cfg, out)
+    rows = _read_csv(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    cols = list(rows[0])
+    assert cols[:4] == ["epoch", "lr", "wall_time", "train_error"]
+    for name in (
+        "accuracy",
+        "loss",
+        "nc1",
+        "nc3",
+        "nc4",
+        "loss_nc1",
+        "loss_nc23",
+        "loss_perp",
+        "loss_ls",
+        "lam",
+        "snr_1",
+        "snr_9",
+        "test_accuracy",
+        "test_nc1",
+        "test_snr_9",
+    ):
+        assert name in cols, name
+    assert "snr" not in cols and "snr_10" not in cols
+    assert cols.index("test_accuracy") > cols.index("nc4_method")
+    jsonl = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(jsonl) == 3 and len(jsonl[0]["snr"]) == 9 and len(jsonl[0]["test_snr"]) == 9
+    assert float(rows[-1]["nc1"]) == jsonl[-1]["nc1"]
+    for row in jsonl:
+        parts = row["loss_nc1"] + row["loss_nc23"] + row["loss_perp"]
+        assert parts == pytest.approx(row["loss"], rel=1e-9)
+        assert row["lam"] == pytest.approx(10 * 5e-4 / 2)
+        assert row["train_error"] == pytest.approx(1 - row["accuracy"])
+    # lr recorded is the one used in that epoch: drops after epochs 1 and 2 (milestones)
+    assert [r["lr"] for r in jsonl] == pytest.approx([0.1, 0.01, 0.001])
+    assert summary["status"] == "finished" and summary["kind"] == "train"
+    assert summary["final"]["epoch"] == 3 and summary["loss"] == "mse"
+    assert summary["lam"] == pytest.approx(2.5e-3) and "C*wd/2" in summary["lam_source"]
+    assert {"dataset", "model", "seed", "environment", "tpt_epoch"} <= set(summary)
+    assert json.loads((out / "summary.json").read_text()) == summary
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    assert stored == cfg.to_dict()
+    ckpt = load_checkpoint(out)
+    assert ckpt["epoch"] == 3 and ckpt["config"] == cfg.to_dict()
+    assert {"model", "optimizer", "scheduler", "rng"} <= set(ckpt)
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_existing_directory_is_refused_unless_overwrite(tmp_path: Path) -> None:
+    cfg = resolve_config("tiny", [*QUIET, "epochs=1", "measure_test=false"])
+    out = tmp_path / "run"
+    train(cfg, out)
+    with pytest.raises(InputError, match="already exists.*--resume.*--overwrite"):
+        train(cfg, out)
+    (out / "keep.txt").write_text("mine")
+    summary = train(cfg, out, overwrite=True)
+    assert summary["status"] == "finished" and (out / "keep.txt").exists()
+
+
+def test_tpt_epoch_is_first_zero_training_error(tmp_path: Path) -> None:
+    cfg = resolve_config(
+        None,
+        [*QUIET, "epochs=15", "measure_test=false", "checkpoint_every=0", "lr_milestones=[0.99]"],
+    )
+    summary = train(cfg, tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    zero = [r["epoch"] for r in rows if r["train_error"] == 0.0]
+    assert zero, "the default preset should reach zero training error within 15 epochs"
+    assert summary["tpt_epoch"] == zero[0]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    cfg = resolve_config("tiny", [*QUIET, "epochs=4", "measure_test=false"])
+    trainer = Trainer(cfg, tmp_path)
+    inner = trainer.loss.module
+
+    class PoisonAfterTwo(torch.nn.Module):
+        def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            value = inner(logits, y)
+            return value * float("nan") if trainer.state.epoch >= 2 else value
+
+    trainer.loss = dataclasses.replace(trainer.loss, module=PoisonAfterTwo())
+    with pytest.raises(DivergenceError, match="epoch 3.*last good checkpoint \\(epoch 2\\)"):
+        trainer.run()
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "NaN" in summary["error"]
+
+
+def test_scaled_classifier_restores_exactly() -> None:
+    layer = torch.nn.Linear(4, 3)
+    before = [p.detach().clone() for p in layer.parameters()]
+    with scaled_classifier(layer, 1 / 3):
+        assert torch.allclose(layer.weight, before[0] / 3)
+    assert all(torch.equal(p, q) for p, q in zip(layer.parameters(), before))
+
+
+def test_rescaled_mse_run_and_tensorboard(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    cfg = resolve_config(
+        "tiny",
+        [
+            "quiet=true",
+            "report=false",
+            "tensorboard=true",
+            "epochs=2",
+            "loss=rescaled_mse",
+            "rescale_m=4",
+            "rescale_k=2",
+        ],
+    )
+    summary = train(cfg, tmp_path / "run")
+    assert summary["lam_exact"] is False and "Hui" in summary["lam_source"]
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_cli_train_and_measure_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    sets = [x for s in [*QUIET, "epochs=2"] for x in ("--set", s)]
+    assert main(["train", "--config", "tiny", *sets, "--out", str(out)]) == 0
+    final = json.loads((out / "summary.json").read_text())["final"]
+    capsys.readouterr()
+    report = tmp_path / "m.json"
+    code = main(
+        ["measure", str(out / "checkpoints" / "last.pt"), "--split", "both", "--json", str(report)]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(report.read_text())
+    assert printed["epoch"] == 2 and printed["lam"] == final["lam"]
+    for key in ("nc1", "loss", "loss_perp", "accuracy", "nc4"):
+        assert printed["train"][key] == pytest.approx(final[key], rel=1e-9, abs=1e-12)
+        assert printed["test"][key] == pytest.approx(final[f"test_{key}"], rel=1e-9, abs=1e-12)
+
+
+def test_cli_errors_exit_2_with_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--set", "epoch=3", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown config key 'epoch'" in capsys.readouterr().err
+    assert main(["train", "--config", "nope"]) == 2
+    assert "Available presets" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--set", "lr=1"]) == 2
+    assert "--resume takes the config" in capsys.readouterr().err
+    assert main(["measure", str(tmp_path / "none.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_print_config_and_presets(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--print-config", "--set", "epochs=5"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["epochs"] == 5
+    assert main(["train", "--list-presets"]) == 0
+    assert "paper-cifar10-resnet18-mse" in capsys.readouterr().out.split()
+
+
+def test_unavailable_dataset_surfaces_data_error(tmp_path: Path) -> None:
+    from ncmse.errors import DataUnavailableError
+
+    cfg = resolve_config(
+        "tiny", [*QUIET, "dataset=cifar10", "download=false", f"data_dir={tmp_path}"]
+    )
+    with pytest.raises(DataUnavailableError):
+        train(cfg, tmp_path / "run")
