@@ -338,6 +338,11 @@ def test_bad_inputs():
         ncmse.measure_features(H, y.float(), W, b, **kw)
     with pytest.raises(NonFiniteError, match="NaN"):
         ncmse.measure_features(torch.where(H > 2, float("nan"), H), y, W, b, **kw)
+    for bad in (float("nan"), float("inf"), -float("inf")):  # streamed: caught via the sums
+        H_bad = H.clone()
+        H_bad[17, 2] = bad
+        with pytest.raises(NonFiniteError, match="NaN or Inf"):
+            ncmse.measure_stream(_stream(H_bad, y, 4), W, b, **kw)
     with pytest.raises(ShapeError, match="labels"):
         ncmse.measure_features(H, y[:-1], W, b, **kw)
     with pytest.raises(ShapeError, match="W has"):

@@ -231,23 +231,19 @@ def measure_stream(
     stats: ClassStats | None = None
     cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
     cached_bytes = 0
-    correct = torch.zeros((), dtype=torch.float64, device=dev)
     for features, labels in first_iter:
+        check_batch(features, labels, C, finite=False)
         if stats is None:
-            check_batch(features, labels, C)
             W, b = _check_classifier(W, b, C, features.shape[1])
             stats = ClassStats(C, features.shape[1], device=dev, dtype=dtype)
             Wd, bd = W.to(device=dev, dtype=dtype), b.to(device=dev, dtype=dtype)
-        else:
-            check_batch(features, labels, C)
-            if features.shape[1] != stats.dim:
-                raise ShapeError(
-                    f"a batch has feature dimension {features.shape[1]}, the first had {stats.dim}"
-                )
+        elif features.shape[1] != stats.dim:
+            raise ShapeError(
+                f"a batch has feature dimension {features.shape[1]}, the first had {stats.dim}"
+            )
         h = features.to(device=dev, dtype=dtype)
         y = labels.to(device=dev)
         stats.update(h, y, validate=False)
-        correct += ((h @ Wd.T + bd).argmax(dim=1) == y).sum()
         if cache is not None:
             cached_bytes += features.numel() * features.element_size()
             if cached_bytes <= memory_budget_bytes:
@@ -258,11 +254,11 @@ def measure_stream(
         raise EmptyDataError(
             "the loader / stream yielded no batch; check the dataset split and the sampler"
         )
+    stats.check_finite()
     if dist_on:
         import torch.distributed as dist
 
         stats.all_reduce_()
-        dist.all_reduce(correct)
     means = stats.class_means()
 
     if cache is not None:
@@ -275,12 +271,16 @@ def measure_stream(
             "single-use iterator, so NC4 cannot be measured; pass a re-iterable (list, DataLoader) "
             "or a callable returning a fresh iterator, or raise memory_budget_bytes"
         )
-    mismatch = torch.zeros((), dtype=torch.float64, device=dev)
-    for features, _labels in source:
-        cls, ncc = measures.decisions(features.to(dev), Wd, bd, means)
-        mismatch += (cls != ncc).sum()
+    # accuracy and NC4 in one fused GEMM per batch, against the final class means
+    rule = measures.Decisions(Wd, bd, means)
+    counts = torch.zeros(2, dtype=torch.float64, device=dev)  # [correct, nc4 mismatches]
+    for features, labels in source:
+        cls, ncc = rule(features.to(dev))
+        counts[0] += (cls == labels.to(dev)).sum()
+        counts[1] += (cls != ncc).sum()
     if dist_on:
-        dist.all_reduce(mismatch)
+        dist.all_reduce(counts)
+    correct, mismatch = counts[0], counts[1]
     return result_from_stats(
         stats,
         W,

@@ -138,7 +138,12 @@ def ls_classifier(
         Σ_T singular at λ = 0 (the message suggests λ > 0).
     """
     lam = _check_lam(lam)
-    A = moments.augmented_second_moment(lam)
+    return _ls_from_second_moment(moments, moments.augmented_second_moment(lam), lam, rtol)
+
+
+def _ls_from_second_moment(
+    moments: Moments, A: torch.Tensor, lam: float, rtol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     L = _cholesky(A, lam, rtol)
     ones = torch.ones(moments.num_classes, 1, dtype=A.dtype, device=A.device)
     rhs = torch.cat([moments.means, ones], dim=1).T * moments.weights  # M̃ diag π, [p+1, C]
@@ -189,7 +194,8 @@ def decompose(
     lam = _check_lam(lam)
     W = W.to(moments.means)
     b = b.to(moments.means)
-    W_ls, b_ls = ls if ls is not None else ls_classifier(moments, lam, rtol=rtol)
+    A = moments.augmented_second_moment(lam)
+    W_ls, b_ls = ls if ls is not None else _ls_from_second_moment(moments, A, lam, rtol)
     eye = torch.eye(moments.num_classes, dtype=W.dtype, device=W.device)
 
     loss_nc1 = 0.5 * (
@@ -199,7 +205,6 @@ def decompose(
     resid = moments.means @ W_ls.T + b_ls - eye
     loss_nc23 = 0.5 * float((moments.weights * (resid * resid).sum(dim=1)).sum())
     D = torch.cat([W - W_ls, (b - b_ls).unsqueeze(1)], dim=1)  # [C, p+1]
-    A = moments.augmented_second_moment(lam)
     loss_perp = 0.5 * float((D @ A * D).sum())
     return Decomposition(
         loss=mse_loss(moments, W, b, lam),

@@ -24,6 +24,7 @@ __all__ = [
     "etf_error",
     "snr",
     "decisions",
+    "Decisions",
     "default_rtol",
 ]
 
@@ -155,28 +156,34 @@ def snr(sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None)
     return torch.linalg.svdvals(x)[:k]
 
 
+class Decisions:
+    """Classifier decision argmax(W h + b) (bias included) and nearest-class-mean decision.
+
+    ``argmin_c ‖h − μ_c‖² = argmax_c (hᵀμ_c − ½‖μ_c‖²)``, so both decisions come from one fused
+    GEMM ``h [W; M]ᵀ`` per batch: no per-sample loop and no ‖h‖² term to cancel.
+
+    Parameters
+    ----------
+    W : [C, p], b : [C], means : [C, p]   (the dtype of ``means`` is the compute dtype)
+    """
+
+    def __init__(self, W: torch.Tensor, b: torch.Tensor, means: torch.Tensor) -> None:
+        self.num_classes = W.shape[0]
+        self.proj = torch.cat([W.to(means), means]).T.contiguous()  # [p, 2C]
+        self.offset = torch.cat([b.to(means), -0.5 * (means * means).sum(dim=1)])
+
+    def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(classifier [B], ncc [B])`` int64 decisions for features [B, p]."""
+        scores = torch.addmm(self.offset, features.to(self.proj), self.proj)
+        C = self.num_classes
+        return scores[:, :C].argmax(dim=1), scores[:, C:].argmax(dim=1)
+
+
 def decisions(
     features: torch.Tensor,
     W: torch.Tensor,
     b: torch.Tensor,
     means: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier decision argmax(W h + b) (bias included) and nearest-class-mean decision.
-
-    ``argmin_c ‖h − μ_c‖² = argmin_c (‖μ_c‖² − 2 hᵀμ_c)``: one GEMM, no per-sample loop, and no
-    ‖h‖² term to cancel.
-
-    Parameters
-    ----------
-    features : Tensor [B, p]  (computed in the dtype of ``means``)
-    W : [C, p], b : [C], means : [C, p]
-
-    Returns
-    -------
-    classifier : Tensor [B] int64
-    ncc : Tensor [B] int64
-    """
-    h = features.to(means)
-    logits = h @ W.T + b
-    dist = (means * means).sum(dim=1) - 2.0 * h @ means.T
-    return logits.argmax(dim=1), dist.argmin(dim=1)
+    """One-shot :class:`Decisions`: (argmax(Wh + b), argmin_c ‖h − μ_c‖) of features [B, p]."""
+    return Decisions(W, b, means)(features)

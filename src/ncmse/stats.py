@@ -14,7 +14,7 @@ in float64,
 Because ``K_c`` is within a few within-class standard deviations of ``μ_c``, the subtraction
 ``S − Σ_c n_c d_c d_cᵀ`` (``d_c = μ_c − K_c = s_c / n_c``) only removes a term of the size of the
 within-class scatter itself: no cancellation, however small the spread. The per-batch cost is one
-``B×p`` subtraction and one ``pᵀ B p`` GEMM, i.e. the cost of accumulating ``HᵀH``.
+``B×p`` subtraction and one ``zᵀz`` GEMM, i.e. the cost of accumulating ``HᵀH``.
 
 States with different shifts are merged exactly by Chan's parallel update on centred scatters
 (:func:`merge`); :meth:`ClassStats.all_reduce_` does the same across ``torch.distributed`` ranks.
@@ -31,8 +31,13 @@ from ncmse.errors import EmptyDataError, LabelError, NonFiniteError, ShapeError
 __all__ = ["ClassStats", "merge", "check_batch"]
 
 
-def check_batch(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+def check_batch(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, finite: bool = True
+) -> None:
     """Validate one batch of features ``[B, p]`` and integer labels ``[B]`` in ``[0, C)``.
+
+    ``finite=False`` skips the NaN/Inf scan (a full pass over the batch); streaming callers check
+    :meth:`ClassStats.check_finite` once at the end instead, since NaN/Inf always reach the sums.
 
     Raises
     ------
@@ -65,7 +70,7 @@ def check_batch(features: torch.Tensor, labels: torch.Tensor, num_classes: int) 
         )
     if not features.dtype.is_floating_point:
         raise ShapeError(f"features must be floating point, got {features.dtype}")
-    if not bool(torch.isfinite(features).all()):
+    if finite and not bool(torch.isfinite(features).all()):
         raise NonFiniteError(
             "features contain NaN or Inf; check the model (diverged training?) or the data"
         )
@@ -186,21 +191,34 @@ class ClassStats:
         y = labels.to(device=self.device, dtype=torch.long)
         C = self.num_classes
 
-        # class sums as one-hot GEMMs: much faster than index_add_ on CPU, deterministic on CUDA
-        onehot = torch.zeros(h.shape[0], C, device=self.device, dtype=self.dtype)
-        onehot.scatter_(1, y.unsqueeze(1), 1.0)
-        batch_counts = onehot.sum(dim=0)
+        # CPU: index_add_ (fast); CUDA: one-hot GEMMs (deterministic, unlike atomics)
+        onehot = None
+        if h.device.type != "cpu":
+            onehot = torch.zeros(h.shape[0], C, device=self.device, dtype=self.dtype)
+            onehot.scatter_(1, y.unsqueeze(1), 1.0)
+        batch_counts = _class_sums(torch.ones_like(h[:, 0]), y, C, onehot)
         new = (batch_counts > 0) & ~self.has_shift
         if bool(new.any()):
-            batch_means = (onehot.T @ h) / batch_counts.clamp_min(1).unsqueeze(1)
+            batch_means = _class_sums(h, y, C, onehot) / batch_counts.clamp_min(1).unsqueeze(1)
             self.shift[new] = batch_means[new]
             self.has_shift |= new
 
         z = h - self.shift.index_select(0, y)
         self.counts += batch_counts
-        self.sums.addmm_(onehot.T, z)
-        self.sqsums.addmv_(onehot.T, (z * z).sum(dim=1))
+        self.sums += _class_sums(z, y, C, onehot)
+        self.sqsums += _class_sums(torch.einsum("ij,ij->i", z, z), y, C, onehot)
         self.scatter.addmm_(z.T, z)
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` if any added feature was NaN or Inf.
+
+        A non-finite feature always makes its class sum non-finite (Inf − Inf = NaN included), so
+        one check of the C×p sums replaces a scan of every batch.
+        """
+        if not (bool(torch.isfinite(self.sums).all()) and bool(torch.isfinite(self.sqsums).all())):
+            raise NonFiniteError(
+                "features contain NaN or Inf; check the model (diverged training?) or the data"
+            )
 
     # ------------------------------------------------------------ canonical
     def class_means(self) -> torch.Tensor:
@@ -288,6 +306,16 @@ class ClassStats:
             second[self.num_classes :].reshape(self.dim, self.dim).clone(),
         )
         return self
+
+
+def _class_sums(
+    values: torch.Tensor, labels: torch.Tensor, C: int, onehot: torch.Tensor | None
+) -> torch.Tensor:
+    """Per-class sums of ``values`` [B, ...] → [C, ...]."""
+    if onehot is not None:
+        return onehot.T @ values
+    out = torch.zeros((C, *values.shape[1:]), device=values.device, dtype=values.dtype)
+    return out.index_add_(0, labels, values)
 
 
 def merge(a: ClassStats, b: ClassStats) -> ClassStats:
