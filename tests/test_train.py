@@ -218,3 +218,24 @@ def test_unavailable_dataset_surfaces_data_error(tmp_path: Path) -> None:
     )
     with pytest.raises(DataUnavailableError):
         train(cfg, tmp_path / "run")
+
+
+def test_cli_data_dir_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--data-dir", str(tmp_path), "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data_dir"] == str(tmp_path)
+    args = [
+        "train",
+        "--config",
+        "tiny",
+        "--data-dir",
+        str(tmp_path),
+        "--set",
+        "dataset=cifar10",
+        "--set",
+        "download=false",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cifar10" in err.lower() and "--data-dir" in err

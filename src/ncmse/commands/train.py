@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config key (repeatable; values are YAML scalars, e.g. --set lr=0.01)",
     )
     parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="directory with local dataset copies (same as --set data_dir=DIR)",
+    )
+    parser.add_argument(
         "--out", metavar="RUN_DIR", help="run directory (default runs/<name>-<time>)"
     )
     parser.add_argument(
@@ -56,13 +61,17 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(list_presets()))
         return 0
     if args.resume:
-        if args.config or args.overrides or args.out:
+        if args.config or args.overrides or args.out or args.data_dir:
             raise ConfigError(
-                "--resume takes the config and directory from RUN_DIR; drop --config/--set/--out"
+                "--resume takes the config and directory from RUN_DIR; drop "
+                "--config/--set/--out/--data-dir"
             )
         summary = trainer.resume(args.resume)
     else:
-        cfg = resolve_config(args.config, args.overrides)
+        overrides = list(args.overrides)
+        if args.data_dir:
+            overrides.insert(0, f"data_dir={args.data_dir}")
+        cfg = resolve_config(args.config, overrides)
         if args.print_config:
             import yaml
 
