@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import math
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from ncmse.errors import ConfigError
+from ncmse.fileio import atomic_write_text
 from ncmse.losses import LOSSES, MSE_REDUCTIONS
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "resolve_config",
     "config_from_dict",
     "save_config",
-    "atomic_write_text",
 ]
 
 #: directory of the shipped presets
@@ -374,19 +373,6 @@ def resolve_config(
         # options of the preset's model rarely fit another model: start from none
         data = {k: v for k, v in data.items() if k != "model_kwargs"}
     return config_from_dict(_merge(data, parsed), where=f"config {str(source)!r} with --set")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:

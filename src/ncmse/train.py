@@ -23,7 +23,6 @@ import random
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,8 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncmse.config import Config, atomic_write_text, config_from_dict, save_config
+from ncmse.config import Config, config_from_dict, save_config
 from ncmse.errors import ConfigError, DivergenceError, InputError
+from ncmse.fileio import atomic_torch_save, atomic_write_text
 from ncmse.losses import LossSpec, build_loss
 
 __all__ = [
@@ -202,20 +202,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same directory, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

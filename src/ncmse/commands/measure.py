@@ -81,7 +81,7 @@ def measure_checkpoint(
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ncmse measure``; returns the exit status."""
-    from ncmse.config import atomic_write_text
+    from ncmse.fileio import atomic_write_text
 
     result = measure_checkpoint(
         args.checkpoint,

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from ncmse.errors import InputError
+from ncmse.fileio import atomic_write_text
 from ncmse.report.figures import derived_columns
 from ncmse.report.html import check_embed, figure_html, page, relative_link, table
 from ncmse.report.rundir import Run, load_run
 from ncmse.report.style import (
     TPT_COLOUR,
     FigureFile,
-    atomic_write_text,
     colour,
     loss_colour,
     loss_display,

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ncmse.fileio import atomic_write_text
 from ncmse.report.figures import plot_train_run
 from ncmse.report.html import (
     check_embed,
@@ -21,7 +22,7 @@ from ncmse.report.html import (
     table,
 )
 from ncmse.report.rundir import Run, load_run
-from ncmse.report.style import METRIC_LABELS, FigureFile, atomic_write_text
+from ncmse.report.style import METRIC_LABELS, FigureFile
 
 __all__ = ["write_run_report", "run_figures", "files_section"]
 

@@ -7,8 +7,6 @@ through ``pyplot``: no display is needed and the global backend of the caller is
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ncmse.fileio import atomic_write_bytes
+
 __all__ = [
     "OKABE_ITO",
     "LINE_COLOURS",
@@ -26,8 +26,6 @@ __all__ = [
     "TPT_COLOUR",
     "METRIC_LABELS",
     "FigureFile",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "colour",
     "loss_colour",
     "loss_display",
@@ -274,36 +272,6 @@ def set_log_y(ax: Axes) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
     else:
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos=None: f"{v:.3g}"))
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and :func:`os.replace`.
-
-    A reader never sees a half-written file, and an interrupted write leaves the old one intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; honour the umask
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """UTF-8 variant of :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_figure(

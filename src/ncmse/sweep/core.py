@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from ncmse.config import atomic_write_text
 from ncmse.errors import ConfigError, NCMSEError
+from ncmse.fileio import atomic_write_text
 from ncmse.sweep.collect import (
     FINAL_KEYS,
     RunResult,

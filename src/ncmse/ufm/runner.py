@@ -19,9 +19,7 @@ import csv
 import io
 import json
 import math
-import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,10 +30,11 @@ import yaml
 
 from ncmse.api import measure_features
 from ncmse.errors import InputError
+from ncmse.fileio import atomic_write_text
 from ncmse.result import METRIC_NAMES
 from ncmse.ufm import closed_form, flows, gd, model
 
-__all__ = ["UFMConfig", "TIME_CONVENTION", "run_ufm", "write_atomic", "prepare_run_dir"]
+__all__ = ["UFMConfig", "TIME_CONVENTION", "run_ufm", "prepare_run_dir"]
 
 TIME_CONVENTION = (
     "t is gradient-flow time of dH/dt = -grad_H L_LS(H) for the SPEC §3 loss "
@@ -79,20 +78,6 @@ class UFMConfig:
         if self.flow not in flows.FLOWS:
             raise InputError(f"unknown --flow {self.flow!r}; choose all or one of {flows.FLOWS}")
         return [self.flow]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -241,7 +226,7 @@ def run_ufm(cfg: UFMConfig, run_dir: Path) -> dict:
     device = _device(cfg.device)
     H0 = model.make_features(cfg.n, cfg.num_classes, cfg.p, omega0, seed=cfg.seed, device=device)
     config = asdict(cfg) | {"omega0": omega0.tolist()}
-    write_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     omega_rows: list[dict] = []
     metric_rows: list[dict] = []
     flow_info: dict = {}
@@ -258,11 +243,11 @@ def run_ufm(cfg: UFMConfig, run_dir: Path) -> dict:
     columns = ["t", "step", "flow", *METRIC_NAMES]
     columns += [f"snr_{j + 1}" for j in range(cfg.num_classes - 1)]
     columns += ["omega_ratio", "nc1_pred", "invariant_drift", "objective"]
-    write_atomic(
+    atomic_write_text(
         run_dir / "omega.csv",
         _csv_text(omega_rows, ["t", "flow", "j", "omega_sim", "omega_pred"]),
     )
-    write_atomic(run_dir / "metrics.csv", _csv_text(metric_rows, columns))
+    atomic_write_text(run_dir / "metrics.csv", _csv_text(metric_rows, columns))
     summary = {
         "kind": "ufm",
         "status": "finished",
@@ -281,7 +266,7 @@ def run_ufm(cfg: UFMConfig, run_dir: Path) -> dict:
             "device": str(device),
         },
     }
-    write_atomic(
+    atomic_write_text(
         run_dir / "summary.json", json.dumps(_clean(summary), indent=2, default=_json_default)
     )
     return summary
