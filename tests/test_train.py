@@ -124,6 +124,8 @@ def test_tpt_epoch_is_first_zero_training_error(tmp_path: Path) -> None:
     zero = [r["epoch"] for r in rows if r["train_error"] == 0.0]
     assert zero, "the default preset should reach zero training error within 15 epochs"
     assert summary["tpt_epoch"] == zero[0]
+    pnas = [r["epoch"] for r in rows if r["train_error"] <= 1e-3]
+    assert summary["tpt_epoch_999"] == pnas[0] <= zero[0]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
