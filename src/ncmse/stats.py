@@ -63,11 +63,13 @@ def check_batch(
             f"labels must be integers (class indices), got dtype {labels.dtype}; "
             "pass labels.long() of class indices, not one-hot or scores"
         )
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise LabelError(
-            f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, found values in "
-            f"[{int(labels.min())}, {int(labels.max())}]; fix num_classes or the labels"
-        )
+    if labels.numel():
+        low, high = (int(v) for v in torch.aminmax(labels))
+        if low < 0 or high >= num_classes:
+            raise LabelError(
+                f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, found "
+                f"values in [{low}, {high}]; fix num_classes or the labels"
+            )
     if not features.dtype.is_floating_point:
         raise ShapeError(f"features must be floating point, got {features.dtype}")
     if finite and not bool(torch.isfinite(features).all()):
