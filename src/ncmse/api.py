@@ -190,24 +190,6 @@ def measure_features(
     )
 
 
-def _chunked(
-    batches: list[tuple[torch.Tensor, torch.Tensor]], rows: int = 8192
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Concatenate consecutive cached batches into chunks of about ``rows`` rows (fewer, larger
-    GEMMs in the decision pass; the per-operation overhead dominates for small batches)."""
-    group: list[tuple[torch.Tensor, torch.Tensor]] = []
-    size = 0
-    for i, (features, labels) in enumerate(batches):
-        group.append((features, labels))
-        size += features.shape[0]
-        if size >= rows or i == len(batches) - 1:
-            if len(group) == 1:
-                yield group[0]
-            else:
-                yield torch.cat([f for f, _ in group]), torch.cat([y for _, y in group])
-            group, size = [], 0
-
-
 def _reiterable(batches: Batches | Callable[[], Batches]) -> Callable[[], Iterator] | None:
     if callable(batches) and not hasattr(batches, "__iter__"):
         return lambda: iter(batches())
@@ -280,7 +262,7 @@ def measure_stream(
     means = stats.class_means()
 
     if cache is not None:
-        method, source = (_nc4_method or "cache"), _chunked(cache)
+        method, source = (_nc4_method or "cache"), iter(cache)
     elif factory is not None:
         method, source = "second_pass", factory()
     else:
