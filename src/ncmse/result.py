@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-__all__ = ["NCResult", "METRIC_NAMES"]
+__all__ = ["NCResult", "METRIC_NAMES", "flatten_row"]
 
 
 @dataclass
@@ -73,3 +75,16 @@ METRIC_NAMES: tuple[str, ...] = (
     "loss_nc1", "loss_nc23", "loss_perp", "loss_ls", "loss_perp_ratio", "lam",
     "num_samples", "num_classes", "balanced", "nc4_method",
 )  # fmt: skip
+
+
+def flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """CSV form of a metrics row: list values (``snr``, ``test_snr``) expanded to
+    ``snr_1 … snr_{C−1}``, as in metrics.csv."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, (list, tuple)):
+            for j, item in enumerate(value, start=1):
+                flat[f"{key}_{j}"] = item
+        else:
+            flat[key] = value
+    return flat

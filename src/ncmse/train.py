@@ -38,6 +38,7 @@ from ncmse.config import Config, config_from_dict, save_config
 from ncmse.errors import ConfigError, DivergenceError, InputError
 from ncmse.fileio import atomic_torch_save, atomic_write_text
 from ncmse.losses import LossSpec, build_loss
+from ncmse.result import flatten_row
 
 __all__ = [
     "Components",
@@ -248,18 +249,6 @@ def environment(device: torch.device, dist_info: DistInfo) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # rows
 # --------------------------------------------------------------------------------------------
-
-
-def flatten_row(row: dict[str, Any]) -> dict[str, Any]:
-    """CSV form of a metrics row: ``snr``/``test_snr`` lists expanded to ``snr_1 … snr_{C−1}``."""
-    flat: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, (list, tuple)):
-            for j, v in enumerate(value, start=1):
-                flat[f"{key}_{j}"] = v
-        else:
-            flat[key] = value
-    return flat
 
 
 def _rows_to_csv(rows: list[dict[str, Any]]) -> str:

@@ -20,8 +20,9 @@ import numpy as np
 import yaml
 
 from ncmse.errors import InputError
+from ncmse.result import flatten_row
 
-__all__ = ["Run", "load_run", "flatten_row", "snr_columns"]
+__all__ = ["Run", "load_run", "snr_columns"]
 
 _TRUE = {"true", "True", "TRUE"}
 _FALSE = {"false", "False", "FALSE"}
@@ -168,18 +169,6 @@ def load_run(run_dir: str | Path) -> Run:
     kind = str(summary.get("kind", "train"))
     bools = frozenset(n for n in columns if _all_bool(row.get(n) for row in rows))
     return Run(path, kind, summary, config, columns, text_columns, len(rows), metrics_file, bools)
-
-
-def flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Expand list values (``snr: [..]``) into ``snr_1, snr_2, …`` as in metrics.csv."""
-    flat: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, (list, tuple)):
-            for j, item in enumerate(value, start=1):
-                flat[f"{key}_{j}"] = item
-        else:
-            flat[key] = value
-    return flat
 
 
 def snr_columns(names: Iterable[str], *, test: bool = False) -> list[str]:
