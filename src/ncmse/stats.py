@@ -32,12 +32,19 @@ __all__ = ["ClassStats", "merge", "check_batch"]
 
 
 def check_batch(
-    features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, finite: bool = True
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    finite: bool = True,
+    label_range: bool = True,
 ) -> None:
     """Validate one batch of features ``[B, p]`` and integer labels ``[B]`` in ``[0, C)``.
 
     ``finite=False`` skips the NaN/Inf scan (a full pass over the batch); streaming callers check
     :meth:`ClassStats.check_finite` once at the end instead, since NaN/Inf always reach the sums.
+    ``label_range=False`` skips the range check (one reduction and a device sync), for callers
+    that check a larger block of labels later.
 
     Raises
     ------
@@ -63,7 +70,7 @@ def check_batch(
             f"labels must be integers (class indices), got dtype {labels.dtype}; "
             "pass labels.long() of class indices, not one-hot or scores"
         )
-    if labels.numel():
+    if label_range and labels.numel():
         low, high = (int(v) for v in torch.aminmax(labels))
         if low < 0 or high >= num_classes:
             raise LabelError(
