@@ -295,16 +295,21 @@ def _preset_path(name_or_path: str | os.PathLike[str]) -> Path:
     return preset
 
 
-def load_yaml_config(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a preset (by name) or a YAML file into a raw mapping (not yet validated)."""
-    path = _preset_path(name_or_path)
+def read_yaml_mapping(path: Path, where: str, expected: str = "key: value") -> dict[str, Any]:
+    """A YAML file that must hold a mapping; ``where`` names it in the error messages."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{where} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must be a mapping of key: value")
+        raise ConfigError(f"{where} must be a mapping of {expected}")
     return data
+
+
+def load_yaml_config(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a preset (by name) or a YAML file into a raw mapping (not yet validated)."""
+    path = _preset_path(name_or_path)
+    return read_yaml_mapping(path, f"config file {str(path)!r}")
 
 
 def parse_overrides(overrides: typing.Iterable[str]) -> dict[str, Any]:

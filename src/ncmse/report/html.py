@@ -20,6 +20,7 @@ import yaml
 
 from ncmse.errors import InputError
 from ncmse.report.style import METRIC_LABELS, FigureFile
+from ncmse.result import METRIC_NAMES
 
 __all__ = [
     "EMBED_MODES",
@@ -35,37 +36,14 @@ __all__ = [
 
 EMBED_MODES = ("png", "svg")
 
-#: Rows of the final-metrics table, in SPEC order (snr is expanded to snr_1..snr_{C-1}).
+#: Rows of the final-metrics table: the SPEC names of :data:`ncmse.result.METRIC_NAMES`, with
+#: ``snr`` (expanded to snr_1..snr_{C-1}) after the geometry metrics.
 FINAL_METRICS: tuple[str, ...] = (
     "epoch",
     "train_error",
-    "accuracy",
-    "loss",
-    "nc1",
-    "nc1_unnormalized",
-    "nc1_trace_ratio",
-    "cdnv",
-    "equinorm_means",
-    "equinorm_classifier",
-    "equiangular_means",
-    "equiangular_classifier",
-    "maxangle_means",
-    "maxangle_classifier",
-    "nc3",
-    "nc4",
+    *METRIC_NAMES[: METRIC_NAMES.index("nc4") + 1],
     "snr",
-    "etf_error_means",
-    "etf_error_wm",
-    "loss_nc1",
-    "loss_nc23",
-    "loss_perp",
-    "loss_ls",
-    "loss_perp_ratio",
-    "lam",
-    "num_samples",
-    "num_classes",
-    "balanced",
-    "nc4_method",
+    *METRIC_NAMES[METRIC_NAMES.index("nc4") + 1 :],
 )
 
 _CSS = """

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from ncmse.config import load_yaml_config, parse_overrides, resolve_config
+from ncmse.config import load_yaml_config, parse_overrides, read_yaml_mapping, resolve_config
 from ncmse.errors import ConfigError
 
 __all__ = [
@@ -243,12 +242,7 @@ def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     where = f"sweep file {str(p)!r}"
     if not p.is_file():
         raise ConfigError(f"{where} does not exist; pass the path of a sweep YAML file")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping with keys {', '.join(SWEEP_FILE_KEYS)}")
+    data = read_yaml_mapping(p, where, f"the keys {', '.join(SWEEP_FILE_KEYS)}")
     unknown = sorted(set(data) - set(SWEEP_FILE_KEYS))
     if unknown:
         raise ConfigError(
