@@ -10,7 +10,7 @@ Central Path" (ICLR 2022). Definitions: SPEC.md. Quick start::
 """
 
 from ncmse.api import measure, measure_features, measure_stream
-from ncmse.errors import NCMSEError
+from ncmse.errors import NCMSEError, NCMSEWarning
 from ncmse.lstsq import decompose, lambda_for, ls_classifier
 from ncmse.result import NCResult
 from ncmse.stats import ClassStats, merge
@@ -28,5 +28,6 @@ __all__ = [
     "ls_classifier",
     "lambda_for",
     "NCMSEError",
+    "NCMSEWarning",
     "__version__",
 ]

@@ -8,6 +8,9 @@ from a cache kept under a memory budget, or from a second pass — and finally t
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -15,8 +18,8 @@ import torch
 from torch import nn
 
 from ncmse import lstsq, measures
-from ncmse.errors import EmptyDataError, InputError, NonFiniteError, ShapeError
-from ncmse.result import NCResult
+from ncmse.errors import EmptyDataError, InputError, NCMSEWarning, NonFiniteError, ShapeError
+from ncmse.result import FLAGS, NCResult
 from ncmse.stats import ClassStats, check_batch
 
 __all__ = [
@@ -83,8 +86,12 @@ def result_from_stats(
     nc4_mismatch: float | None = None,
     nc4_method: str = "unavailable",
     rtol: float | None = None,
+    warn: bool = True,
 ) -> NCResult:
     """All SPEC §2–§3 quantities from the statistics, the classifier and the decision counts.
+
+    The metrics are evaluated in float64 whatever the statistics' dtype; the rank decisions use
+    one tolerance tied to the statistics' precision (:func:`ncmse.measures.default_rtol`).
 
     Parameters
     ----------
@@ -92,40 +99,54 @@ def result_from_stats(
     W : [C, p], b : [C]
     lam : float          λ of the decomposition
     correct, nc4_mismatch : counts over the N samples of argmax(Wh+b) = y, resp. ≠ NCC decision
-    rtol : relative singular-value tolerance for the pseudo-inverses (default ``max(p,C)·eps·100``)
+    rtol : relative tolerance of every rank decision, in (0, 1)
+        (default ``max(p, C)·eps(stats.dtype)·100``)
+    warn : emit an :class:`~ncmse.errors.NCMSEWarning` for each degenerate-feature flag
     """
-    counts, means, within_sq, within = stats.centred()
+    lam = lstsq._check_lam(lam)
     stats._require_all_classes()
     C, p = stats.num_classes, stats.dim
+    rtol_ = measures.default_rtol(p, C, stats.dtype) if rtol is None else measures.check_rtol(rtol)
+    counts, means, within_sq, within = (t.to(torch.float64) for t in stats.centred())
     N = float(counts.sum())
     W = W.to(means)
     b = b.to(means)
     sigma_w = within / N
     mbar = measures.centred_means(means)
-    rtol_ = measures.default_rtol(p, C) if rtol is None else rtol
 
-    nc1, _ = measures.nc1(sigma_w, mbar, rtol=rtol_)
+    nc1, rank = measures.nc1(sigma_w, mbar, rtol=rtol_)
+    omega, singular = measures.whitened_spectrum(sigma_w, mbar, rtol=rtol_)
+    flags = _flags(means, mbar, rank, singular, rtol_)
     moments = lstsq.Moments(weights=counts / N, means=means, sigma_w=sigma_w, num_samples=int(N))
-    dec = lstsq.decompose(moments, W, b, lam)
+    dec = lstsq.decompose(moments, W, b, lam, rtol=rtol_)
     nan = float("nan")
+    values = {
+        "nc1": nc1,
+        "nc1_unnormalized": C * nc1,
+        "nc1_trace_ratio": measures.nc1_trace_ratio(sigma_w, mbar),
+        "cdnv": measures.cdnv(means, within_sq / counts),
+        "equinorm_means": measures.equinorm(mbar.T),
+        "equiangular_means": measures.equiangular(mbar.T),
+        "maxangle_means": measures.maxangle(mbar.T),
+        "nc3": measures.nc3(W, mbar),
+        "nc4": nan if nc4_mismatch is None else float(nc4_mismatch) / N,
+        "etf_error_means": measures.etf_error(mbar.T @ mbar),
+        "etf_error_wm": measures.etf_error(W @ mbar),
+    }
+    snr = tuple(float(x) for x in omega)
+    if "no_between_class_spread" in flags:  # undefined, never a number that reads as collapse
+        values = dict.fromkeys(values, nan)
+        snr = (nan,) * len(snr)
+    if warn:
+        for flag in flags:
+            _warn(f"ncmse: {flag}: {FLAGS[flag]}")
     return NCResult(
         accuracy=nan if correct is None else float(correct) / N,
         loss=dec.loss,
-        nc1=nc1,
-        nc1_unnormalized=C * nc1,
-        nc1_trace_ratio=measures.nc1_trace_ratio(sigma_w, mbar),
-        cdnv=measures.cdnv(means, within_sq / counts),
-        equinorm_means=measures.equinorm(mbar.T),
         equinorm_classifier=measures.equinorm(W),
-        equiangular_means=measures.equiangular(mbar.T),
         equiangular_classifier=measures.equiangular(W),
-        maxangle_means=measures.maxangle(mbar.T),
         maxangle_classifier=measures.maxangle(W),
-        nc3=measures.nc3(W, mbar),
-        nc4=nan if nc4_mismatch is None else float(nc4_mismatch) / N,
-        snr=tuple(float(x) for x in measures.snr(sigma_w, mbar, rtol=rtol_)),
-        etf_error_means=measures.etf_error(mbar.T @ mbar),
-        etf_error_wm=measures.etf_error(W @ mbar),
+        snr=snr,
         loss_nc1=dec.loss_nc1,
         loss_nc23=dec.loss_nc23,
         loss_perp=dec.loss_perp,
@@ -135,7 +156,33 @@ def result_from_stats(
         num_classes=C,
         balanced=bool((counts == counts[0]).all()),
         nc4_method=nc4_method,
+        flags=flags,
+        **values,
     )
+
+
+def _warn(message: str) -> None:
+    """Warn with the location of the first caller outside the ncmse package."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, NCMSEWarning, stacklevel=level)
+
+
+def _flags(
+    means: torch.Tensor, mbar: torch.Tensor, rank: int, singular: bool, rtol: float
+) -> tuple[str, ...]:
+    """The SPEC §2 degenerate-feature flags, in :data:`ncmse.result.FLAGS` order."""
+    p, C = mbar.shape
+    flags = []
+    if measures.no_between_class_spread(means, mbar, rtol) or rank == 0:
+        flags.append("no_between_class_spread")
+    if singular:
+        flags.append("within_class_singular")
+    if rank < min(p, C - 1) and not flags[:1] == ["no_between_class_spread"]:
+        flags.append("between_class_rank_deficient")
+    return tuple(flags)
 
 
 def measure_features(
@@ -175,6 +222,7 @@ def measure_features(
     True
     """
     C = _check_num_classes(num_classes)
+    _check_options(lam, rtol, dtype)
     check_batch(features, labels, C)
     if features.shape[0] == 0:
         raise EmptyDataError("features are empty (N = 0); measure on a non-empty split")
@@ -195,9 +243,21 @@ def measure_features(
 def _reiterable(batches: Batches | Callable[[], Batches]) -> Callable[[], Iterator] | None:
     if callable(batches) and not hasattr(batches, "__iter__"):
         return lambda: iter(batches())
-    if iter(batches) is batches:  # a generator or iterator: single use
+    if isinstance(batches, Iterator):  # a generator or iterator: single use
         return None
     return lambda: iter(batches)
+
+
+def _check_options(lam: Any, rtol: Any, dtype: Any) -> None:
+    """Validate the numeric options before any data is read (nothing is half-consumed)."""
+    lstsq._check_lam(lam)
+    if rtol is not None:
+        measures.check_rtol(rtol)
+    if dtype not in (torch.float64, torch.float32):
+        raise InputError(
+            f"dtype (precision of the statistics) must be torch.float64 or torch.float32, got "
+            f"{dtype!r}; features of any floating dtype, half included, are upcast to it"
+        )
 
 
 def measure_stream(
@@ -223,6 +283,7 @@ def measure_stream(
     rank passes its shard and every rank receives the global result.
     """
     C = _check_num_classes(num_classes)
+    _check_options(lam, rtol, dtype)
     if not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 0:
         raise InputError(f"memory_budget_bytes must be an integer ≥ 0, got {memory_budget_bytes!r}")
     factory = _reiterable(batches)
@@ -344,8 +405,9 @@ def measure(
     Parameters
     ----------
     model : nn.Module (may be wrapped in DistributedDataParallel)
-    loader : re-iterable of (x, y) batches (a DataLoader); read twice only when the features exceed
-        ``memory_budget_bytes``
+    loader : iterable of (x, y) batches; a re-iterable one (a DataLoader, a list) is read twice
+        when the features exceed ``memory_budget_bytes``, a single-use one (a generator) raises
+        :class:`~ncmse.errors.InputError` then
     classifier : the final linear layer, if it is not the last nn.Linear
     num_classes : C; default ``classifier.out_features``
     lam : λ of the MSE decomposition (SPEC §3)
@@ -387,13 +449,16 @@ def measure(
                 )
             yield captured[0], torch.as_tensor(y).to(captured[0].device)
 
+    # a single-use loader (generator, iterator) stays single-use: measure_stream then caches it
+    # under the budget or raises, instead of reading an exhausted iterator a second time
+    batches = feature_batches() if isinstance(loader, Iterator) else feature_batches
     was_training = inner.training
     handle = layer.register_forward_pre_hook(hook)
     inner.eval()
     try:
         with torch.no_grad():
             return measure_stream(
-                feature_batches,
+                batches,
                 layer.weight,
                 layer.bias,
                 num_classes=C,

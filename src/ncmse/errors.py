@@ -17,6 +17,7 @@ __all__ = [
     "ConfigError",
     "DataUnavailableError",
     "DivergenceError",
+    "NCMSEWarning",
 ]
 
 
@@ -62,3 +63,7 @@ class DataUnavailableError(NCMSEError, FileNotFoundError):
 
 class DivergenceError(NCMSEError, FloatingPointError):
     """An optimisation or simulation that produced NaN/Inf or blew up."""
+
+
+class NCMSEWarning(UserWarning):
+    """A result that is valid but needs care: e.g. degenerate features (see ``NCResult.flags``)."""

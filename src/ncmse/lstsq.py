@@ -8,8 +8,9 @@ Conventions (SPEC §3)::
     L          = L_NC1 + L_NC2/3 + L_⊥
 
 Everything is computed from sufficient statistics (class counts, class means and the pooled
-within-class covariance), in float64, with a Cholesky factorisation of ``A`` — never an explicit
-inverse.
+within-class covariance), in float64, through the Schur complement of the constant coordinate of
+``A`` (a Cholesky factorisation of Σ_T + λI) — never an explicit inverse, and never the raw second
+moment, which squares a common offset of the features.
 """
 
 from __future__ import annotations
@@ -55,13 +56,23 @@ class Moments:
     def dim(self) -> int:
         return int(self.means.shape[1])
 
+    @property
+    def mean(self) -> torch.Tensor:
+        """m = Σ_c π_c μ_c, the sample mean of the features [p]."""
+        return self.weights @ self.means
+
+    def total_covariance(self) -> torch.Tensor:
+        """Σ_T = Σ_W + Σ_c π_c (μ_c − m)(μ_c − m)ᵀ [p, p], from centred quantities only."""
+        d = self.means - self.mean
+        return self.sigma_w + d.T @ (self.weights.unsqueeze(1) * d)
+
     def augmented_second_moment(self, lam: float = 0.0) -> torch.Tensor:
-        """A = (1/N) Σ h̃ h̃ᵀ + λ I, shape [p+1, p+1], assembled from Σ_W and the class means."""
+        """A = (1/N) Σ h̃ h̃ᵀ + λ I, shape [p+1, p+1] (for reference; the solver never forms it:
+        its top-left block Σ_T + m mᵀ squares a common offset of the features)."""
         p = self.dim
-        mu, pi = self.means, self.weights
-        A = torch.empty(p + 1, p + 1, dtype=mu.dtype, device=mu.device)
-        A[:p, :p] = self.sigma_w + mu.T @ (pi.unsqueeze(1) * mu)
-        m = pi @ mu
+        m = self.mean
+        A = torch.empty(p + 1, p + 1, dtype=m.dtype, device=m.device)
+        A[:p, :p] = self.total_covariance() + torch.outer(m, m)
         A[:p, p] = m
         A[p, :p] = m
         A[p, p] = 1.0
@@ -85,70 +96,123 @@ class Decomposition:
         return dict(self.__dict__)
 
 
-def _check_lam(lam: float) -> float:
+def _check_lam(lam: object) -> float:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        try:
+            lam = float(lam)  # numpy / torch scalars
+        except (TypeError, ValueError):
+            raise InputError(
+                f"lam (ridge λ of the MSE loss) must be a number ≥ 0, got {lam!r}"
+            ) from None
     lam = float(lam)
     if not lam >= 0.0 or lam == float("inf"):
         raise InputError(f"lam (ridge λ of the MSE loss) must be a finite number ≥ 0, got {lam}")
     return lam
 
 
-def _cholesky(A: torch.Tensor, lam: float, rtol: float) -> torch.Tensor:
-    L, info = torch.linalg.cholesky_ex(A)
-    d = L.diagonal() if int(info) == 0 else None
-    if (
-        d is None
-        or not bool(torch.isfinite(d).all())
-        or float(d.min() ** 2) <= rtol * float(d.max() ** 2)
-    ):
-        if lam == 0.0:
-            raise SingularCovarianceError(
-                "the total covariance Σ_T of the features is singular (fewer independent samples "
-                "than feature dimensions, or dead/duplicated features), so the least-squares "
-                "classifier at λ = 0 is not unique; pass lam > 0 (e.g. the training weight decay "
-                "mapped by ncmse.lstsq.lambda_for)"
-            )
-        raise SingularCovarianceError(
-            f"the ridge-regularised second moment A is numerically singular at lam={lam}; "
-            "increase lam"
+class _SymmetricSolver:
+    """Solves S x = r for a symmetric positive semi-definite S: Cholesky when S is numerically
+    regular (scale-free test: min diag(L)² > rtol · max diag(L)²), otherwise the pseudo-inverse
+    through ``eigh`` (eigenvalues ≤ rtol·λ_max dropped), i.e. the minimum-norm solution."""
+
+    def __init__(self, S: torch.Tensor, rtol: float) -> None:
+        self.chol, self.eig = None, None
+        L, info = torch.linalg.cholesky_ex(S)
+        d2 = L.diagonal().square()
+        if (
+            int(info) == 0
+            and bool(torch.isfinite(d2).all())
+            and float(d2.min()) > rtol * float(d2.max())
+        ):
+            self.chol = L
+            return
+        evals, evecs = torch.linalg.eigh(S)
+        top = float(evals[-1])
+        if not torch.isfinite(evals).all():
+            raise SingularCovarianceError("the total covariance of the features is not finite")
+        inv = (
+            torch.where(evals > rtol * top, 1.0 / evals, torch.zeros_like(evals))
+            if top > 0
+            else torch.zeros_like(evals)
         )
-    return L
+        self.eig = (evecs, inv)
+
+    @property
+    def singular(self) -> bool:
+        return self.chol is None
+
+    def __call__(self, rhs: torch.Tensor) -> torch.Tensor:
+        if self.chol is not None:
+            return torch.cholesky_solve(rhs, self.chol)
+        evecs, inv = self.eig
+        return evecs @ (inv.unsqueeze(1) * (evecs.T @ rhs))
 
 
 def ls_classifier(
-    moments: Moments, lam: float = 0.0, *, rtol: float = 1e-13
+    moments: Moments, lam: float = 0.0, *, rtol: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ridge least-squares classifier W̃_LS = (M̃ diag π)ᵀ A⁻¹.
+    """The ridge least-squares classifier W̃_LS = (M̃ diag π)ᵀ A⁻¹, without forming A.
+
+    Eliminating the constant coordinate of h̃ exactly (Schur complement of A's entry 1 + λ), with
+    m = Σ π_c μ_c, D = [μ_c − m] and β = λ/(1+λ)::
+
+        S     = Σ_T + λ I + β m mᵀ
+        W_LSᵀ = S⁻¹ [π_c (μ_c − m + β m)]_c        (λ = 0: Σ_T⁻¹ D diag π, Webb & Lowe)
+        b_LS  = (π − W_LS m) / (1 + λ)
+
+    Σ_T is built from centred quantities, so a common offset of the features is never squared;
+    the rank-one term is handled by Sherman–Morrison on a factorisation of Σ_T + λ I.
 
     Parameters
     ----------
     moments : Moments
     lam : float
         λ ≥ 0.
-    rtol : float
-        A is declared singular when min(diag L)² ≤ rtol · max(diag L)² for its Cholesky factor L.
+    rtol : float, optional
+        Relative tolerance of the regularity test of Σ_T + λI (default
+        :func:`ncmse.measures.default_rtol` of the moments' dtype).
 
     Returns
     -------
     W_ls : Tensor [C, p]
     b_ls : Tensor [C]
 
-    Raises
-    ------
-    SingularCovarianceError
-        Σ_T singular at λ = 0 (the message suggests λ > 0).
+    Notes
+    -----
+    At λ = 0 with Σ_T singular (dead or duplicated features, N ≤ p) the classifier is not unique,
+    but every §3 quantity is: they depend on the classifier only through W Σ_T Wᵀ and W(μ_c − m),
+    which are the same for all minimisers. The minimum-norm minimiser is returned.
     """
     lam = _check_lam(lam)
-    return _ls_from_second_moment(moments, moments.augmented_second_moment(lam), lam, rtol)
+    W_ls, b_ls, _ = _solve_ls(moments, lam, _rtol(moments, rtol))
+    return W_ls, b_ls
 
 
-def _ls_from_second_moment(
-    moments: Moments, A: torch.Tensor, lam: float, rtol: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    L = _cholesky(A, lam, rtol)
-    ones = torch.ones(moments.num_classes, 1, dtype=A.dtype, device=A.device)
-    rhs = torch.cat([moments.means, ones], dim=1).T * moments.weights  # M̃ diag π, [p+1, C]
-    W_aug = torch.cholesky_solve(rhs, L).T  # [C, p+1]
-    return W_aug[:, :-1].contiguous(), W_aug[:, -1].contiguous()
+def _rtol(moments: Moments, rtol: float | None) -> float:
+    from ncmse.measures import check_rtol, default_rtol
+
+    if rtol is None:
+        return default_rtol(moments.dim, moments.num_classes, moments.means.dtype)
+    return check_rtol(rtol)
+
+
+def _solve_ls(
+    moments: Moments, lam: float, rtol: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W_LS, b_LS, Σ_T) by the Schur complement of the constant coordinate (see ls_classifier)."""
+    pi, m = moments.weights, moments.mean
+    sigma_t = moments.total_covariance()
+    S0 = sigma_t + lam * torch.eye(moments.dim, dtype=m.dtype, device=m.device) if lam else sigma_t
+    solve = _SymmetricSolver(S0, rtol)
+    beta = lam / (1.0 + lam)
+    rhs = ((moments.means - m) + beta * m).T * pi  # [p, C]
+    X = solve(rhs)
+    if beta:  # Sherman–Morrison for the rank-one term β m mᵀ
+        u = solve(m.unsqueeze(1))  # S0⁻¹ m, [p, 1]
+        X = X - u @ (beta * (m @ X) / (1.0 + beta * (m @ u)).squeeze()).unsqueeze(0)
+    W_ls = X.T.contiguous()
+    b_ls = (pi - W_ls @ m) / (1.0 + lam)
+    return W_ls, b_ls, sigma_t
 
 
 def mse_loss(moments: Moments, W: torch.Tensor, b: torch.Tensor, lam: float = 0.0) -> float:
@@ -171,7 +235,7 @@ def decompose(
     b: torch.Tensor,
     lam: float = 0.0,
     *,
-    rtol: float = 1e-13,
+    rtol: float | None = None,
     ls: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Decomposition:
     """L = L_NC1 + L_NC2/3 + L_⊥ (SPEC §3), each term computed by its own formula.
@@ -182,30 +246,43 @@ def decompose(
     W : Tensor [C, p]
     b : Tensor [C]
     lam : float
+    rtol : float, optional   tolerance of the regularity test (see :func:`ls_classifier`)
     ls : optional precomputed ``ls_classifier(moments, lam)``
 
     Notes
     -----
     ``L_NC1 = ½[tr(W_LS (Σ_W + λI) W_LSᵀ) + λ‖b_LS‖²]``,
-    ``L_NC2/3 = ½ Σ_c π_c ‖W_LS μ_c + b_LS − e_c‖²``,
-    ``L_⊥ = ½ tr((W̃ − W̃_LS) A (W̃ − W̃_LS)ᵀ)``.
+    ``L_NC2/3 = ½ Σ_c π_c ‖W_LS (μ_c − m) + (W_LS m + b_LS) − e_c‖²``,
+    ``L_⊥ = ½ tr(Δ A Δᵀ) = ½[tr(ΔW (Σ_T + λI) ΔWᵀ) + ‖ΔW m + Δb‖² + λ‖Δb‖²]`` with
+    Δ = W̃ − W̃_LS: the same quantities written in centred blocks of A, so that a common offset
+    of the features cancels before it is squared.
     ``loss`` is computed independently of the three terms, so their sum checks the identity.
     """
     lam = _check_lam(lam)
     W = W.to(moments.means)
     b = b.to(moments.means)
-    A = moments.augmented_second_moment(lam)
-    W_ls, b_ls = ls if ls is not None else _ls_from_second_moment(moments, A, lam, rtol)
+    m = moments.mean
+    if ls is None:
+        W_ls, b_ls, sigma_t = _solve_ls(moments, lam, _rtol(moments, rtol))
+    else:
+        (W_ls, b_ls), sigma_t = ls, moments.total_covariance()
     eye = torch.eye(moments.num_classes, dtype=W.dtype, device=W.device)
 
     loss_nc1 = 0.5 * (
         float((W_ls @ moments.sigma_w * W_ls).sum())
         + lam * float((W_ls * W_ls).sum() + (b_ls * b_ls).sum())
     )
-    resid = moments.means @ W_ls.T + b_ls - eye
+    # W_LS m + b_LS = β W_LS m + π/(1+λ) exactly (no offset-sized cancellation)
+    level = (lam * (W_ls @ m) + moments.weights) / (1.0 + lam)
+    resid = (moments.means - m) @ W_ls.T + level - eye
     loss_nc23 = 0.5 * float((moments.weights * (resid * resid).sum(dim=1)).sum())
-    D = torch.cat([W - W_ls, (b - b_ls).unsqueeze(1)], dim=1)  # [C, p+1]
-    loss_perp = 0.5 * float((D @ A * D).sum())
+    dW, db = W - W_ls, b - b_ls
+    shift = (W @ m + b) - level  # ΔW m + Δb
+    loss_perp = 0.5 * float(
+        (dW @ sigma_t * dW).sum()
+        + lam * ((dW * dW).sum() + (db * db).sum())
+        + (shift * shift).sum()
+    )
     return Decomposition(
         loss=mse_loss(moments, W, b, lam),
         loss_nc1=loss_nc1,
@@ -251,9 +328,12 @@ def lambda_for(
         raise InputError(f"loss must be one of 'mse', 'ce', 'rescaled_mse', got {loss!r}")
     if reduction not in _REDUCTIONS:
         raise InputError(f"reduction must be one of {', '.join(_REDUCTIONS)}; got {reduction!r}")
-    wd = float(weight_decay)
-    if not wd >= 0.0:
-        raise InputError(f"weight_decay must be ≥ 0, got {weight_decay}")
+    try:
+        wd = float(weight_decay)
+    except (TypeError, ValueError):
+        raise InputError(f"weight_decay must be a number ≥ 0, got {weight_decay!r}") from None
+    if isinstance(weight_decay, bool) or not 0.0 <= wd < float("inf"):
+        raise InputError(f"weight_decay must be a finite number ≥ 0, got {weight_decay!r}")
     C = int(num_classes)
     if C < 2:
         raise InputError(f"num_classes must be ≥ 2, got {num_classes}")

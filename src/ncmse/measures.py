@@ -12,7 +12,13 @@ import math
 
 import torch
 
+from ncmse.errors import InputError
+
 __all__ = [
+    "default_rtol",
+    "check_rtol",
+    "singular_values",
+    "no_between_class_spread",
     "centred_means",
     "nc1",
     "nc1_trace_ratio",
@@ -23,15 +29,57 @@ __all__ = [
     "nc3",
     "etf_error",
     "snr",
+    "whitened_spectrum",
     "decisions",
     "Decisions",
-    "default_rtol",
 ]
 
 
 def default_rtol(dim: int, num_classes: int, dtype: torch.dtype = torch.float64) -> float:
-    """Relative singular-value cut-off for pseudo-inverses: ``max(p, C) · eps · 100``."""
-    return max(dim, num_classes) * torch.finfo(dtype).eps * 100.0
+    """The one relative tolerance of every rank decision: ``max(p, C) · eps(dtype) · 100``.
+
+    ``dtype`` is the precision of the *statistics* the decision is taken on (SPEC §2, numerical
+    requirements): float32 statistics carry rounding noise ~1e-7 relative, far above float64's.
+    """
+    return max(int(dim), int(num_classes)) * torch.finfo(dtype).eps * 100.0
+
+
+def check_rtol(rtol: object) -> float:
+    """Validate a user tolerance: a finite real number with 0 < rtol < 1, else InputError."""
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)):
+        raise InputError(
+            f"rtol must be a number in (0, 1), got {rtol!r}; leave it None for the default"
+        )
+    value = float(rtol)
+    if not (0.0 < value < 1.0):
+        raise InputError(
+            f"rtol must lie strictly between 0 and 1 (a relative singular-value cut-off), got "
+            f"{rtol!r}; leave it None for the default max(p, C)·eps·100"
+        )
+    return value
+
+
+def singular_values(mbar: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin SVD of M̄ [p, C] truncated to its numerical rank, which is at most C − 1.
+
+    Returns ``(s [r], u [r, p])``: the kept singular values (s_k > rtol·s_max, at most C − 1 of
+    them, since the columns of M̄ sum to zero) and the matching left singular vectors as rows.
+    """
+    _, s, vh = torch.linalg.svd(mbar.T, full_matrices=False)  # rows of vh: left sing. vectors of M̄
+    keep = (
+        s > rtol * s[0] if s.numel() and float(s[0]) > 0 else torch.zeros_like(s, dtype=torch.bool)
+    )
+    keep[mbar.shape[1] - 1 :] = False  # rank M̄ ≤ C − 1: the C-th value is rounding of μ_G
+    return s[keep], vh[keep]
+
+
+def no_between_class_spread(means: torch.Tensor, mbar: torch.Tensor, rtol: float) -> bool:
+    """True when the class means coincide up to the rounding of their own magnitude.
+
+    Scale-free: ``‖M̄‖_F ≤ rtol · max_c ‖μ_c‖`` (exactly 0 = 0 for dead all-zero features).
+    """
+    spread = float(mbar.norm())
+    return spread == 0.0 or spread <= rtol * float(means.norm(dim=1).max())
 
 
 def centred_means(means: torch.Tensor) -> torch.Tensor:
@@ -66,16 +114,16 @@ def nc1(
 
     Returns
     -------
-    value : float
+    value : float   NaN when M̄ has no singular value above the tolerance
     rank : int   number of singular values kept (≤ min(p, C−1))
     """
     p, C = mbar.shape
     rtol = default_rtol(p, C, mbar.dtype) if rtol is None else rtol
-    _, s, vh = torch.linalg.svd(mbar.T, full_matrices=False)  # rows of vh: left sing. vectors of M̄
-    keep = s > rtol * s.max()
-    s, vh = s[keep], vh[keep]
+    s, vh = singular_values(mbar, rtol)
+    if s.numel() == 0:  # no between-class spread: Σ_B = 0 and NC1 is undefined, not 0
+        return math.nan, 0
     quad = ((vh @ sigma_w) * vh).sum(dim=1).clamp_min(0)  # uᵀΣ_W u ≥ 0 up to rounding
-    return float((quad / s**2).sum()), int(keep.sum())
+    return float((quad / s**2).sum()), int(s.numel())
 
 
 def nc1_trace_ratio(sigma_w: torch.Tensor, mbar: torch.Tensor) -> float:
@@ -92,9 +140,10 @@ def cdnv(means: torch.Tensor, class_var: torch.Tensor) -> float:
     means : Tensor [C, p]
     class_var : Tensor [C]   σ_c² = (1/n_c) Σ_{i in c} ‖h_i − μ_c‖²
     """
-    sq = (means * means).sum(dim=1)
-    dist2 = (sq[:, None] + sq[None, :] - 2.0 * means @ means.T).clamp_min(0)
+    # distances from differences (no ‖μ_c‖² + ‖μ_c'‖² − 2μ_c·μ_c' cancellation under an offset)
+    dist2 = torch.cdist(means, means, compute_mode="donot_use_mm_for_euclid_dist").square()
     num = class_var[:, None] + class_var[None, :]
+    # a pair with identical means: +inf (no separation), or NaN when it has no spread either
     return float((_upper(num) / (2.0 * _upper(dist2))).mean())
 
 
@@ -130,37 +179,69 @@ def etf_error(gram: torch.Tensor) -> float:
 
 
 def snr(sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None) -> torch.Tensor:
-    """Singular values ω_1 ≥ … of Σ_W^{-1/2} M̄ (the whitened class means), min(p, C−1) of them.
+    """Singular values ω_1 ≥ … of Σ_W^{-1/2} M̄; see :func:`whitened_spectrum`."""
+    return whitened_spectrum(sigma_w, mbar, rtol=rtol)[0]
 
-    Computed as the singular values of L⁻¹ M̄ for the Cholesky factor Σ_W = L Lᵀ (same singular
-    values, since L⁻¹ = O Σ_W^{-1/2} with O orthogonal), which costs p³/3 rather than an
-    eigendecomposition. When Σ_W is numerically singular its eigenvalues are floored at
-    ``rtol · λ_max`` (so directions with no within-class spread give very large ω, not none).
+
+def whitened_spectrum(
+    sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None
+) -> tuple[torch.Tensor, bool]:
+    """``(ω, Σ_W singular?)``: singular values ω_1 ≥ … of Σ_W^{-1/2} M̄ (the whitened class means), min(p, C−1) of them.
+
+    Regular Σ_W: the singular values of L⁻¹ M̄ for the Cholesky factor Σ_W = L Lᵀ (same values,
+    since L⁻¹ = O Σ_W^{-1/2} with O orthogonal), p³/3 flops.
+
+    Singular Σ_W (see :func:`within_class_singular`): the generalised singular values of
+    (M̄, Σ_W^{1/2}), i.e. the limit ε → 0 of the values for Σ_W + εI. With Σ_W = Q diag(λ) Qᵀ
+    split into its range R (λ > rtol·λ_max) and null space Z: the r₀ = rank(Zᵀ M̄) directions of
+    the means outside range(Σ_W) give ω = +inf (exact collapse there), and the others are the
+    singular values of Λ_R^{-1/2} Rᵀ M̄ P, P an orthonormal basis of null(Zᵀ M̄) ⊂ R^C. No value
+    depends on a floor put under the spectrum.
     """
     p, C = mbar.shape
     k = min(p, C - 1)
     rtol = default_rtol(p, C, sigma_w.dtype) if rtol is None else rtol
     L, info = torch.linalg.cholesky_ex(sigma_w)
-    d = L.diagonal()
-    if int(info) == 0 and float(d.min() ** 2) > rtol * float(d.max() ** 2):
+    if _cholesky_regular(L, info, rtol):
         x = torch.linalg.solve_triangular(L, mbar, upper=False)
+        return torch.linalg.svdvals(x)[:k], False
+    evals, evecs = torch.linalg.eigh(sigma_w)
+    top = float(evals[-1])
+    in_range = evals > rtol * top if top > 0.0 else torch.zeros_like(evals, dtype=torch.bool)
+    coords = evecs.T @ mbar  # M̄ in the eigenbasis of Σ_W, [p, C]
+    null_part = coords[~in_range]
+    scale = float(mbar.norm())
+    if null_part.numel() and scale > 0.0:
+        _, s0, vh0 = torch.linalg.svd(null_part, full_matrices=True)
+        r0 = int((s0 > rtol * scale).sum())
     else:
-        evals, evecs = torch.linalg.eigh(sigma_w)
-        if float(evals.max()) <= 0.0:  # no within-class variability at all: infinite SNR
-            return torch.full((k,), math.inf, dtype=sigma_w.dtype, device=sigma_w.device)
-        # Floor the spectrum at rtol·λ_max instead of dropping the null space: class-mean
-        # separation along a direction without within-class spread then gives a very large ω
-        # (→ ∞ as the spread vanishes) rather than a discontinuous jump to a small one.
-        floored = evals.clamp_min(rtol * float(evals.max()))
-        x = (evecs.T @ mbar) / floored.sqrt().unsqueeze(1)
-    return torch.linalg.svdvals(x)[:k]
+        vh0 = torch.eye(C, dtype=mbar.dtype, device=mbar.device)
+        r0 = 0
+    basis = vh0[r0:].T  # [C, C − r0]: combinations of the means inside range(Σ_W)
+    finite = coords[in_range] @ basis / evals[in_range].sqrt().unsqueeze(1)
+    finite_sv = torch.linalg.svdvals(finite) if finite.numel() else finite.new_zeros(0)
+    inf = torch.full((r0,), math.inf, dtype=mbar.dtype, device=mbar.device)
+    omega = torch.cat([inf, finite_sv])
+    if omega.numel() < k:
+        omega = torch.cat([omega, omega.new_zeros(k - omega.numel())])
+    return omega[:k], True
+
+
+def _cholesky_regular(L: torch.Tensor, info: torch.Tensor, rtol: float) -> bool:
+    """Whether a Cholesky factor is of a numerically regular matrix (scale-free criterion)."""
+    if int(info) != 0:
+        return False
+    d2 = L.diagonal().square()
+    return bool(torch.isfinite(d2).all()) and float(d2.min()) > rtol * float(d2.max())
 
 
 class Decisions:
     """Classifier decision argmax(W h + b) (bias included) and nearest-class-mean decision.
 
-    ``argmin_c ‖h − μ_c‖² = argmax_c (hᵀμ_c − ½‖μ_c‖²)``, so both decisions come from one fused
-    GEMM ``h [W; M]ᵀ`` per batch: no per-sample loop and no ‖h‖² term to cancel.
+    Everything is taken about μ_G (x = h − μ_G, m_c = μ_c − μ_G), so that a common offset of the
+    features cancels before any product: ``argmin_c ‖h − μ_c‖² = argmax_c (xᵀm_c − ½‖m_c‖²)`` and
+    ``W h + b = W x + (b + W μ_G)``. Both decisions come from one fused GEMM ``x [W; M̄ᵀ]ᵀ`` per
+    batch: no per-sample loop and no ‖h‖² term to cancel.
 
     Parameters
     ----------
@@ -169,12 +250,16 @@ class Decisions:
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor, means: torch.Tensor) -> None:
         self.num_classes = W.shape[0]
-        self.proj = torch.cat([W.to(means), means]).T.contiguous()  # [p, 2C]
-        self.offset = torch.cat([b.to(means), -0.5 * (means * means).sum(dim=1)])
+        W = W.to(means)
+        self.centre = means.mean(dim=0)
+        centred = means - self.centre
+        self.proj = torch.cat([W, centred]).T.contiguous()  # [p, 2C]
+        self.offset = torch.cat([b.to(means) + W @ self.centre, -0.5 * (centred**2).sum(dim=1)])
 
     def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(classifier [B], ncc [B])`` int64 decisions for features [B, p]."""
-        scores = torch.addmm(self.offset, features.to(self.proj), self.proj)
+        x = features.to(self.proj) - self.centre
+        scores = torch.addmm(self.offset, x, self.proj)
         C = self.num_classes
         return scores[:, :C].argmax(dim=1), scores[:, C:].argmax(dim=1)
 

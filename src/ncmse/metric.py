@@ -27,15 +27,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
         "ncmse.metric needs torchmetrics: pip install 'ncmse[lightning]' (or torchmetrics)"
     ) from exc
 
-from ncmse import measures
+from ncmse import lstsq, measures
 from ncmse.api import result_from_stats
 from ncmse.errors import InputError
 from ncmse.result import NCResult
 from ncmse.stats import ClassStats, merge
 
 __all__ = ["NeuralCollapseMetric"]
-
-_FIELDS = ("counts", "shift", "has_shift", "sums", "sqsums", "scatter")
 
 
 class NeuralCollapseMetric(Metric):
@@ -73,32 +71,38 @@ class NeuralCollapseMetric(Metric):
             raise InputError(f"classifier must be an nn.Linear, got {type(classifier).__name__}")
         C = classifier.out_features if num_classes is None else int(num_classes)
         p = classifier.in_features
-        self._get_classifier = lambda: classifier  # not registered as a sub-module
-        self.num_classes, self.dim, self.lam = C, p, float(lam)
+        # a tuple keeps the layer out of the sub-modules (its parameters are not this metric's
+        # state) and, unlike a closure, pickles
+        self._classifier = (classifier,)
+        self.num_classes, self.dim, self.lam = C, p, lstsq._check_lam(lam)
         self.keep_features = keep_features
-        template = ClassStats(C, p)
-        for name in _FIELDS:
-            self.add_state(name, default=getattr(template, name).clone(), dist_reduce_fx=None)
+        template = ClassStats(C, p).state_tensors()
+        self._state_names = tuple(template)
+        for name, value in template.items():
+            self.add_state(name, default=value.clone(), dist_reduce_fx=None)
         self.add_state(
             "correct", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum"
         )
         if keep_features:
             self.add_state("features", default=[], dist_reduce_fx="cat")
 
+    def _get_classifier(self) -> nn.Linear:
+        return self._classifier[0]
+
     def _as_stats(self, index: int | None = None) -> ClassStats:
-        stats = ClassStats(self.num_classes, self.dim, device=self.counts.device)
-        for name in _FIELDS:
-            value = getattr(self, name)
-            setattr(stats, name, value if index is None else value[index])
-        return stats
+        tensors = {
+            name: getattr(self, name) if index is None else getattr(self, name)[index]
+            for name in self._state_names
+        }
+        return ClassStats.from_state(self.num_classes, self.dim, tensors)
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Add a batch of features ``[B, p]`` and integer labels ``[B]``."""
         stats = self._as_stats()
         stats.update(features, labels)
-        for name in _FIELDS:
-            setattr(self, name, getattr(stats, name))
+        for name, value in stats.state_tensors().items():
+            setattr(self, name, value)
         layer = self._get_classifier()
         W = layer.weight.detach().to(device=stats.device, dtype=stats.dtype)
         b = (
@@ -108,10 +112,8 @@ class NeuralCollapseMetric(Metric):
         )
         h = features.detach().to(W)
         self.correct += ((h @ W.T + b).argmax(dim=1) == labels.to(h.device)).sum()
-        if self.keep_features:
-            self.features.append(
-                torch.cat([features.detach().to(W.dtype), labels.to(W.dtype).unsqueeze(1)], dim=1)
-            )
+        if self.keep_features:  # only the features: NC4 compares two decisions, not the labels
+            self.features.append(features.detach().to(W.dtype))
 
     def forward(self, *args, **kwargs) -> None:
         """Accumulate only: NC metrics of a single batch are not meaningful."""
@@ -138,7 +140,7 @@ class NeuralCollapseMetric(Metric):
             feats = self.features
             data = torch.cat(feats) if isinstance(feats, list) and feats else feats
             if isinstance(data, torch.Tensor) and data.numel():
-                cls, ncc = measures.decisions(data[:, :-1], W, b, stats.class_means())
+                cls, ncc = measures.decisions(data, W, b, stats.class_means())
                 mismatch, method = float((cls != ncc).sum()), "cache"
         return result_from_stats(
             stats,

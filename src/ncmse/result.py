@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["NCResult", "METRIC_NAMES", "flatten_row"]
+__all__ = ["NCResult", "METRIC_NAMES", "FLAGS", "flatten_row"]
 
 
 @dataclass
@@ -17,6 +17,8 @@ class NCResult:
     ``snr`` holds the singular values ω_1 ≥ … ≥ ω_{min(p, C−1)} of Σ_W^{-1/2} M̄.
     ``nc4_method`` is ``"direct"`` (features in memory), ``"cache"`` (streamed, cached under the
     memory budget), ``"second_pass"`` (streamed twice) or ``"unavailable"``.
+    ``flags`` names the degenerate-feature conditions of SPEC §2 that hold (:data:`FLAGS`); in
+    :meth:`to_dict` and files they are one ``;``-joined string (empty when none).
     """
 
     accuracy: float
@@ -45,6 +47,7 @@ class NCResult:
     num_classes: int
     balanced: bool
     nc4_method: str
+    flags: tuple[str, ...] = ()
     extras: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -52,16 +55,12 @@ class NCResult:
         """L_⊥ / L."""
         return self.loss_perp / self.loss if self.loss > 0 else math.nan
 
-    @property
-    def train_error(self) -> float:
-        """1 − accuracy."""
-        return 1.0 - self.accuracy
-
     def to_dict(self) -> dict:
         """Flat dict keyed by SPEC names (``snr`` as a list); ``extras`` merged in."""
         out = asdict(self)
         extras = out.pop("extras")
         out["snr"] = list(self.snr)
+        out["flags"] = ";".join(self.flags)
         out["loss_perp_ratio"] = self.loss_perp_ratio
         out.update(extras)
         return out
@@ -73,8 +72,24 @@ METRIC_NAMES: tuple[str, ...] = (
     "equinorm_means", "equinorm_classifier", "equiangular_means", "equiangular_classifier",
     "maxangle_means", "maxangle_classifier", "nc3", "nc4", "etf_error_means", "etf_error_wm",
     "loss_nc1", "loss_nc23", "loss_perp", "loss_ls", "loss_perp_ratio", "lam",
-    "num_samples", "num_classes", "balanced", "nc4_method",
+    "num_samples", "num_classes", "balanced", "nc4_method", "flags",
 )  # fmt: skip
+
+#: the degenerate-feature flags of SPEC §2, with what each means for the numbers
+FLAGS: dict[str, str] = {
+    "no_between_class_spread": (
+        "all class means coincide (dead or constant features?); nc1, nc3, cdnv, nc4, the "
+        "equinorm/angle/ETF metrics of the means and snr are NaN"
+    ),
+    "within_class_singular": (
+        "Σ_W is singular; snr holds generalised singular values (+inf along class-mean "
+        "directions without within-class spread)"
+    ),
+    "between_class_rank_deficient": (
+        "rank of the centred class means M̄ is below min(p, C − 1) (coinciding or collinear "
+        "class means); nc1 uses the pseudo-inverse on the spanned subspace"
+    ),
+}
 
 
 def flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:

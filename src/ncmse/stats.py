@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ncmse.errors import EmptyDataError, LabelError, NonFiniteError, ShapeError
+from ncmse.errors import EmptyDataError, InputError, LabelError, NonFiniteError, ShapeError
 
 __all__ = ["ClassStats", "merge", "check_batch"]
 
@@ -54,6 +54,11 @@ def check_batch(
     if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise ShapeError(
             "features and labels must be torch tensors; convert with torch.as_tensor(...)"
+        )
+    if features.device.type == "meta" or labels.device.type == "meta":
+        raise InputError(
+            "features/labels are meta-device tensors (shapes without data); move the model and "
+            "data to a real device (model.to_empty(device=...) and load the weights) first"
         )
     if features.ndim != 2:
         raise ShapeError(
@@ -85,7 +90,7 @@ def check_batch(
         )
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class ClassStats:
     """Sufficient statistics of labelled features, updated batch by batch.
 
@@ -96,14 +101,13 @@ class ClassStats:
     dim : int
         Feature dimension p.
     device, dtype
-        Where and in which precision the state lives (float64 by default; float16/bfloat16/float32
-        input is upcast).
+        Where and in which precision the state lives: float64 (default) or float32; features of
+        any floating dtype are upcast to it.
 
     Attributes
     ----------
     counts : Tensor [C]        n_c (float, exact for N < 2⁵³)
-    shift : Tensor [C, p]      K_c (valid where ``has_shift``)
-    has_shift : Tensor [C]     bool
+    shift : Tensor [C, p]      K_c (valid where ``counts > 0``)
     sums : Tensor [C, p]       Σ_{i in c} (h_i − K_c)
     sqsums : Tensor [C]        Σ_{i in c} ‖h_i − K_c‖²
     scatter : Tensor [p, p]    Σ_i (h_i − K_{y_i})(h_i − K_{y_i})ᵀ
@@ -115,16 +119,17 @@ class ClassStats:
     dtype: torch.dtype = torch.float64
 
     def __post_init__(self) -> None:
-        from ncmse.errors import InputError
-
         if int(self.num_classes) < 2:
             raise InputError(
                 f"num_classes must be ≥ 2 (collapse compares classes), got {self.num_classes}"
             )
         if int(self.dim) < 1:
             raise InputError(f"dim (feature dimension p) must be ≥ 1, got {self.dim}")
-        if not self.dtype.is_floating_point:
-            raise InputError(f"dtype must be a floating type, got {self.dtype}")
+        if self.dtype not in (torch.float64, torch.float32):
+            raise InputError(
+                f"dtype of the statistics must be torch.float64 (default) or torch.float32, got "
+                f"{self.dtype}; half-precision features are accumulated in float64 anyway"
+            )
         self.num_classes = int(self.num_classes)
         self.dim = int(self.dim)
         self.device = torch.device(self.device) if self.device is not None else torch.device("cpu")
@@ -136,10 +141,40 @@ class ClassStats:
         C, p, kw = self.num_classes, self.dim, {"device": self.device, "dtype": self.dtype}
         self.counts = torch.zeros(C, **kw)
         self.shift = torch.zeros(C, p, **kw)
-        self.has_shift = torch.zeros(C, dtype=torch.bool, device=self.device)
         self.sums = torch.zeros(C, p, **kw)
         self.sqsums = torch.zeros(C, **kw)
         self.scatter = torch.zeros(p, p, **kw)
+
+    _STATE = ("counts", "shift", "sums", "sqsums", "scatter")
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The whole state as named tensors (for checkpoints and torchmetrics' state)."""
+        return {name: getattr(self, name) for name in self._STATE}
+
+    @classmethod
+    def from_state(cls, num_classes: int, dim: int, tensors: dict[str, torch.Tensor]) -> ClassStats:
+        """The statistics whose :meth:`state_tensors` are ``tensors`` (not copied)."""
+        counts = tensors["counts"]
+        out = cls(num_classes, dim, device=counts.device, dtype=counts.dtype)
+        for name in cls._STATE:
+            value = tensors[name]
+            expected = getattr(out, name).shape
+            if tuple(value.shape) != tuple(expected):
+                raise ShapeError(
+                    f"state tensor {name!r} has shape {tuple(value.shape)}, expected "
+                    f"{tuple(expected)} for C={num_classes}, p={dim}"
+                )
+            setattr(out, name, value)
+        return out
+
+    def __repr__(self) -> str:
+        counts = [int(round(float(n))) for n in self.counts[:10]]
+        more = ", ..." if self.num_classes > 10 else ""
+        return (
+            f"ClassStats(num_classes={self.num_classes}, dim={self.dim}, N={self.num_samples}, "
+            f"counts=[{', '.join(map(str, counts))}{more}], device={self.device}, "
+            f"dtype={self.dtype})"
+        )
 
     @property
     def num_samples(self) -> int:
@@ -155,7 +190,7 @@ class ClassStats:
             self.device,
             self.dtype,
         )
-        for name in ("counts", "shift", "has_shift", "sums", "sqsums", "scatter"):
+        for name in self._STATE:
             setattr(out, name, getattr(self, name).clone())
         return out
 
@@ -165,9 +200,8 @@ class ClassStats:
             return self
         out = self.clone()
         out.device, out.dtype = other.device, other.dtype
-        for name in ("counts", "shift", "sums", "sqsums", "scatter"):
+        for name in self._STATE:
             setattr(out, name, getattr(out, name).to(device=other.device, dtype=other.dtype))
-        out.has_shift = out.has_shift.to(other.device)
         return out
 
     # ----------------------------------------------------------------- update
@@ -206,11 +240,10 @@ class ClassStats:
             onehot = torch.zeros(h.shape[0], C, device=self.device, dtype=self.dtype)
             onehot.scatter_(1, y.unsqueeze(1), 1.0)
         batch_counts = _class_sums(torch.ones_like(h[:, 0]), y, C, onehot)
-        new = (batch_counts > 0) & ~self.has_shift
+        new = (batch_counts > 0) & (self.counts == 0)
         if bool(new.any()):
             batch_means = _class_sums(h, y, C, onehot) / batch_counts.clamp_min(1).unsqueeze(1)
             self.shift[new] = batch_means[new]
-            self.has_shift |= new
 
         z = h - self.shift.index_select(0, y)
         self.counts += batch_counts
@@ -263,8 +296,7 @@ class ClassStats:
     ) -> None:
         """Set the state from canonical form (shift = class means)."""
         self.counts = counts
-        self.has_shift = counts > 0
-        self.shift = torch.where(self.has_shift.unsqueeze(1), means, torch.zeros_like(means))
+        self.shift = torch.where((counts > 0).unsqueeze(1), means, torch.zeros_like(means))
         self.sums = torch.zeros_like(means)
         self.sqsums = within_sq
         self.scatter = within
