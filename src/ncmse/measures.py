@@ -186,7 +186,8 @@ def snr(sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None)
 def whitened_spectrum(
     sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None
 ) -> tuple[torch.Tensor, bool]:
-    """``(ω, Σ_W singular?)``: singular values ω_1 ≥ … of Σ_W^{-1/2} M̄ (the whitened class means), min(p, C−1) of them.
+    """``(ω, Σ_W singular?)``: the singular values ω_1 ≥ … of Σ_W^{-1/2} M̄ (the whitened class
+    means), min(p, C−1) of them.
 
     Regular Σ_W: the singular values of L⁻¹ M̄ for the Cholesky factor Σ_W = L Lᵀ (same values,
     since L⁻¹ = O Σ_W^{-1/2} with O orthogonal), p³/3 flops.

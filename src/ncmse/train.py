@@ -24,6 +24,7 @@ import shutil
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +39,7 @@ from ncmse.config import Config, config_from_dict, save_config
 from ncmse.errors import ConfigError, DivergenceError, InputError
 from ncmse.fileio import atomic_torch_save, atomic_write_text
 from ncmse.losses import LossSpec, build_loss
-from ncmse.result import flatten_row
+from ncmse.result import FLAGS, flatten_row
 
 __all__ = [
     "Components",
@@ -383,7 +384,9 @@ def measure_split(
     loader = TensorLoader(x, y, batch_size, rank=info.rank, world_size=info.world_size)
     layer = classifier_of(model)
     budget = memory_budget_bytes if memory_budget_bytes is not None else DEFAULT_MEMORY_BUDGET
-    with scaled_classifier(layer, loss.classifier_scale):
+    # degenerate-feature flags are reported by the trainer (console line, summary.json)
+    with scaled_classifier(layer, loss.classifier_scale), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ncmse.NCMSEWarning)
         result = ncmse.measure(
             model,
             loader,
@@ -398,6 +401,16 @@ def measure_split(
 # --------------------------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------------------------
+
+
+def _first_flag_epochs(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """``{flag: first epoch}`` of the degenerate-feature flags (test split: ``test_<flag>``)."""
+    first: dict[str, int] = {}
+    for row in rows:
+        for key, prefix in (("flags", ""), ("test_flags", "test_")):
+            for flag in filter(None, str(row.get(key) or "").split(";")):
+                first.setdefault(prefix + flag, int(row["epoch"]))
+    return first
 
 
 @dataclass
@@ -647,6 +660,14 @@ class Trainer:
         self._tensorboard(row)
         if not self.cfg.quiet:
             self._log(row)
+        for key in ("flags", "test_flags"):
+            if row.get(key):  # always shown: the numbers of this row need care
+                split = "test" if key == "test_flags" else "train"
+                print(
+                    f"warning: epoch {row['epoch']}: {split} features degenerate ({row[key]}): "
+                    + "; ".join(FLAGS[f] for f in row[key].split(";") if f in FLAGS),
+                    file=sys.stderr,
+                )
 
     def _log(self, row: dict[str, Any]) -> None:
         from tqdm.auto import tqdm
@@ -677,6 +698,7 @@ class Trainer:
                 (int(r["epoch"]) for r in self.state.rows if r["train_error"] <= 1e-3), None
             ),
             "final": self.state.rows[-1] if self.state.rows else None,
+            "flags": _first_flag_epochs(self.state.rows),
             "lam": self.loss.lam,
             "lam_source": self.loss.lam_source,
             "lam_exact": self.loss.exact,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from ncmse.errors import InputError, ShapeError, SingularCovarianceError
+from ncmse.measures import default_rtol
 
 __all__ = [
     "check_dimensions",
@@ -35,8 +36,6 @@ __all__ = [
     "projected_grad",
 ]
 
-#: relative eigenvalue tolerance below which Σ_W counts as singular
-SINGULAR_RTOL = 1e-12
 
 
 def check_dimensions(n: int, num_classes: int, p: int) -> None:
@@ -99,7 +98,9 @@ def within_cov(H: torch.Tensor) -> torch.Tensor:
 def _eigh_checked(S: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     evals, evecs = torch.linalg.eigh(S)
     top = float(evals[-1])
-    if not math.isfinite(top) or not float(evals[0]) > SINGULAR_RTOL * max(top, 0.0):
+    # the measurement core's one tolerance (SPEC §2: tied to the dtype of the statistics)
+    rtol = default_rtol(S.shape[0], S.shape[0], S.dtype)
+    if not math.isfinite(top) or not float(evals[0]) > rtol * max(top, 0.0):
         raise SingularCovarianceError(
             f"{what} is singular or not finite (eigenvalues in [{float(evals[0]):.3e}, "
             f"{top:.3e}]), so it cannot be whitened; the features have collapsed within class "
