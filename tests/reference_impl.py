@@ -87,3 +87,76 @@ def ridge_ls(H, y, C, lam):
     A = Ht.T @ Ht / N + lam * np.eye(Ht.shape[1])
     Wt = np.linalg.solve(A, Ht.T @ E / N).T
     return Wt[:, :-1], Wt[:, -1]
+
+
+def mp_decomposition(H, y, W, b, C, lam, dps=60):
+    """SPEC §3 (loss, L_NC1, L_NC2/3, L_⊥, L_LS) in mpmath at ``dps`` digits, straight from the
+    samples: the raw augmented second moment A, W̃_LS = (M̃ diag π)ᵀ A⁻¹ by LU, each term by its
+    formula. The float64 inputs are taken as exact."""
+    import mpmath
+
+    with mpmath.workdps(dps):
+        H = [[mpmath.mpf(float(v)) for v in row] for row in np.asarray(H, dtype=np.float64)]
+        y = [int(v) for v in np.asarray(y)]
+        W = mpmath.matrix([[mpmath.mpf(float(v)) for v in row] for row in np.asarray(W)])
+        b = mpmath.matrix([mpmath.mpf(float(v)) for v in np.asarray(b)])
+        lam = mpmath.mpf(lam)
+        N, p = len(H), len(H[0])
+        n = [sum(1 for v in y if v == c) for c in range(C)]
+        mu = mpmath.matrix(C, p)
+        for h, c in zip(H, y):
+            for j in range(p):
+                mu[c, j] += h[j] / n[c]
+        Sw = mpmath.matrix(p, p)
+        A = mpmath.matrix(p + 1, p + 1)
+        for h, c in zip(H, y):
+            ht = [*h, mpmath.mpf(1)]
+            for i in range(p + 1):
+                for j in range(p + 1):
+                    A[i, j] += ht[i] * ht[j] / N
+            for i in range(p):
+                for j in range(p):
+                    Sw[i, j] += (h[i] - mu[c, i]) * (h[j] - mu[c, j]) / N
+        for i in range(p + 1):
+            A[i, i] += lam
+        R = mpmath.matrix(p + 1, C)  # M̃ diag π
+        for c in range(C):
+            for j in range(p):
+                R[j, c] = mu[c, j] * n[c] / N
+            R[p, c] = mpmath.mpf(n[c]) / N
+        cols = [
+            mpmath.lu_solve(A, mpmath.matrix([R[i, c] for i in range(p + 1)])) for c in range(C)
+        ]
+        Wls = mpmath.matrix([[cols[k][j] for j in range(p)] for k in range(C)])  # [C, p]
+        bls = mpmath.matrix([cols[k][p] for k in range(C)])
+
+        def quad(v, M):  # vᵀ M v for a list v
+            return sum(v[i] * M[i, j] * v[j] for i in range(len(v)) for j in range(len(v)))
+
+        def loss(Wm, bm):
+            total = mpmath.mpf(0)
+            for h, c in zip(H, y):
+                for k in range(C):
+                    r = sum(Wm[k, j] * h[j] for j in range(p)) + bm[k] - (1 if k == c else 0)
+                    total += r * r
+            reg = sum(Wm[k, j] ** 2 for k in range(C) for j in range(p)) + sum(v**2 for v in bm)
+            return total / (2 * N) + lam / 2 * reg
+
+        Swl = Sw + lam * mpmath.eye(p)
+        nc1 = sum(quad([Wls[k, j] for j in range(p)], Swl) for k in range(C))
+        nc1 = (nc1 + lam * sum(v**2 for v in bls)) / 2
+        nc23 = mpmath.mpf(0)
+        for c in range(C):
+            for k in range(C):
+                r = sum(Wls[k, j] * mu[c, j] for j in range(p)) + bls[k] - (1 if k == c else 0)
+                nc23 += mpmath.mpf(n[c]) / N * r * r
+        nc23 /= 2
+        perp = (
+            sum(
+                quad([W[k, j] - Wls[k, j] for j in range(p)] + [b[k] - bls[k]], A) for k in range(C)
+            )
+            / 2
+        )
+        out = {"loss": loss(W, b), "loss_nc1": nc1, "loss_nc23": nc23, "loss_perp": perp}
+        out["loss_ls"] = nc1 + nc23
+        return {k: float(v) for k, v in out.items()}

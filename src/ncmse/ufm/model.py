@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 
-
 def check_dimensions(n: int, num_classes: int, p: int) -> None:
     """Reject (n, C, p) for which whitened class means are undefined.
 

@@ -1,0 +1,462 @@
+"""Numerical requirements and degenerate features of SPEC §2 (issue 9): properties of the public
+measurement API against independent float64 / mpmath references."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ncmse
+from ncmse import lstsq, measures
+from ncmse.errors import InputError
+from ncmse.result import METRIC_NAMES, flatten_row
+from ncmse.stats import ClassStats, merge
+from reference_impl import geometry, mp_decomposition
+
+#: every scalar §2 metric that is invariant under translation, scaling, rotation, permutation
+SCALE_FREE = (
+    "nc1", "nc1_unnormalized", "nc1_trace_ratio", "cdnv", "equinorm_means", "equinorm_classifier",
+    "equiangular_means", "equiangular_classifier", "maxangle_means", "maxangle_classifier",
+    "nc3", "nc4", "accuracy", "etf_error_means", "etf_error_wm",
+)  # fmt: skip
+DECOMPOSITION = ("loss", "loss_nc1", "loss_nc23", "loss_perp", "loss_ls")
+
+
+def clusters(seed, C, p, *, n=None, spread=1.0, sep=3.0, imbalanced=False):
+    """Gaussian classes in float64 with anisotropic noise; classifier near the LS one (so that
+    the decisions are not all one class) plus noise."""
+    rng = np.random.default_rng(seed)
+    counts = (
+        rng.integers(max(8, 2 * p), max(40, 4 * p), size=C) if imbalanced else np.full(C, n or 25)
+    )
+    y = torch.as_tensor(np.repeat(np.arange(C), counts))
+    y = y[torch.as_tensor(rng.permutation(len(y)))]
+    mu = torch.as_tensor(sep * rng.standard_normal((C, p)))
+    mix = torch.as_tensor(0.3 * rng.standard_normal((p, p)) / math.sqrt(p) + np.eye(p))
+    H = mu[y] + spread * torch.as_tensor(rng.standard_normal((len(y), p))) @ mix
+    W = mu - mu.mean(0) + 0.3 * sep * torch.as_tensor(rng.standard_normal((C, p)))
+    b = torch.as_tensor(rng.standard_normal(C))
+    return H, y, W / sep**2, b
+
+
+def quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ncmse.NCMSEWarning)
+        return fn(*args, **kwargs)
+
+
+def assert_close(r, ref, names, rel, abs_=0.0, what=""):
+    for name in names:
+        a, e = getattr(r, name), getattr(ref, name)
+        assert a == pytest.approx(e, rel=rel, abs=abs_), (what, name, a, e)
+
+
+# ------------------------------------------------------------------------------ translation
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    C=st.integers(2, 6),
+    p=st.integers(1, 9),
+    log_offset=st.floats(0.0, 4.0),
+    between=st.booleans(),
+    imbalanced=st.booleans(),
+)
+def test_translation_by_large_offsets(seed, C, p, log_offset, between, imbalanced):
+    """Offsets up to 1e4 × the spread change no §2 metric (and no §3 one at λ = 0, b − W c) by
+    more than 1e-8 relative (SPEC §2 numerical requirements; issue 9 items 3–6)."""
+    spread = 1e-3
+    H, y, W, b = clusters(seed, C, p, spread=spread, sep=spread * 3, imbalanced=imbalanced)
+    W = W * spread**2
+    rng = np.random.default_rng(seed + 1)
+    scale = float(H.std()) if between else spread
+    c = torch.as_tensor(rng.standard_normal(p))
+    c = c / c.norm() * scale * 10**log_offset
+    kw = {"num_classes": C, "lam": 0.0}
+    base = quiet(ncmse.measure_features, H, y, W, b, **kw)
+    moved = quiet(ncmse.measure_features, H + c, y, W, b - W @ c, **kw)
+    assert moved.flags == base.flags
+    # abs: metrics that are 0 by construction (equinorm of C = 2 means) show rounding there
+    assert_close(moved, base, SCALE_FREE, rel=1e-8, abs_=1e-10, what="§2")
+    np.testing.assert_allclose(moved.snr, base.snr, rtol=1e-8)
+    assert_close(moved, base, DECOMPOSITION, rel=1e-8, abs_=1e-12 * base.loss, what="§3")
+
+
+@pytest.mark.parametrize("offset", [1e2, 1e4, 1e5])
+@pytest.mark.parametrize("lam", [0.0, 1e-3, 0.5])
+def test_decomposition_matches_mpmath_at_large_offsets(offset, lam):
+    """With λ > 0 translation changes §3 legitimately; it must still match a 60-digit evaluation
+    of the §3 formulas on the same float64 features to 1e-8 relative."""
+    C, p = 3, 3
+    H, y, W, b = clusters(7, C, p, n=12, spread=1.0, sep=2.0, imbalanced=True)
+    H = H + offset * torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64)
+    r = quiet(ncmse.measure_features, H, y, W, b, num_classes=C, lam=lam)
+    ref = mp_decomposition(H.numpy(), y.numpy(), W.numpy(), b.numpy(), C, lam)
+    for name in DECOMPOSITION:
+        assert getattr(r, name) == pytest.approx(ref[name], rel=1e-8), name
+    assert abs(r.loss - (r.loss_nc1 + r.loss_nc23 + r.loss_perp)) <= 1e-10 * r.loss
+
+
+def test_ls_classifier_solves_the_augmented_system():
+    """Schur-complement solution = dense solve of A W̃ᵀ = M̃ diag π (float64, moderate data)."""
+    C, p = 4, 5
+    H, y, *_ = clusters(3, C, p, imbalanced=True)
+    for lam in (0.0, 1e-4, 0.3, 20.0):
+        stats = ClassStats(C, p)
+        stats.update(H + 3.0, y)
+        n, mu, _, within = stats.centred()
+        mom = lstsq.Moments(n / n.sum(), mu, within / n.sum(), int(n.sum()))
+        W_ls, b_ls = lstsq.ls_classifier(mom, lam)
+        A = mom.augmented_second_moment(lam)
+        rhs = torch.cat([mu, torch.ones(C, 1, dtype=mu.dtype)], 1).T * mom.weights
+        X = torch.linalg.solve(A, rhs).T
+        torch.testing.assert_close(W_ls, X[:, :p], rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(b_ls, X[:, p], rtol=1e-9, atol=1e-11)
+
+
+# ---------------------------------------------------------------------------------- scaling
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000), C=st.integers(2, 6), p=st.integers(1, 8), k=st.integers(-10, 10)
+)
+def test_scaling_by_powers_of_ten(seed, C, p, k):
+    """Scaling the features by 10^k (|k| ≤ 10) changes no scale-free metric and raises nothing."""
+    H, y, W, b = clusters(seed, C, p, imbalanced=True)
+    s = 10.0**k
+    base = quiet(ncmse.measure_features, H, y, W, b, num_classes=C)
+    r = quiet(ncmse.measure_features, H * s, y, W / s, b, num_classes=C)
+    assert r.flags == base.flags
+    assert_close(r, base, SCALE_FREE, rel=1e-9, abs_=1e-13)
+    np.testing.assert_allclose(np.asarray(r.snr), np.asarray(base.snr), rtol=1e-9)
+    assert_close(r, base, ("loss", "loss_nc1", "loss_nc23", "loss_ls"), rel=1e-9)  # λ = 0, SPEC §4
+
+
+# ------------------------------------------------------------------ rotation and permutation
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), C=st.integers(2, 6), p=st.integers(1, 8))
+def test_rotation_and_class_permutation(seed, C, p):
+    H, y, W, b = clusters(seed, C, p, imbalanced=True)
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64))
+    perm = torch.randperm(C, generator=g)
+    base = quiet(ncmse.measure_features, H, y, W, b, num_classes=C, lam=0.01)
+    for kind, args in {
+        "rotation": (H @ Q.T, y, W @ Q.T, b),
+        "permutation": (H, torch.argsort(perm)[y], W[perm], b[perm]),
+    }.items():
+        r = quiet(ncmse.measure_features, *args, num_classes=C, lam=0.01)
+        assert_close(r, base, SCALE_FREE + DECOMPOSITION, rel=1e-9, abs_=1e-12, what=kind)
+        np.testing.assert_allclose(r.snr, base.snr, rtol=1e-9, err_msg=kind)
+
+
+# ------------------------------------------------------------------------ float32 statistics
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), C=st.integers(2, 8), p=st.integers(1, 16))
+def test_float32_statistics_agree_with_float64(seed, C, p):
+    """A float32 statistics option gives nc1 within 1e-4 of float64 on well-conditioned data
+    (issue 9 item 1: the tolerance follows the statistics' dtype)."""
+    H, y, W, b = clusters(seed, C, p, imbalanced=True)
+    r64 = quiet(ncmse.measure_features, H, y, W, b, num_classes=C)
+    r32 = quiet(ncmse.measure_features, H, y, W, b, num_classes=C, dtype=torch.float32)
+    assert r32.nc1 == pytest.approx(r64.nc1, rel=1e-4)
+    assert r32.flags == r64.flags
+    np.testing.assert_allclose(r32.snr, r64.snr, rtol=1e-3)
+    assert r32.loss_ls == pytest.approx(r64.loss_ls, rel=1e-4)
+
+
+def test_issue_example_float32():
+    y = torch.arange(100) % 4
+    g = torch.Generator().manual_seed(0)
+    H = torch.randn(100, 8, dtype=torch.float64, generator=g)
+    W = torch.randn(4, 8, dtype=torch.float64, generator=g)
+    r64 = ncmse.measure_features(H, y, W, None, num_classes=4)
+    r32 = ncmse.measure_features(H, y, W, None, num_classes=4, dtype=torch.float32)
+    assert r32.nc1 == pytest.approx(r64.nc1, rel=1e-4)
+    ref = geometry(H.numpy(), y.numpy(), W.numpy(), np.zeros(4), 4)
+    assert r64.nc1 == pytest.approx(ref["nc1"], rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int32])
+def test_half_precision_statistics_are_rejected(dtype):
+    H, y, W, b = clusters(0, 3, 4)
+    with pytest.raises(InputError, match="dtype"):
+        ncmse.measure_features(H, y, W, b, num_classes=3, dtype=dtype)
+    with pytest.raises(InputError, match="dtype"):
+        ncmse.measure_stream([(H, y)], W, b, num_classes=3, dtype=dtype)
+    with pytest.raises(InputError, match="dtype"):
+        ClassStats(3, 4, dtype=dtype)
+    # half-precision *features* are fine: accumulated in float64
+    r = ncmse.measure_features(H.half(), y, W, b, num_classes=3)
+    assert math.isfinite(r.nc1)
+
+
+# ----------------------------------------------------------------------- order and sharding
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), batch=st.integers(1, 70), shards=st.integers(1, 4))
+def test_batch_order_and_sharding(seed, batch, shards):
+    C, p = 4, 5
+    H, y, W, b = clusters(seed, C, p, imbalanced=True)
+    H = H + 50.0  # a common offset makes order-dependent rounding visible
+    base = quiet(ncmse.measure_features, H, y, W, b, num_classes=C, lam=0.1)
+    perm = torch.as_tensor(np.random.default_rng(seed).permutation(len(y)))
+    Hp, yp = H[perm], y[perm]
+    batches = [(Hp[i : i + batch], yp[i : i + batch]) for i in range(0, len(y), batch)]
+    r = quiet(ncmse.measure_stream, batches, W, b, num_classes=C, lam=0.1)
+    assert_close(r, base, SCALE_FREE + DECOMPOSITION, rel=1e-10, abs_=1e-13, what="order")
+    parts = []
+    for k in range(shards):  # shards merged exactly (what all_reduce_ does across ranks)
+        st_ = ClassStats(C, p)
+        for hb, yb in batches[k::shards]:
+            st_.update(hb, yb)
+        parts.append(st_)
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merge(merged, part)
+    if not bool((merged.counts > 0).all()):
+        return
+    from ncmse.api import result_from_stats
+
+    r2 = result_from_stats(merged, W, b, lam=0.1, warn=False)
+    names = tuple(n for n in SCALE_FREE + DECOMPOSITION if n not in ("nc4", "accuracy"))
+    assert_close(r2, base, names, rel=1e-10, abs_=1e-13, what="shards")
+
+
+# ------------------------------------------------------------- single-use loaders and budgets
+def _net():
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 4))
+
+
+@pytest.mark.parametrize("budget", [0, 2_000, 10**9])
+@pytest.mark.parametrize("kind", ["list", "generator", "callable", "dataloader"])
+def test_single_use_loaders_at_every_budget(kind, budget):
+    """Issue 9 item 2: a generator beyond the budget raises, never a silent accuracy 0."""
+    net = _net()
+    g = torch.Generator().manual_seed(2)
+    X, Y = torch.randn(200, 5, generator=g), torch.arange(200) % 4
+    L = [(X[i : i + 50], Y[i : i + 50]) for i in range(0, 200, 50)]
+    with torch.no_grad():
+        truth = float((net(X).argmax(1) == Y).double().mean())
+        feats = net[:-1](X)
+    sources = {
+        "list": lambda: L,
+        "generator": lambda: (b for b in L),
+        "callable": lambda: lambda: iter(L),
+        "dataloader": lambda: torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(X, Y), batch_size=50
+        ),
+    }
+    fits = budget >= 200 * 6 * 4  # float32 features of the whole split
+    feature_batches = [(feats[i : i + 50], Y[i : i + 50]) for i in range(0, 200, 50)]
+    stream_sources = {
+        "list": lambda: feature_batches,
+        "generator": lambda: (b for b in feature_batches),
+        "callable": lambda: lambda: iter(feature_batches),
+        "dataloader": lambda: feature_batches,
+    }
+    W, b = net[-1].weight.detach(), net[-1].bias.detach()
+    for run in (
+        lambda: (
+            ncmse.measure(net, sources[kind](), num_classes=4, memory_budget_bytes=budget)
+            if kind != "callable"
+            else None
+        ),
+        lambda: ncmse.measure_stream(
+            stream_sources[kind](), W, b, num_classes=4, memory_budget_bytes=budget
+        ),
+    ):
+        if kind == "generator" and not fits:
+            with pytest.raises(InputError, match="single-use"):
+                run()
+            continue
+        r = run()
+        if r is None:
+            continue
+        assert r.accuracy == pytest.approx(truth, abs=1e-12)
+        assert r.nc4_method == ("cache" if fits else "second_pass")
+
+
+# -------------------------------------------------------------------------- degenerate inputs
+def _degenerate(kind):
+    C, p, n = 3, 5, 20
+    y = torch.arange(C).repeat_interleave(n)
+    g = torch.Generator().manual_seed(4)
+    W = torch.randn(C, p, dtype=torch.float64, generator=g)
+    mu = 2.0 * torch.randn(C, p, dtype=torch.float64, generator=g)
+    noise = torch.randn(C * n, p, dtype=torch.float64, generator=g)
+    if kind == "zero":
+        H = torch.zeros(C * n, p, dtype=torch.float64)
+    elif kind == "constant":
+        H = torch.full((C * n, p), 3.7, dtype=torch.float64) + mu[0]
+    elif kind == "collapsed":
+        H = mu[y] + 1e3
+    elif kind == "identical_means":
+        H = mu[y] + noise
+        H[n : 2 * n] = H[:n] + (mu[1] - mu[1])  # class 1 repeats class 0 exactly
+    elif kind == "noise_only":  # within-class spread but every class the same distribution
+        H = noise[:n].repeat(C, 1)
+    return H, y, W
+
+
+@pytest.mark.parametrize("kind", ["zero", "constant", "noise_only"])
+@pytest.mark.parametrize("lam", [0.0, 1e-3])
+def test_dead_features_are_flagged_not_collapse(kind, lam):
+    H, y, W = _degenerate(kind)
+    with pytest.warns(ncmse.NCMSEWarning, match="no_between_class_spread"):
+        r = ncmse.measure_features(H, y, W, None, num_classes=3, lam=lam)
+    assert r.flags[0] == "no_between_class_spread"
+    for name in ("nc1", "nc1_unnormalized", "nc3", "cdnv", "equinorm_means",
+                 "equiangular_means", "maxangle_means", "nc4"):  # fmt: skip
+        assert math.isnan(getattr(r, name)), name
+    assert all(math.isnan(w) for w in r.snr)
+    # the decomposition is still exact: the LS classifier predicts the class priors
+    assert r.loss_ls == pytest.approx(0.5 * (1 - 1 / 3), rel=1e-9) if lam == 0 else True
+    assert abs(r.loss - (r.loss_nc1 + r.loss_nc23 + r.loss_perp)) <= 1e-10 * r.loss
+    row = r.to_dict()
+    assert row["flags"].startswith("no_between_class_spread")
+
+
+def test_exact_collapse_is_zero_with_infinite_snr():
+    H, y, W = _degenerate("collapsed")
+    with pytest.warns(ncmse.NCMSEWarning, match="within_class_singular"):
+        r = ncmse.measure_features(H, y, W, None, num_classes=3, lam=1e-3)
+    assert r.flags == ("within_class_singular",)
+    assert r.nc1 == 0.0 and r.cdnv == 0.0
+    assert r.snr == (math.inf, math.inf)
+
+
+def test_identical_class_means_are_flagged():
+    H, y, W = _degenerate("identical_means")
+    with pytest.warns(ncmse.NCMSEWarning, match="between_class_rank_deficient"):
+        r = ncmse.measure_features(H, y, W, None, num_classes=3, lam=1e-3)
+    assert r.flags == ("between_class_rank_deficient",)
+    assert r.cdnv == math.inf  # one pair with no separation at all
+    assert math.isfinite(r.nc1) and r.nc1 > 0
+    assert r.snr[1] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_singular_within_class_covariance_gives_generalised_singular_values(offset):
+    """ω of a singular Σ_W: +inf along means outside range(Σ_W), the ε → 0 limit of
+    svd((Σ_W + εI)^{-1/2} M̄) otherwise, the same for every tolerance."""
+    C, p, n = 4, 4, 30
+    g = torch.Generator().manual_seed(5)
+    y = torch.arange(C).repeat_interleave(n)
+    mu = torch.randn(C, p, dtype=torch.float64, generator=g)
+    noise = torch.randn(C * n, p, dtype=torch.float64, generator=g)
+    noise[:, 3] = 0.0  # no within-class spread along e_3; the means do vary along it
+    H = mu[y] + noise + offset
+    W = torch.randn(C, p, dtype=torch.float64, generator=g)
+    omegas = []
+    for rtol in (None, 1e-6, 1e-10, 1e-13):
+        r = quiet(ncmse.measure_features, H, y, W, None, num_classes=C, rtol=rtol)
+        assert r.flags == ("within_class_singular",)
+        omegas.append(r.snr)
+    for om in omegas[1:]:
+        np.testing.assert_allclose(om, omegas[0], rtol=1e-9)
+    om = omegas[0]
+    assert om[0] == math.inf and all(math.isfinite(w) for w in om[1:])
+    # reference: singular values of (Σ_W + εI)^{-1/2} M̄ for small ε (one grows like ε^{-1/2})
+    mu_hat = torch.stack([H[y == c].mean(0) for c in range(C)])
+    Z = H - mu_hat[y]
+    Sw = (Z.T @ Z / len(y)).numpy()
+    Mbar = (mu_hat - mu_hat.mean(0)).T.numpy()
+    ev, Q = np.linalg.eigh(Sw + 1e-12 * np.eye(p))
+    ref = np.linalg.svd(Q @ np.diag(ev**-0.5) @ Q.T @ Mbar, compute_uv=False)[: C - 1]
+    assert ref[0] > 1e5
+    np.testing.assert_allclose(om[1:], ref[1:], rtol=1e-6)
+
+
+def test_flags_are_one_csv_column():
+    assert "flags" in METRIC_NAMES
+    H, y, W = _degenerate("collapsed")
+    row = quiet(ncmse.measure_features, H, y, W, None, num_classes=3).to_dict()
+    flat = flatten_row(row)
+    assert flat["flags"] == "within_class_singular"
+    assert not any(k.startswith("flags_") for k in flat)
+    clean = ncmse.measure_features(*clusters(0, 3, 4)[:3], None, num_classes=3)
+    assert clean.flags == () and clean.to_dict()["flags"] == ""
+
+
+def test_no_warning_on_regular_data():
+    H, y, W, b = clusters(1, 4, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ncmse.NCMSEWarning)
+        ncmse.measure_features(H, y, W, b, num_classes=4)
+
+
+def test_nc1_keeps_at_most_c_minus_one_directions():
+    """Issue 9 item 3: the C-th singular value of M̄ (rounding of μ_G) is never inverted."""
+    H, y, W, b = clusters(2, 2, 4, n=50, spread=1.0, sep=1.0)
+    base = ncmse.measure_features(H, y, W, b, num_classes=2, lam=1e-3)
+    for off in (1e3, 1e4, 1e5):
+        r = ncmse.measure_features(H + off, y, W, b, num_classes=2, lam=1e-3)
+        assert r.nc1 == pytest.approx(base.nc1, rel=1e-8)
+    s, _ = measures.singular_values(torch.randn(6, 3, dtype=torch.float64), 1e-12)
+    assert len(s) == 2
+
+
+# ------------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("rtol", [0, 0.0, 1.0, 2.0, -1e-3, float("nan"), float("inf"), "x", True])
+def test_rtol_is_validated(rtol):
+    H, y, W, b = clusters(0, 3, 4)
+    with pytest.raises(InputError, match="rtol"):
+        ncmse.measure_features(H, y, W, b, num_classes=3, rtol=rtol)
+    with pytest.raises(InputError, match="rtol"):
+        ncmse.measure_stream(iter([(H, y)]), W, b, num_classes=3, rtol=rtol)
+
+
+def test_numeric_arguments_are_validated():
+    H, y, W, b = clusters(0, 3, 4)
+    with pytest.raises(InputError, match="lam"):
+        ncmse.measure_features(H, y, W, b, num_classes=3, lam="abc")
+    with pytest.raises(InputError, match="lam"):
+        ncmse.measure_features(H, y, W, b, num_classes=3, lam=float("nan"))
+    with pytest.raises(InputError, match="weight_decay"):
+        ncmse.lambda_for(weight_decay="abc", num_classes=4)
+    with pytest.raises(InputError, match="weight_decay"):
+        ncmse.lambda_for(weight_decay=float("inf"), num_classes=4)
+    assert ncmse.lambda_for(weight_decay=np.float32(1e-3), num_classes=4) == pytest.approx(2e-3)
+    with pytest.raises(InputError, match="meta"):
+        ncmse.measure_features(H.to("meta"), y.to("meta"), W, b, num_classes=3)
+    with pytest.raises(InputError, match="meta"):
+        ncmse.measure_stream([(H.to("meta"), y)], W, b, num_classes=3)
+
+
+# ------------------------------------------------------------------------ ClassStats / metric
+def test_class_stats_state_round_trip_equality_and_repr():
+    H, y, *_ = clusters(0, 3, 4)
+    a = ClassStats(3, 4)
+    a.update(H, y)
+    b = ClassStats.from_state(3, 4, {k: v.clone() for k, v in a.state_tensors().items()})
+    for x, z in zip(a.centred(), b.centred()):
+        torch.testing.assert_close(x, z, rtol=0, atol=0)
+    assert a == a and a != b and a != ClassStats(3, 4)  # identity, not (C, p, device, dtype)
+    text = repr(a)
+    assert "N=75" in text and "counts=[25, 25, 25]" in text
+    assert not hasattr(a, "has_shift")
+
+
+def test_metric_pickles_and_matches_the_stream():
+    pytest.importorskip("torchmetrics")
+    from ncmse.metric import NeuralCollapseMetric
+
+    H, y, W, b = clusters(3, 4, 6)
+    layer = torch.nn.Linear(6, 4).double()
+    with torch.no_grad():
+        layer.weight.copy_(W)
+        layer.bias.copy_(b)
+    metric = NeuralCollapseMetric(layer, lam=0.01, keep_features=True)
+    metric = pickle.loads(pickle.dumps(metric))
+    for i in range(0, len(y), 16):
+        metric.update(H[i : i + 16], y[i : i + 16])
+    out = metric.compute()
+    ref = ncmse.measure_features(H, y, W, b, num_classes=4, lam=0.01)
+    assert_close(out, ref, SCALE_FREE + DECOMPOSITION, rel=1e-10, abs_=1e-13)
+    assert metric.features[0].shape[1] == 6 if isinstance(metric.features, list) else True
