@@ -460,3 +460,18 @@ def test_metric_pickles_and_matches_the_stream():
     ref = ncmse.measure_features(H, y, W, b, num_classes=4, lam=0.01)
     assert_close(out, ref, SCALE_FREE + DECOMPOSITION, rel=1e-10, abs_=1e-13)
     assert metric.features[0].shape[1] == 6 if isinstance(metric.features, list) else True
+
+
+def test_training_records_first_epoch_of_each_flag():
+    from ncmse.train import _first_flag_epochs
+
+    rows = [
+        {"epoch": 1, "flags": "", "test_flags": ""},
+        {"epoch": 2, "flags": "within_class_singular", "test_flags": ""},
+        {"epoch": 5, "flags": "no_between_class_spread;within_class_singular", "test_flags": "x"},
+    ]
+    assert _first_flag_epochs(rows) == {
+        "within_class_singular": 2,
+        "no_between_class_spread": 5,
+        "test_x": 5,
+    }

@@ -34,9 +34,9 @@ __all__ = [
 #: default budget for caching features for NC4 (bytes)
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 #: rows gathered before a statistics update (see measure_stream)
-BLOCK_ROWS = 1024
+_BLOCK_ROWS = 1024
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+_Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 def _check_classifier(
@@ -240,7 +240,7 @@ def measure_features(
     )
 
 
-def _reiterable(batches: Batches | Callable[[], Batches]) -> Callable[[], Iterator] | None:
+def _reiterable(batches: _Batches | Callable[[], _Batches]) -> Callable[[], Iterator] | None:
     if callable(batches) and not hasattr(batches, "__iter__"):
         return lambda: iter(batches())
     if isinstance(batches, Iterator):  # a generator or iterator: single use
@@ -261,7 +261,7 @@ def _check_options(lam: Any, rtol: Any, dtype: Any) -> None:
 
 
 def measure_stream(
-    batches: Batches | Callable[[], Batches],
+    batches: _Batches | Callable[[], _Batches],
     W: torch.Tensor,
     b: torch.Tensor | None = None,
     *,
@@ -294,7 +294,7 @@ def measure_stream(
     stats: ClassStats | None = None
     cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
     cached_bytes = 0
-    # Batches are gathered into blocks of ≥ BLOCK_ROWS rows before they reach the statistics:
+    # _Batches are gathered into blocks of ≥ _BLOCK_ROWS rows before they reach the statistics:
     # the per-batch bookkeeping (a dozen small tensor operations) then runs a few times per
     # thousand samples, and the scatter GEMM is as efficient on one block as on its batches.
     block: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -318,7 +318,7 @@ def measure_stream(
             )
         block.append((features.detach(), labels.to(features.device)))
         block_rows += features.shape[0]
-        if block_rows >= BLOCK_ROWS:
+        if block_rows >= _BLOCK_ROWS:
             flush()
             block, block_rows = [], 0
         if cache is not None:
