@@ -202,14 +202,19 @@ def _solve_ls(
     """(W_LS, b_LS, Σ_T) by the Schur complement of the constant coordinate (see ls_classifier)."""
     pi, m = moments.weights, moments.mean
     sigma_t = moments.total_covariance()
-    S0 = sigma_t + lam * torch.eye(moments.dim, dtype=m.dtype, device=m.device) if lam else sigma_t
+    S0 = sigma_t
+    if lam:
+        S0 = sigma_t.clone()
+        S0.diagonal().add_(lam)
     solve = _SymmetricSolver(S0, rtol)
     beta = lam / (1.0 + lam)
     rhs = ((moments.means - m) + beta * m).T * pi  # [p, C]
-    X = solve(rhs)
-    if beta:  # Sherman–Morrison for the rank-one term β m mᵀ
-        u = solve(m.unsqueeze(1))  # S0⁻¹ m, [p, 1]
-        X = X - u @ (beta * (m @ X) / (1.0 + beta * (m @ u)).squeeze()).unsqueeze(0)
+    if not beta:
+        X = solve(rhs)
+    else:  # Sherman–Morrison for the rank-one term β m mᵀ, one solve for both right-hand sides
+        both = solve(torch.cat([rhs, m.unsqueeze(1)], dim=1))
+        X, u = both[:, :-1], both[:, -1:]  # S0⁻¹ rhs, S0⁻¹ m
+        X = X - u @ (beta * (m @ X) / (1.0 + beta * (m @ u))).unsqueeze(0)
     W_ls = X.T.contiguous()
     b_ls = (pi - W_ls @ m) / (1.0 + lam)
     return W_ls, b_ls, sigma_t

@@ -239,10 +239,11 @@ def _cholesky_regular(L: torch.Tensor, info: torch.Tensor, rtol: float) -> bool:
 class Decisions:
     """Classifier decision argmax(W h + b) (bias included) and nearest-class-mean decision.
 
-    Everything is taken about μ_G (x = h − μ_G, m_c = μ_c − μ_G), so that a common offset of the
-    features cancels before any product: ``argmin_c ‖h − μ_c‖² = argmax_c (xᵀm_c − ½‖m_c‖²)`` and
-    ``W h + b = W x + (b + W μ_G)``. Both decisions come from one fused GEMM ``x [W; M̄ᵀ]ᵀ`` per
-    batch: no per-sample loop and no ‖h‖² term to cancel.
+    The nearest-mean scores are taken about μ_G (m_c = μ_c − μ_G): ``argmin_c ‖h − μ_c‖² =
+    argmax_c (hᵀm_c − μ_Gᵀm_c − ½‖m_c‖²)``. The products then have the size ‖h‖·‖m_c‖, not
+    ‖μ_c‖², so a common offset of the features costs a factor offset/spread in rounding, not its
+    square. Both decisions come from one fused GEMM ``h [W; M̄ᵀ]ᵀ`` per batch: no per-sample loop
+    and no ‖h‖² term to cancel.
 
     Parameters
     ----------
@@ -251,16 +252,15 @@ class Decisions:
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor, means: torch.Tensor) -> None:
         self.num_classes = W.shape[0]
-        W = W.to(means)
-        self.centre = means.mean(dim=0)
-        centred = means - self.centre
-        self.proj = torch.cat([W, centred]).T.contiguous()  # [p, 2C]
-        self.offset = torch.cat([b.to(means) + W @ self.centre, -0.5 * (centred**2).sum(dim=1)])
+        centre = means.mean(dim=0)
+        centred = means - centre
+        self.proj = torch.cat([W.to(means), centred]).T.contiguous()  # [p, 2C]
+        ncc_offset = -(centred @ centre) - 0.5 * (centred * centred).sum(dim=1)
+        self.offset = torch.cat([b.to(means), ncc_offset])
 
     def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(classifier [B], ncc [B])`` int64 decisions for features [B, p]."""
-        x = features.to(self.proj) - self.centre
-        scores = torch.addmm(self.offset, x, self.proj)
+        scores = torch.addmm(self.offset, features.to(self.proj), self.proj)
         C = self.num_classes
         return scores[:, :C].argmax(dim=1), scores[:, C:].argmax(dim=1)
 
