@@ -158,9 +158,11 @@ def test_exact_simplex_etf_gives_zero():
     y = torch.arange(C).repeat_interleave(n)
     H = mu[y] + 1.7  # global translation: still an ETF about μ_G
     W = 0.4 * (mu - mu.mean(0))  # classifier ∝ M̄ᵀ (NC3)
-    r = ncmse.measure_features(
-        H, y, W, -W @ torch.full((p,), 1.7, dtype=H.dtype), num_classes=C, lam=1e-3
-    )
+    with pytest.warns(ncmse.NCMSEWarning, match="within_class_singular"):  # Σ_W = 0
+        r = ncmse.measure_features(
+            H, y, W, -W @ torch.full((p,), 1.7, dtype=H.dtype), num_classes=C, lam=1e-3
+        )
+    assert r.flags == ("within_class_singular",)
     for name in (
         "nc1",
         "equinorm_means",
@@ -357,7 +359,8 @@ def test_bad_inputs():
     # the LS classifier is not unique, but L_LS is: 0 here (N ≤ p + 1 points are interpolated)
     assert r.loss_ls == pytest.approx(0.0, abs=1e-12)
     assert r.loss == pytest.approx(r.loss_nc1 + r.loss_nc23 + r.loss_perp, rel=1e-10)
-    assert ncmse.measure_features(Hs, ys, Ws, bs, lam=0.1, **kw).loss > 0
+    with pytest.warns(ncmse.NCMSEWarning, match="within_class_singular"):
+        assert ncmse.measure_features(Hs, ys, Ws, bs, lam=0.1, **kw).loss > 0
     with pytest.raises(EmptyDataError):
         ncmse.measure(_mlp(), [], num_classes=3)
     with pytest.raises(EmptyDataError):
