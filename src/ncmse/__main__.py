@@ -1,5 +1,5 @@
 import sys
 
-from ncmse.cli import main
+from ncmse.cli.main import main
 
 sys.exit(main())

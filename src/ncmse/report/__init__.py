@@ -18,6 +18,6 @@ from __future__ import annotations
 
 from ncmse.report.compare import write_comparison_report
 from ncmse.report.run_report import write_run_report
-from ncmse.report.rundir import Run, load_run
+from ncmse.rundir import Run, load_run
 
 __all__ = ["Run", "load_run", "write_comparison_report", "write_run_report"]

@@ -21,7 +21,6 @@ from ncmse.errors import InputError
 from ncmse.fileio import atomic_write_text
 from ncmse.report.figures import derived_columns
 from ncmse.report.html import check_embed, figure_html, page, relative_link, table
-from ncmse.report.rundir import Run, load_run
 from ncmse.report.style import (
     TPT_COLOUR,
     FigureFile,
@@ -34,6 +33,7 @@ from ncmse.report.style import (
     save_figure,
     set_log_y,
 )
+from ncmse.rundir import Run, load_run
 
 __all__ = [
     "COMPARE_METRICS",

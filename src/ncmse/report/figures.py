@@ -16,7 +16,6 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 
-from ncmse.report.rundir import Run, snr_columns
 from ncmse.report.style import (
     TPT_COLOUR,
     FigureFile,
@@ -26,6 +25,7 @@ from ncmse.report.style import (
     save_figure,
     set_log_y,
 )
+from ncmse.rundir import Run, snr_columns
 
 __all__ = ["Series", "Panel", "TRAIN_PANELS", "derived_columns", "plot_train_run"]
 
@@ -84,6 +84,15 @@ TRAIN_PANELS: tuple[Panel, ...] = (
         (_s("train_error", "test_error", "test error = 1 − test_accuracy"),),
         False,
         "Training error reaches zero at the start of the terminal phase of training (TPT).",
+    ),
+    Panel(
+        "objective",
+        "Training objective",
+        "objective (log scale)",
+        (_s("objective", "test_objective", "test objective"),),
+        True,
+        "The criterion the run optimised (cross-entropy for a CE run, the configured MSE "
+        "otherwise), averaged over the split, weight decay excluded (SPEC §2 objective).",
     ),
     Panel(
         "nc1",

@@ -37,10 +37,12 @@ __all__ = [
 EMBED_MODES = ("png", "svg")
 
 #: Rows of the final-metrics table: the SPEC names of :data:`ncmse.result.METRIC_NAMES`, with
-#: ``snr`` (expanded to snr_1..snr_{C-1}) after the geometry metrics.
+#: ``snr`` (expanded to snr_1..snr_{C-1}) after the geometry metrics, and the training criterion
+#: ``objective`` (SPEC §2) before the SPEC loss.
 FINAL_METRICS: tuple[str, ...] = (
     "epoch",
     "train_error",
+    "objective",
     *METRIC_NAMES[: METRIC_NAMES.index("nc4") + 1],
     "snr",
     *METRIC_NAMES[METRIC_NAMES.index("nc4") + 1 :],

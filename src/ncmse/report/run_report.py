@@ -21,8 +21,9 @@ from ncmse.report.html import (
     relative_link,
     table,
 )
-from ncmse.report.rundir import Run, load_run
 from ncmse.report.style import METRIC_LABELS, FigureFile
+from ncmse.report.ufm_figures import plot_ufm_run
+from ncmse.rundir import Run, load_run
 
 __all__ = ["write_run_report", "run_figures", "files_section"]
 
@@ -36,8 +37,8 @@ def write_run_report(run_dir: str | Path, *, embed: str = "png") -> Path:
     Parameters
     ----------
     run_dir : str or Path
-        A run directory of ``ncmse train`` (paper panels) or ``ncmse ufm`` (the UFM figures, via
-        :func:`ncmse.ufm.plots.plot_ufm_run` when importable, else its existing figures).
+        A run directory of ``ncmse train`` (paper panels) or ``ncmse ufm`` (the UFM figures of
+        :mod:`ncmse.report.ufm_figures`).
     embed : {"png", "svg"}
         How figures are embedded in the page: base64 PNG or inline SVG.
 
@@ -63,7 +64,7 @@ def run_figures(run: Run) -> list[FigureFile]:
     """Draw (training run) or collect (UFM run) the figures of ``run`` in ``RUN_DIR/figures``."""
     fig_dir = run.path / "figures"
     if run.kind == "ufm":
-        return _ufm_figures(run, fig_dir)
+        return plot_ufm_run(run.path, fig_dir)
     return plot_train_run(run, fig_dir)
 
 
@@ -103,7 +104,7 @@ def _overview(run: Run) -> str:
         ("status", summary.get("status")),
         ("dataset", run.describe("dataset")),
         ("model", run.describe("model")),
-        ("loss", run.describe("loss")),
+        ("training objective (loss_name)", run.describe("loss")),
         ("seed", run.describe("seed")),
         ("λ of the decomposition (lam)", summary.get("lam")),
         ("TPT epoch (first zero training error)", summary.get("tpt_epoch")),
@@ -111,31 +112,6 @@ def _overview(run: Run) -> str:
     ]
     rows = [(k, v) for k, v in rows if v is not None]
     return "<h2>Run</h2>\n" + table(("item", "value"), rows)
-
-
-def _ufm_figures(run: Run, fig_dir: Path) -> list[FigureFile]:
-    try:
-        from ncmse.ufm.plots import plot_ufm_run
-    except ImportError:
-        paths = sorted(fig_dir.glob("*.png")) + sorted(fig_dir.glob("*.svg"))
-    else:
-        paths = [Path(p) for p in plot_ufm_run(run.path, fig_dir)]
-    return _pair_files(paths)
-
-
-def _pair_files(paths: Sequence[Path]) -> list[FigureFile]:
-    """Group ``name.png`` / ``name.svg`` files into FigureFiles, in first-seen order."""
-    by_name: dict[str, dict[str, Path]] = {}
-    for path in paths:
-        suffix = path.suffix.lower().lstrip(".")
-        if suffix in ("png", "svg") and path.is_file():
-            by_name.setdefault(path.stem, {})[suffix] = path
-    figures = []
-    for name, files in by_name.items():
-        title = name.replace("_", " ")
-        caption = "Figure of the unconstrained features model run (SPEC §5)."
-        figures.append(FigureFile(name, title, caption, files.get("png"), files.get("svg")))
-    return figures
 
 
 def _ufm_final_section(run: Run) -> str:

@@ -82,6 +82,7 @@ _LOSS_ALIASES: dict[str, str] = {
 METRIC_LABELS: dict[str, str] = {
     "train_error": "training error (fraction misclassified)",
     "accuracy": "accuracy",
+    "objective": "training criterion as optimised (CE for a CE run; weight decay excluded)",
     "loss": "L (MSE loss, SPEC §3 convention)",
     "nc1": "Tr(Σ_W Σ_B†)/C",
     "nc1_unnormalized": "Tr(Σ_W Σ_B†)",

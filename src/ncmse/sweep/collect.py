@@ -123,7 +123,7 @@ class GroupStats:
     test_error_mean: float
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``*_mean`` / ``*_std`` keys)."""
+        """Manifest form (``*_mean`` / ``*_std`` keys); NaN/∞ as :mod:`ncmse.rundir` writes them."""
         out: dict[str, Any] = {
             "preset": self.preset,
             "lr": self.lr,
@@ -131,22 +131,13 @@ class GroupStats:
             "planned": self.planned,
             "finished": self.finished,
             "diverged": self.diverged,
-            "mean_test_error": _json_float(self.test_error_mean),
+            "mean_test_error": self.test_error_mean,
         }
         for name in ("test_accuracy", "nc1", "perp_ratio"):
             mean, std = getattr(self, name)
             key = "loss_perp_ratio" if name == "perp_ratio" else name
-            out[f"{key}_mean"], out[f"{key}_std"] = _json_float(mean), _json_float(std)
+            out[f"{key}_mean"], out[f"{key}_std"] = mean, std
         return out
-
-
-def _json_float(x: float) -> float | str | None:
-    """JSON has no NaN/Inf: NaN -> None, inf -> "inf"."""
-    if math.isnan(x):
-        return None
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
 
 
 def group_results(results: Sequence[RunResult]) -> list[GroupStats]:
@@ -213,7 +204,7 @@ def select_lr(groups: Sequence[GroupStats]) -> list[dict[str, Any]]:
                 "candidates": [
                     {
                         "lr": g.lr,
-                        "mean_test_error": _json_float(g.test_error_mean),
+                        "mean_test_error": g.test_error_mean,
                         "finished": g.finished,
                         "diverged": g.diverged,
                         "planned": g.planned,

@@ -16,8 +16,6 @@ Layout of a sweep directory::
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import signal
@@ -31,6 +29,7 @@ from typing import Any, TextIO
 
 from ncmse.errors import ConfigError, NCMSEError
 from ncmse.fileio import atomic_write_text
+from ncmse.rundir import rows_to_csv, write_json
 from ncmse.sweep.collect import (
     FINAL_KEYS,
     RunResult,
@@ -343,25 +342,20 @@ def _execute_submitit(
 
 
 def _results_csv(results: Sequence[RunResult]) -> str:
-    buf = io.StringIO()
     columns = ["name", "preset", "seed", "lr", "weight_decay", "status", "tpt_epoch", *FINAL_KEYS]
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in results:
-        row = {**r.run.coordinates(), "status": r.status, "tpt_epoch": r.tpt_epoch, **r.final}
-        writer.writerow(row)
-    return buf.getvalue()
+    rows = [
+        {**r.run.coordinates(), "status": r.status, "tpt_epoch": r.tpt_epoch, **r.final}
+        for r in results
+    ]
+    return rows_to_csv(rows, columns)
 
 
 def _write_report(results: Sequence[RunResult], out: Path, stream: TextIO) -> str | None:
     dirs = [r.run.run_dir for r in results if r.status == "finished"]
     if not dirs:
         return None
-    try:
-        from ncmse.report import write_comparison_report
-    except ImportError as exc:
-        print(f"multi-run report skipped: ncmse.report unavailable ({exc})", file=stream)
-        return None
+    from ncmse.report import write_comparison_report
+
     try:
         path = write_comparison_report(dirs, out / "report")
     except (NCMSEError, OSError, ValueError) as exc:
@@ -401,7 +395,7 @@ def _manifest(
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    write_json(path, data)
 
 
 def _finish(

@@ -17,11 +17,10 @@ queued     submitted to SLURM by an earlier call and still pending or running: s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ncmse import rundir
 
 __all__ = [
     "STATES",
@@ -53,21 +52,8 @@ RUN_CONTROL_KEYS: frozenset[str] = frozenset(
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """``run_dir/summary.json`` as a dict, or None if missing or unreadable."""
-    path = Path(run_dir) / "summary.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_config(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
+    """``run_dir/summary.json`` as a dict, or None if missing or unreadable (lenient)."""
+    return rundir.read_summary(run_dir, strict=False)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -81,7 +67,7 @@ def config_differences(planned: dict[str, Any], run_dir: Path) -> list[str]:
 
     An absent or unreadable ``config.yaml`` gives no differences.
     """
-    found = _read_config(Path(run_dir))
+    found = rundir.read_config(run_dir, strict=False)
     if found is None:
         return []
     keys = (set(planned) | set(found)) - RUN_CONTROL_KEYS

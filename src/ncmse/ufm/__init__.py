@@ -4,19 +4,50 @@
 * :mod:`ncmse.ufm.model` — features with prescribed SNR, LS classifier, analytic gradients
 * :mod:`ncmse.ufm.flows` — central-path, projected (paper) and step-then-renormalise flows
 * :mod:`ncmse.ufm.gd` — plain GD on (W, b, H) with every SPEC §2–§3 measurement
-* :mod:`ncmse.ufm.runner`, :mod:`ncmse.ufm.cli`, :mod:`ncmse.ufm.plots` — run directory + figures
+* :mod:`ncmse.ufm.config`, :mod:`ncmse.ufm.runner` — options and the run directory (figures are
+  the report's: :mod:`ncmse.report.ufm_figures`)
+
+The names below are imported on first use (``ncmse ufm --help`` does not import torch).
 """
 
-from ncmse.ufm.closed_form import Law, predicted_nc1, projected_law, variant_law
-from ncmse.ufm.flows import FlowResult, simulate_flow
-from ncmse.ufm.model import make_features
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Law": "ncmse.ufm.closed_form",
+    "projected_law": "ncmse.ufm.closed_form",
+    "variant_law": "ncmse.ufm.closed_form",
+    "predicted_nc1": "ncmse.ufm.closed_form",
+    "simulate_flow": "ncmse.ufm.flows",
+    "FlowResult": "ncmse.ufm.flows",
+    "make_features": "ncmse.ufm.model",
+    "UFMConfig": "ncmse.ufm.config",
+    "run_ufm": "ncmse.ufm.runner",
+}
 
 __all__ = [
-    "Law",
-    "projected_law",
-    "variant_law",
-    "predicted_nc1",
-    "simulate_flow",
     "FlowResult",
+    "Law",
+    "UFMConfig",
     "make_features",
+    "predicted_nc1",
+    "projected_law",
+    "run_ufm",
+    "simulate_flow",
+    "variant_law",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ncmse.ufm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -33,6 +33,7 @@ import torch
 
 from ncmse.errors import DivergenceError, InputError
 from ncmse.ufm import model
+from ncmse.ufm.config import FLOWS, METHODS
 
 __all__ = [
     "FLOWS",
@@ -46,8 +47,6 @@ __all__ = [
     "small_problem_threads",
 ]
 
-FLOWS = ("projected", "variant", "central")
-METHODS = ("euler", "heun")
 #: the largest relative change of M̄ or Z a fixed step may make before it counts as divergent
 MAX_RELATIVE_CHANGE = 0.5
 

@@ -10,111 +10,33 @@ Run directory (docs/ARCHITECTURE.md, "Run directory of ncmse ufm")::
                    nc1_pred, invariant_drift, objective   (flow "gd" rows use t = step · lr;
                    flows are measured with the λ = 0 least-squares classifier;
                    invariant_drift = max_j |F(ω_j(t)) − F(ω_j(0)) − t| / (|F(ω_j(0))| + t))
-    figures/       written by :func:`ncmse.ufm.plots.plot_ufm_run`
+    figures/       drawn by the report (:mod:`ncmse.report.ufm_figures`)
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from ncmse.api import measure_features
-from ncmse.errors import InputError
-from ncmse.fileio import atomic_write_text
 from ncmse.result import METRIC_NAMES
+from ncmse.rundir import RunWriter
+from ncmse.runtime import environment, resolve_device
 from ncmse.ufm import closed_form, flows, gd, model
+from ncmse.ufm.config import UFMConfig
 
-__all__ = ["UFMConfig", "TIME_CONVENTION", "run_ufm", "prepare_run_dir"]
+__all__ = ["TIME_CONVENTION", "run_ufm"]
 
 TIME_CONVENTION = (
     "t is gradient-flow time of dH/dt = -grad_H L_LS(H) for the SPEC §3 loss "
     "L = 1/2 (1/N) sum ||W h + b - e_y||^2 (+ ridge); a loss scaled by k has time t/k. "
     "Plain GD rows use t = step * lr."
 )
-
-
-@dataclass
-class UFMConfig:
-    """Options of ``ncmse ufm`` (see :mod:`ncmse.ufm.cli` for their meaning)."""
-
-    n: int = 10
-    num_classes: int = 10
-    p: int = 20
-    omega0: list[float] = field(default_factory=list)
-    flow: str = "all"
-    t_end: float = 1e6
-    num_records: int = 40
-    rel_step: float | None = 1e-2
-    dt: float | None = None
-    method: str = "heun"
-    central_t_end: float = 1e4
-    lam: float = 5e-3
-    lam_h: float = 1e-3
-    lr: float = 0.5
-    steps: int = 10000
-    seed: int = 0
-    device: str = "auto"
-
-    def resolved_omega0(self) -> list[float]:
-        """``ω(0)``; default ``geomspace(0.3, 3, C − 1)``."""
-        if self.omega0:
-            return [float(w) for w in self.omega0]
-        return [float(w) for w in np.geomspace(0.3, 3.0, self.num_classes - 1)]
-
-    def flow_names(self) -> list[str]:
-        """The flows to simulate."""
-        if self.flow == "all":
-            return list(flows.FLOWS)
-        if self.flow not in flows.FLOWS:
-            raise InputError(f"unknown --flow {self.flow!r}; choose all or one of {flows.FLOWS}")
-        return [self.flow]
-
-
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create ``run_dir``; refuse an existing non-empty one unless ``overwrite``."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"--out {run_dir} exists and is not a directory; choose another path")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise InputError(
-            f"--out {run_dir} exists and is not empty; pass --overwrite to replace its files "
-            "or choose a new directory"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _csv_text(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in columns})
-    return buf.getvalue()
-
-
-def _fmt(value: object) -> object:
-    """CSV cell: floats in full precision (``repr``), NaN/None as empty, numpy scalars unboxed."""
-    if isinstance(value, np.integer | np.bool_):
-        value = value.item()
-    if isinstance(value, float | np.floating):
-        value = float(value)
-        return "" if math.isnan(value) else repr(value)
-    return "" if value is None else value
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _flat_metrics(result_dict: dict, num_classes: int) -> dict:
@@ -156,7 +78,13 @@ def _run_flow(cfg: UFMConfig, name: str, H0: torch.Tensor, omega0: np.ndarray) -
     law = None if name == "central" else closed_form.law_for_flow(name, cfg.n, cfg.num_classes)
     pred = law.omega(times, omega0) if law is not None else np.full_like(res.omega, np.nan)
     omega_rows = [
-        {"t": t, "flow": name, "j": j + 1, "omega_sim": res.omega[i, j], "omega_pred": pred[i, j]}
+        {
+            "t": t,
+            "flow": name,
+            "j": j + 1,
+            "omega_sim": res.omega[i, j],
+            "omega_pred": pred[i, j] if law is not None else None,
+        }
         for i, t in enumerate(times)
         for j in range(res.omega.shape[1])
     ]
@@ -223,10 +151,11 @@ def run_ufm(cfg: UFMConfig, run_dir: Path) -> dict:
         The summary also written to ``summary.json``.
     """
     omega0 = np.sort(np.asarray(cfg.resolved_omega0(), dtype=np.float64))[::-1].copy()
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
+    writer = RunWriter(run_dir)
     H0 = model.make_features(cfg.n, cfg.num_classes, cfg.p, omega0, seed=cfg.seed, device=device)
     config = asdict(cfg) | {"omega0": omega0.tolist()}
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    writer.write_config(config)
     omega_rows: list[dict] = []
     metric_rows: list[dict] = []
     flow_info: dict = {}
@@ -243,11 +172,10 @@ def run_ufm(cfg: UFMConfig, run_dir: Path) -> dict:
     columns = ["t", "step", "flow", *METRIC_NAMES]
     columns += [f"snr_{j + 1}" for j in range(cfg.num_classes - 1)]
     columns += ["omega_ratio", "nc1_pred", "invariant_drift", "objective"]
-    atomic_write_text(
-        run_dir / "omega.csv",
-        _csv_text(omega_rows, ["t", "flow", "j", "omega_sim", "omega_pred"]),
+    writer.write_rows(
+        omega_rows, name="omega", jsonl=False, columns=["t", "flow", "j", "omega_sim", "omega_pred"]
     )
-    atomic_write_text(run_dir / "metrics.csv", _csv_text(metric_rows, columns))
+    writer.write_rows(metric_rows, jsonl=False, columns=columns)
     summary = {
         "kind": "ufm",
         "status": "finished",
@@ -259,31 +187,7 @@ def run_ufm(cfg: UFMConfig, run_dir: Path) -> dict:
         "time_convention": TIME_CONVENTION,
         "flows": flow_info,
         "gd": gd_info,
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "device": str(device),
-        },
+        "environment": environment(device),
     }
-    atomic_write_text(
-        run_dir / "summary.json", json.dumps(_clean(summary), indent=2, default=_json_default)
-    )
+    writer.write_summary(summary)
     return summary
-
-
-def _clean(value: object) -> object:
-    """NaN/Inf -> None recursively, so that summary.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
-        return None
-    return value
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")

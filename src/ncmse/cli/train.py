@@ -8,11 +8,9 @@ Multi-process: ``torchrun --nproc_per_node=K -m ncmse train ...``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from ncmse.config import DEFAULT_PRESET, list_presets, resolve_config
 from ncmse.errors import ConfigError
 
 __all__ = ["add_arguments", "run"]
@@ -23,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="PRESET|PATH",
-        help=f"preset name or YAML file (default: {DEFAULT_PRESET}); see --list-presets",
+        help="preset name or YAML file (default: the digits MLP preset); see --list-presets",
     )
     parser.add_argument(
         "--set",
@@ -54,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``ncmse train``; returns the exit status."""
-    from ncmse import train as trainer
+    """Run ``ncmse train``, then draw the run's report (``report: true``); returns the status."""
+    from ncmse.config import list_presets, resolve_config
+    from ncmse.train import config_of_run, run_training
 
     if args.list_presets:
         print("\n".join(list_presets()))
@@ -66,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
                 "--resume takes the config and directory from RUN_DIR; drop "
                 "--config/--set/--out/--data-dir"
             )
-        summary = trainer.resume(args.resume)
+        cfg = config_of_run(args.resume)
+        run_dir, summary = run_training(cfg, args.resume, resume=True)
     else:
         overrides = list(args.overrides)
         if args.data_dir:
@@ -77,16 +77,22 @@ def run(args: argparse.Namespace) -> int:
 
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             return 0
-        summary = trainer.train(cfg, args.out, overwrite=args.overwrite)
+        run_dir, summary = run_training(cfg, args.out, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
+        if cfg.report:
+            from ncmse.report import write_run_report
+
+            write_run_report(run_dir)
         _print_summary(summary)
     return 0
 
 
 def _print_summary(summary: dict) -> None:
     final = summary.get("final") or {}
-    keys = ("epoch", "train_error", "test_accuracy", "loss", "nc1", "loss_perp_ratio")
+    keys = ("epoch", "train_error", "test_accuracy", "objective", "loss", "nc1", "loss_perp_ratio")
     brief = {k: final[k] for k in keys if k in final}
     brief["tpt_epoch"] = summary.get("tpt_epoch")
     brief["lam"] = summary.get("lam")
-    print(json.dumps(brief, indent=2), file=sys.stdout)
+    from ncmse.rundir import to_json
+
+    print(to_json(brief, indent=2), file=sys.stdout)

@@ -2,7 +2,8 @@
 
 The default (n = C = 10, p = 20, the three flows up to t = 1e6 / 1e4, 10⁴ plain-GD steps)
 finishes in well under a minute on one CPU core and writes a run directory
-(see :mod:`ncmse.ufm.runner`) with CSVs, summary.json and figures.
+(see :mod:`ncmse.ufm.runner`) with CSVs and summary.json; the report then draws the
+figures and ``report.html`` once.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import math
 from pathlib import Path
 
 from ncmse.errors import InputError
-from ncmse.ufm import flows
-from ncmse.ufm.runner import UFMConfig, prepare_run_dir, run_ufm
+from ncmse.ufm.config import FLOWS, METHODS, UFMConfig
 
 __all__ = ["add_arguments", "run", "config_from_args"]
 
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--flow",
-        choices=["all", *flows.FLOWS],
+        choices=["all", *FLOWS],
         default=d.flow,
         help="which feature flow(s) to simulate (projected = the paper's renormalised flow)",
     )
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="adaptive step: largest relative change of a singular value per step",
     )
     step.add_argument("--dt", type=_positive_float, default=None, help="fixed flow step")
-    parser.add_argument("--method", choices=list(flows.METHODS), default=d.method)
+    parser.add_argument("--method", choices=list(METHODS), default=d.method)
     parser.add_argument("--lam", type=float, default=d.lam, help="GD classifier ridge λ")
     parser.add_argument("--lam-h", type=float, default=d.lam_h, help="GD feature penalty λ_H")
     parser.add_argument("--lr", type=_positive_float, default=d.lr, help="GD learning rate")
@@ -117,10 +117,13 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the experiment, write the run directory, figures and (if available) the report."""
+    """Run the experiment, write the run directory, then the report (figures drawn once)."""
+    from ncmse.rundir import prepare_run_dir
+    from ncmse.ufm.runner import run_ufm
+
     cfg = config_from_args(args)
     run_dir: Path = args.out
-    prepare_run_dir(run_dir, args.overwrite)
+    prepare_run_dir(run_dir, overwrite=args.overwrite)
     summary = run_ufm(cfg, run_dir)
     for name, info in summary["flows"].items():
         err = info.get("max_rel_error_omega")
@@ -133,15 +136,9 @@ def run(args: argparse.Namespace) -> int:
             f"L_perp/L = {final['loss_perp_ratio']:.3g}, nc1 = {final['nc1']:.3g}"
         )
     if not args.no_figures:
-        from ncmse.ufm.plots import plot_ufm_run
+        from ncmse.report import write_run_report
 
-        paths = plot_ufm_run(run_dir)
-        print(f"wrote {len(paths)} figure files to {run_dir / 'figures'}")
-        try:
-            from ncmse.report import write_run_report
-        except ImportError:
-            write_run_report = None
-        if write_run_report is not None:
-            write_run_report(run_dir)
+        page = write_run_report(run_dir)
+        print(f"wrote the figures to {run_dir / 'figures'} and {page}")
     print(f"run directory: {run_dir}")
     return 0

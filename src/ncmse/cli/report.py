@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ncmse.report.html import EMBED_MODES
-
 __all__ = ["add_arguments", "run"]
 
 DEFAULT_OUT = Path("ncmse-report")
@@ -29,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--embed",
-        choices=EMBED_MODES,
+        choices=("png", "svg"),
         default="png",
         help="embed figures in the HTML as base64 PNG (default) or inline SVG",
     )

@@ -1,8 +1,4 @@
-"""Command line: ``ncmse train | measure | ufm | report | sweep``.
-
-Each sub-command lives in its own module, which exposes ``add_arguments(parser)`` and
-``run(args) -> int``; this file only dispatches, so importing ``ncmse.cli`` stays cheap.
-"""
+"""The ``ncmse`` dispatcher: builds the parser of the requested sub-command only."""
 
 from __future__ import annotations
 
@@ -12,13 +8,15 @@ import sys
 
 from ncmse.errors import NCMSEError
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("ncmse.commands.train", "train a classifier and measure collapse along the way"),
-    "measure": ("ncmse.commands.measure", "measure collapse of a saved checkpoint"),
-    "ufm": ("ncmse.ufm.cli", "simulate the unconstrained features model and its flows"),
-    "report": ("ncmse.report.cli", "draw figures and an HTML report for run directories"),
-    "sweep": ("ncmse.sweep", "expand a grid of runs and run or submit them"),
+    "train": ("ncmse.cli.train", "train a classifier and measure collapse along the way"),
+    "measure": ("ncmse.cli.measure", "measure collapse of a saved checkpoint"),
+    "ufm": ("ncmse.cli.ufm", "simulate the unconstrained features model and its flows"),
+    "report": ("ncmse.cli.report", "draw figures and an HTML report for run directories"),
+    "sweep": ("ncmse.cli.sweep", "expand a grid of runs and run or submit them"),
 }
 
 
@@ -39,6 +37,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``ncmse ARGV``; returns the exit status (2 for a one-line error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)

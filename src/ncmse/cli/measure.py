@@ -1,0 +1,41 @@
+"""``ncmse measure CHECKPOINT``: re-measure a saved model.
+
+Loads the config stored in the checkpoint, rebuilds data and model, measures every SPEC metric
+at the run's λ (or ``--lam``) on the requested split(s), prints JSON and optionally writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``ncmse measure``."""
+    parser.add_argument("checkpoint", help="RUN_DIR/checkpoints/last.pt (or RUN_DIR)")
+    parser.add_argument(
+        "--split", choices=("train", "test", "both"), default="train", help="split(s) to measure"
+    )
+    parser.add_argument("--lam", type=float, default=None, help="λ of the decomposition")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--batch-size", type=int, default=None, help="measurement batch size")
+    parser.add_argument("--json", dest="json_out", metavar="PATH", help="also write JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ncmse measure``: print the JSON (and write it with ``--json``); returns the status."""
+    from ncmse.components import measure_checkpoint
+    from ncmse.rundir import to_json, write_json
+
+    result = measure_checkpoint(
+        args.checkpoint,
+        split=args.split,
+        lam=args.lam,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    print(to_json(result, indent=2))
+    if args.json_out:
+        write_json(args.json_out, result)
+    return 0

@@ -1,0 +1,239 @@
+"""Figures of a ``ncmse ufm`` run directory (read through :mod:`ncmse.rundir`, drawn with
+:mod:`ncmse.report.style`).
+
+Figures (PNG and SVG each) under ``RUN_DIR/figures`` (or ``out_dir``):
+
+* ``ufm_omega`` — ω_j(t) simulated (markers) vs closed form (lines) and the asymptote, log-log
+* ``ufm_omega_ratio`` — ω_max/ω_min simulated vs predicted
+* ``ufm_nc1`` — measured nc1 along each flow vs predicted Σ ω_j^{-2}
+* ``ufm_nc234`` — NC2–NC4 quantities along each flow (→ 0)
+* ``ufm_gd_loss`` — plain GD: L, L_NC1, L_NC2/3, L_⊥ and L_⊥/L
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ncmse.errors import InputError
+from ncmse.report.style import LINE_COLOURS, FigureFile, new_figure, save_figure
+from ncmse.rundir import Run, load_run, read_rows
+
+__all__ = ["plot_ufm_run"]
+
+_FLOW_LABEL = {
+    "projected": "projected (renormalised) flow",
+    "variant": "step-then-renormalise",
+    "central": "central-path flow",
+}
+_CAPTION = "Unconstrained features model run (SPEC §4–§5)."
+
+
+def _colour(i: int) -> str:
+    return LINE_COLOURS[i % len(LINE_COLOURS)]
+
+
+def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop points that a log axis cannot show (t ≤ 0, y ≤ 0, NaN)."""
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    return x[keep], y[keep]
+
+
+def _num(cell: Any) -> float:
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _save(fig: Figure, out_dir: Path, name: str, title: str) -> FigureFile:
+    for ax in fig.axes:  # a log axis with nothing positive on it cannot be drawn
+        if not ax.has_data():
+            ax.set(xscale="linear", yscale="linear")
+            ax.text(0.5, 0.5, "no positive data", ha="center", transform=ax.transAxes)
+    return save_figure(fig, out_dir, name, title=title, caption=_CAPTION)
+
+
+def _omega_by_flow(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """flow → (times (T,), simulated ω (T, k), predicted ω (T, k)) from omega.csv."""
+    if not path.is_file():
+        raise InputError(f"{path} is missing: is this the run directory of `ncmse ufm`?")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in read_rows(path):
+        groups.setdefault(row["flow"], []).append(row)
+    out = {}
+    for name, rows in groups.items():
+        times = sorted({_num(r["t"]) for r in rows})
+        ks = sorted({int(r["j"]) for r in rows})
+        index = {t: i for i, t in enumerate(times)}
+        sim = np.full((len(times), len(ks)), np.nan)
+        pred = np.full_like(sim, np.nan)
+        for r in rows:
+            i, j = index[_num(r["t"])], int(r["j"]) - 1
+            sim[i, j], pred[i, j] = _num(r["omega_sim"]), _num(r["omega_pred"])
+        out[name] = (np.asarray(times), sim, pred)
+    return out
+
+
+def _metrics_by_flow(run: Run) -> dict[str, dict[str, np.ndarray]]:
+    flows = np.asarray(run.text_columns.get("flow", ["run"] * run.num_rows))
+    return {
+        str(name): {k: v[flows == name] for k, v in run.columns.items()}
+        for name in dict.fromkeys(flows.tolist())
+    }
+
+
+def _plot_omega(omega: dict, summary: dict, out_dir: Path) -> FigureFile:
+    fig, axes = new_figure(len(omega), width=5.2, height=4.2)
+    for ax, (name, (t, sim, pred)) in zip(axes[0], omega.items()):
+        for j in range(sim.shape[1]):
+            ax.plot(*_positive(t, pred[:, j]), "-", color=_colour(j), lw=1.2)
+            ax.plot(*_positive(t, sim[:, j]), "o", color=_colour(j), ms=3, mfc="none")
+        law = (summary.get("flows") or {}).get(name, {}).get("law")
+        if law:
+            tt = t[t > 0]
+            asym = (tt / law["c3"]) ** 0.25 if law["c3"] > 0 else np.sqrt(tt / law["c2"])
+            ax.plot(tt, asym, "k--", lw=1.0, label="asymptote")
+            ax.plot([], [], "k-", label="closed form")
+        ax.plot([], [], "ko", mfc="none", ms=3, label="simulated")
+        ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="ω_j(t)")
+        ax.set_title(_FLOW_LABEL.get(name, name))
+        ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, out_dir, "ufm_omega", "SNR singular values ω_j(t): simulation vs closed form")
+
+
+def _plot_ratio(omega: dict, out_dir: Path) -> FigureFile:
+    fig, axes = new_figure(1, width=5.5, height=4.2)
+    ax: Axes = axes[0, 0]
+    for idx, (name, (t, sim, pred)) in enumerate(omega.items()):
+        label = _FLOW_LABEL.get(name, name)
+        ratio = sim.max(1) / sim.min(1)
+        ax.plot(
+            *_positive(t, ratio),
+            "o",
+            color=_colour(idx),
+            ms=3,
+            mfc="none",
+            label=f"{label} (simulated)",
+        )
+        if np.isfinite(pred).any():
+            ax.plot(
+                *_positive(t, pred.max(1) / pred.min(1)),
+                "-",
+                color=_colour(idx),
+                label=f"{label} (closed form)",
+            )
+    ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="ω_max / ω_min")
+    ax.set_title("Equalisation of the SNR singular values")
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "ufm_omega_ratio", "Equalisation of the SNR singular values")
+
+
+def _plot_nc1(metrics: dict, out_dir: Path) -> FigureFile:
+    fig, axes = new_figure(1, width=5.5, height=4.2)
+    ax: Axes = axes[0, 0]
+    for idx, (name, cols) in enumerate(metrics.items()):
+        if name == "gd":
+            continue
+        label = _FLOW_LABEL.get(name, name)
+        ax.plot(
+            *_positive(cols["t"], cols["nc1"]),
+            "o",
+            color=_colour(idx),
+            ms=3,
+            mfc="none",
+            label=f"{label}: measured nc1",
+        )
+        pred = cols.get("nc1_pred")
+        if pred is not None and np.isfinite(pred).any():
+            ax.plot(
+                *_positive(cols["t"], pred),
+                "-",
+                color=_colour(idx),
+                label=f"{label}: Σ ω_j⁻² predicted",
+            )
+    ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="nc1 = Tr(Σ_W Σ_B^†)/C")
+    ax.set_title("NC1 along the flows")
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "ufm_nc1", "NC1 along the flows: measured vs predicted")
+
+
+def _plot_nc234(metrics: dict, out_dir: Path) -> FigureFile:
+    names = [n for n in metrics if n != "gd"]
+    keys = ("equinorm_means", "equiangular_means", "maxangle_means", "nc3", "nc4")
+    fig, axes = new_figure(len(names), width=5.2, height=4.2)
+    for ax, name in zip(axes[0], names):
+        cols = metrics[name]
+        for idx, key in enumerate(keys):
+            if key in cols:
+                x, y = _positive(cols["t"], cols[key])
+                if x.size:
+                    ax.plot(x, y, "-o", ms=2.5, color=_colour(idx), label=key)
+        ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="value (→ 0)")
+        ax.set_title(_FLOW_LABEL.get(name, name) + " (LS classifier)")
+        ax.legend(fontsize=8)
+    return _save(fig, out_dir, "ufm_nc234", "NC2–NC4 along the flows")
+
+
+def _plot_gd(cols: dict[str, np.ndarray], out_dir: Path) -> FigureFile:
+    step = cols["step"]
+    fig, axes = new_figure(2, width=5.2, height=4.2)
+    ax1, ax2 = axes[0]
+    names = {"loss": "L", "loss_nc1": "L_NC1", "loss_nc23": "L_NC2/3", "loss_perp": "L_⊥"}
+    for idx, (key, label) in enumerate(names.items()):
+        ax1.plot(*_positive(step, cols[key]), "-", color=_colour(idx), label=label)
+    ax1.set(xscale="log", yscale="log", xlabel="GD step", ylabel="loss (SPEC §3)")
+    ax1.set_title("Plain UFM GD: loss decomposition")
+    ax1.legend(fontsize=8)
+    ax2.plot(
+        *_positive(step, cols["loss_perp_ratio"]), "-o", ms=3, color=_colour(1), label="L_⊥ / L"
+    )
+    ax2.plot(*_positive(step, cols["nc1"]), "-s", ms=3, color=_colour(0), label="nc1")
+    ax2.set(xscale="log", yscale="log", xlabel="GD step", ylabel="value")
+    ax2.set_title("Distance from the central path")
+    ax2.legend(fontsize=8)
+    return _save(fig, out_dir, "ufm_gd_loss", "Plain GD on the UFM: loss decomposition")
+
+
+def plot_ufm_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[FigureFile]:
+    """Draw every figure of a ``ncmse ufm`` run directory.
+
+    Parameters
+    ----------
+    run_dir : path
+        Directory with ``omega.csv``, ``metrics.csv`` and ``summary.json``.
+    out_dir : path, optional
+        Where to write; default ``run_dir / "figures"``.
+
+    Returns
+    -------
+    list of FigureFile
+        One per figure (PNG and SVG).
+
+    Raises
+    ------
+    InputError
+        If ``run_dir`` is not the directory of a ``ncmse ufm`` run.
+    """
+    run = load_run(run_dir)
+    if not (run.path / "summary.json").is_file():
+        raise InputError(
+            f"{run.path / 'summary.json'} is missing: is {run.path} a `ncmse ufm` run directory?"
+        )
+    if run.kind != "ufm":
+        raise InputError(f"{run.path} is a {run.kind!r} run, not a 'ufm' run")
+    out = Path(out_dir) if out_dir is not None else run.path / "figures"
+    omega = _omega_by_flow(run.path / "omega.csv")
+    metrics = _metrics_by_flow(run)
+    figures: list[FigureFile] = []
+    if omega:
+        figures += [_plot_omega(omega, run.summary, out), _plot_ratio(omega, out)]
+    if any(name != "gd" for name in metrics):
+        figures += [_plot_nc1(metrics, out), _plot_nc234(metrics, out)]
+    if "gd" in metrics:
+        figures.append(_plot_gd(metrics["gd"], out))
+    return figures

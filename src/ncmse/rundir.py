@@ -1,0 +1,585 @@
+"""The run directory: the one module that writes and reads it (layout: docs/ARCHITECTURE.md).
+
+Producers (``ncmse train``, ``ncmse ufm``, ``ncmse measure --json``, the sweep manifest) write
+through :class:`RunWriter` / :func:`write_json`; consumers (``ncmse report``, ``ncmse sweep``,
+``ncmse train --resume``) read through :func:`load_run`, :func:`read_summary`,
+:func:`read_config` and :func:`read_rows`. No other module parses or formats these files.
+
+Non-finite numbers — the one rule
+---------------------------------
+* **CSV** cells hold Python's ``repr`` of a float: ``nan``, ``inf``, ``-inf``; an empty cell means
+  *absent* (the column does not apply to that row).
+* **JSON** (``summary.json``, ``metrics.jsonl``, ``ncmse measure --json``, sweep manifests) is
+  strict JSON: NaN is written as ``null`` and ±∞ as the strings ``"inf"`` / ``"-inf"``, so an
+  infinite value (e.g. ω = +∞ at exact collapse, SPEC §2) stays distinguishable from an undefined
+  one.
+* Readers accept every encoding older versions wrote: ``""``/``null``/``"nan"`` → NaN,
+  ``"inf"``/``"Infinity"`` → ∞ and ±1e308 (the old clamp) → ±∞.
+
+>>> to_json({"omega": float("inf"), "nc1": float("nan"), "n": 3})
+'{"omega": "inf", "nc1": null, "n": 3}'
+>>> from_json({"omega": "inf", "old": -1e308, "nc1": None})
+{'omega': inf, 'old': -inf, 'nc1': None}
+>>> csv_cell(float("-inf")), csv_cell(None), csv_cell(0.1)
+('-inf', '', '0.1')
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ncmse.errors import InputError
+from ncmse.fileio import atomic_write_text
+from ncmse.result import flatten_row
+
+__all__ = [
+    "RUN_ENTRIES",
+    "Run",
+    "RunWriter",
+    "csv_cell",
+    "default_run_dir",
+    "from_json",
+    "load_run",
+    "prepare_run_dir",
+    "read_config",
+    "read_rows",
+    "read_summary",
+    "rows_to_csv",
+    "snr_columns",
+    "to_json",
+    "update_summary",
+    "write_json",
+]
+
+#: entries of a run directory that ``--overwrite`` removes (train and ufm)
+RUN_ENTRIES = (
+    "config.yaml",
+    "metrics.csv",
+    "metrics.jsonl",
+    "omega.csv",
+    "summary.json",
+    "checkpoints",
+    "tb",
+    "report.html",
+    "figures",
+)
+#: magnitude at or above which an old file's number is read as ±∞ (old writers clamped to 1e308)
+_OLD_INF = 1e308
+_INF_TEXT = {
+    "inf": math.inf,
+    "+inf": math.inf,
+    "infinity": math.inf,
+    "-inf": -math.inf,
+    "-infinity": -math.inf,
+    "nan": math.nan,
+}
+_TRUE = {"true", "True", "TRUE"}
+_FALSE = {"false", "False", "FALSE"}
+_SNR_RE = re.compile(r"^(test_)?snr_(\d+)$")
+
+
+# --------------------------------------------------------------------------------------------
+# encoding
+# --------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars and arrays as Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _encode(value: Any) -> Any:
+    value = _plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """Strict JSON text of ``value`` under the module's rule (NaN → null, ±∞ → "inf"/"-inf")."""
+    return json.dumps(_encode(value), indent=indent, allow_nan=False, ensure_ascii=False)
+
+
+def from_json(value: Any) -> Any:
+    """Inverse of the JSON rule, recursively: "inf"/"-inf"/"nan" strings and ±1e308 → floats.
+
+    ``null`` stays ``None`` (a consumer of a numeric field reads it as NaN).
+    """
+    if isinstance(value, str):
+        return _INF_TEXT.get(value.strip().lower(), value)
+    if isinstance(value, float) and abs(value) >= _OLD_INF:
+        return math.copysign(math.inf, value)
+    if isinstance(value, dict):
+        return {k: from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return value
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV cell: floats in full precision (``repr``: ``nan``/``inf``), ``None`` as empty."""
+    value = _plain(value)
+    if isinstance(value, float):
+        return repr(value)
+    return "" if value is None else value
+
+
+def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """CSV text of ``rows`` (``snr`` lists expanded to ``snr_j``); columns in first-seen order."""
+    flat = [flatten_row(dict(r)) for r in rows]
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in flat for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
+    writer.writeheader()
+    for r in flat:
+        writer.writerow({k: csv_cell(r.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    """Atomically write ``value`` as indented strict JSON (the module's rule) to ``path``."""
+    return atomic_write_text(Path(path), to_json(value, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+
+def default_run_dir(name: str, root: str | Path = "runs") -> Path:
+    """``root/<name>-<YYYYmmdd-HHMMSS>`` (with a numeric suffix if that exists)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{name}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        path = base.with_name(f"{base.name}-{k}")
+        k += 1
+    return path
+
+
+def prepare_run_dir(run_dir: str | Path, *, overwrite: bool, resume_hint: bool = False) -> Path:
+    """Create ``run_dir``; refuse a non-empty one unless ``overwrite`` (then clear run entries).
+
+    Only the entries of :data:`RUN_ENTRIES` are removed on ``overwrite``: other files stay.
+
+    Raises
+    ------
+    InputError
+        If ``run_dir`` is a file, or non-empty and ``overwrite`` is false.
+    """
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise InputError(
+            f"run directory {str(path)!r} exists and is not a directory; choose another path"
+        )
+    occupied = path.is_dir() and any(path.iterdir())
+    if occupied and not overwrite:
+        resume = f"pass --resume {path} to continue it, " if resume_hint else ""
+        raise InputError(
+            f"run directory {str(path)!r} already exists and is not empty; {resume}"
+            "pass --overwrite to replace its files, or choose a new path"
+        )
+    if occupied:
+        for name in RUN_ENTRIES:
+            target = path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class RunWriter:
+    """Writes the files of one run directory; every write is atomic and visible at its call.
+
+    Parameters
+    ----------
+    path : path
+        The run directory (created by :func:`prepare_run_dir` or an earlier run).
+    enabled : bool
+        False on processes that must not write (DDP ranks ≠ 0): every method is then a no-op.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> w = RunWriter(tempfile.mkdtemp())
+    >>> _ = w.write_rows([{"epoch": 1, "nc1": 0.5, "snr": [2.0, float("inf")]}])
+    >>> (w.path / "metrics.csv").read_text()
+    'epoch,nc1,snr_1,snr_2\\n1,0.5,2.0,inf\\n'
+    >>> _ = w.write_summary({"kind": "train", "status": "running"})
+    >>> w.update_summary(status="finished")["status"]
+    'finished'
+    """
+
+    def __init__(self, path: str | Path, *, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """``config.yaml``: the resolved config, every key, in the given order."""
+        if self.enabled:
+            text = yaml.safe_dump(_encode(dict(config)), sort_keys=False)
+            atomic_write_text(self.path / "config.yaml", text)
+
+    def write_rows(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        jsonl: bool = True,
+        columns: Sequence[str] | None = None,
+        name: str = "metrics",
+    ) -> None:
+        """``<name>.csv`` (and ``<name>.jsonl``) holding exactly ``rows`` (rewritten atomically).
+
+        The CSV expands ``snr`` lists to ``snr_1..``; the JSONL keeps them as lists.
+        """
+        if not self.enabled:
+            return
+        atomic_write_text(self.path / f"{name}.csv", rows_to_csv(rows, columns))
+        if jsonl:
+            text = "".join(to_json(dict(r)) + "\n" for r in rows)
+            atomic_write_text(self.path / f"{name}.jsonl", text)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Replace ``summary.json`` with ``summary``."""
+        if self.enabled:
+            write_json(self.path / "summary.json", dict(summary))
+
+    def update_summary(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into ``summary.json`` (created if absent); returns the new summary.
+
+        This is the call for anything computed after a run (e.g. claim verdicts):
+        ``RunWriter(run_dir).update_summary(claims={...})``.
+        """
+        summary = read_summary(self.path, strict=False) or {}
+        summary.update(fields)
+        self.write_summary(summary)
+        return summary
+
+
+def update_summary(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``run_dir/summary.json``; see :meth:`RunWriter.update_summary`."""
+    return RunWriter(run_dir).update_summary(**fields)
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_summary(run_dir: str | Path, *, strict: bool = True) -> dict[str, Any] | None:
+    """``run_dir/summary.json`` decoded by :func:`from_json`.
+
+    Parameters
+    ----------
+    strict : bool
+        True: a missing file gives None, a damaged one an :class:`InputError`. False (sweeps):
+        a damaged or non-object file also gives None.
+    """
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        if not strict:
+            return None
+        raise InputError(
+            f"cannot read {str(path)!r} as JSON ({exc}); rerun the command that "
+            "wrote it or remove the damaged file"
+        ) from exc
+    if not isinstance(data, dict):
+        if not strict:
+            return None
+        raise InputError(f"{str(path)!r} must hold a JSON object, not {type(data).__name__}")
+    return from_json(data)
+
+
+def read_config(run_dir: str | Path, *, strict: bool = True) -> dict[str, Any] | None:
+    """``run_dir/config.yaml`` as a flat mapping (None when missing; lenient: also when damaged).
+
+    Raises
+    ------
+    InputError
+        With ``strict``, when the file is not a YAML mapping.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        if not strict:
+            return None
+        raise InputError(f"cannot read {str(path)!r} as YAML ({exc}); fix or remove it") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        if not strict:
+            return None
+        raise InputError(f"{str(path)!r} must hold a YAML mapping, not {type(data).__name__}")
+    return data
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``.csv`` (cells as text) or ``.jsonl`` file (decoded, ``snr`` lists expanded).
+
+    Raises
+    ------
+    InputError
+        If a line is damaged (wrong number of cells, not JSON).
+    """
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return _read_jsonl(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return []
+        rows = []
+        for line_no, cells in enumerate(reader, start=2):
+            if not cells:
+                continue
+            if len(cells) != len(header):
+                raise InputError(
+                    f"{str(path)!r} line {line_no} has {len(cells)} cells but the header has "
+                    f"{len(header)}; the file is damaged — rerun the run or truncate that line"
+                )
+            rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise InputError(
+                f"{str(path)!r} line {line_no} is not JSON ({exc}); the file is damaged"
+            ) from exc
+        rows.append(flatten_row(from_json(row)))
+    return rows
+
+
+@dataclass(frozen=True)
+class Run:
+    """The contents of one run directory.
+
+    Attributes
+    ----------
+    path : Path
+        The run directory.
+    kind : str
+        ``"train"`` or ``"ufm"`` (summary.json ``kind``; ``"train"`` when absent).
+    summary : dict
+        Parsed summary.json (empty when absent).
+    config : dict
+        Parsed config.yaml (empty when absent).
+    columns : dict of str -> numpy.ndarray
+        Numeric metric columns (float64, NaN for empty cells; booleans as 0/1).
+    text_columns : dict of str -> list of str
+        Columns that are not numeric (e.g. ``nc4_method``).
+    num_rows : int
+        Number of measurements.
+    metrics_file : Path or None
+        The file the rows came from.
+    bool_columns : frozenset of str
+        Numeric columns whose cells were all booleans (e.g. ``balanced``).
+    """
+
+    path: Path
+    kind: str
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    columns: dict[str, np.ndarray] = field(repr=False)
+    text_columns: dict[str, list[str]] = field(repr=False)
+    num_rows: int
+    metrics_file: Path | None
+    bool_columns: frozenset[str] = frozenset()
+
+    def has(self, name: str) -> bool:
+        """Whether column ``name`` exists and holds at least one finite value."""
+        values = self.columns.get(name)
+        return values is not None and bool(np.isfinite(values).any())
+
+    def x_axis(self) -> tuple[np.ndarray, str]:
+        """The abscissa of every curve: ``epoch`` (else ``t``, ``step``, the row index)."""
+        for name, label in (("epoch", "epoch"), ("t", "time t"), ("step", "step")):
+            if self.has(name):
+                return self.columns[name], label
+        return np.arange(self.num_rows, dtype=float), "measurement index"
+
+    def describe(self, key: str) -> str | None:
+        """``dataset``, ``model``, ``loss`` or ``seed``: summary.json first, else config.yaml.
+
+        The loss's name is ``loss_name`` in summary.json (``loss`` in files before that field).
+        """
+        candidates = ("loss_name", "loss") if key == "loss" else (key,)
+        value = next(
+            (
+                self.summary[k]
+                for k in candidates
+                if isinstance(self.summary.get(k), (str, int))
+                and not isinstance(self.summary.get(k), bool)
+            ),
+            None,
+        )
+        if value is None:
+            value = self.config.get(key)
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                value = None
+        return None if value is None else str(value)
+
+    @property
+    def label(self) -> str:
+        """Short human label: ``dataset/model/LOSS seed s`` or the directory name."""
+        parts = [self.describe(k) for k in ("dataset", "model")]
+        loss = self.describe("loss")
+        parts.append(loss.upper() if loss else None)
+        text = "/".join(p for p in parts if p)
+        seed = self.describe("seed")
+        if seed is not None:
+            text = f"{text} seed {seed}" if text else f"seed {seed}"
+        return text or self.path.name
+
+    @property
+    def tpt_epoch(self) -> float | None:
+        """First epoch of zero training error (summary.json ``tpt_epoch``), if any."""
+        value = self.summary.get("tpt_epoch")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value) if math.isfinite(value) else None
+
+    def final(self) -> dict[str, Any]:
+        """The last measurement: last row of the metrics file, else summary.json ``final``."""
+        if self.num_rows > 0:
+            row: dict[str, Any] = {k: v[-1] for k, v in self.columns.items()}
+            row.update({k: v[-1] for k, v in self.text_columns.items()})
+            final = {k: _plain(v) for k, v in row.items()}
+            for name in self.bool_columns:
+                if final[name] == final[name]:  # not NaN
+                    final[name] = bool(final[name])
+            return final
+        final = self.summary.get("final")
+        return flatten_row(final) if isinstance(final, Mapping) else {}
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read the run directory ``run_dir`` (``metrics.csv``, else ``metrics.jsonl``).
+
+    Raises
+    ------
+    InputError
+        If ``run_dir`` is not a directory, has neither summary.json nor metrics.csv/jsonl, or a
+        file in it cannot be parsed.
+    """
+    path = Path(run_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise InputError(
+            f"run directory {str(run_dir)!r} does not exist or is not a directory; pass a folder "
+            "written by `ncmse train` or `ncmse ufm`"
+        )
+    csv_path, jsonl_path = path / "metrics.csv", path / "metrics.jsonl"
+    if not ((path / "summary.json").is_file() or csv_path.is_file() or jsonl_path.is_file()):
+        raise InputError(
+            f"{str(path)!r} is not a run directory: it has neither summary.json nor metrics.csv; "
+            "pass a folder written by `ncmse train` or `ncmse ufm`"
+        )
+    summary = read_summary(path) or {}
+    config = read_config(path) or {}
+    metrics_file = csv_path if csv_path.is_file() else jsonl_path if jsonl_path.is_file() else None
+    rows = read_rows(metrics_file) if metrics_file is not None else []
+    columns, text_columns = _columns(rows)
+    kind = str(summary.get("kind", "train"))
+    bools = frozenset(n for n in columns if _all_bool(row.get(n) for row in rows))
+    return Run(path, kind, summary, config, columns, text_columns, len(rows), metrics_file, bools)
+
+
+def snr_columns(names: Iterable[str], *, test: bool = False) -> list[str]:
+    """The ``snr_j`` (or ``test_snr_j``) column names among ``names``, ordered by j.
+
+    >>> snr_columns(["snr_10", "snr_2", "test_snr_1", "nc1"])
+    ['snr_2', 'snr_10']
+    """
+    found = []
+    for name in names:
+        match = _SNR_RE.match(name)
+        if match and bool(match.group(1)) == test:
+            found.append((int(match.group(2)), name))
+    return [name for _, name in sorted(found)]
+
+
+def _parse_cell(cell: Any) -> float | str:
+    """A cell as float (booleans as 0/1, empty/null as NaN, old ±1e308 as ±∞) or its text."""
+    if cell is None:
+        return math.nan
+    if isinstance(cell, (bool, int, float)):
+        value = float(cell)
+        return math.copysign(math.inf, value) if abs(value) >= _OLD_INF else value
+    text = str(cell).strip()
+    if text == "":
+        return math.nan
+    if text in _TRUE:
+        return 1.0
+    if text in _FALSE:
+        return 0.0
+    try:
+        return _parse_cell(float(text))
+    except ValueError:
+        return text
+
+
+def _columns(rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    numeric: dict[str, np.ndarray] = {}
+    text: dict[str, list[str]] = {}
+    for name in names:
+        cells = [_parse_cell(row.get(name)) for row in rows]
+        if all(isinstance(c, float) for c in cells):
+            numeric[name] = np.asarray(cells, dtype=np.float64)
+        else:
+            text[name] = ["" if isinstance(c, float) and math.isnan(c) else str(c) for c in cells]
+    return numeric, text
+
+
+def _all_bool(cells: Iterable[Any]) -> bool:
+    """Whether every non-empty cell is a boolean (``True``/``False`` text or a bool)."""
+    seen = False
+    for cell in cells:
+        if cell is None or cell == "":
+            continue
+        if not (isinstance(cell, bool) or str(cell).strip() in _TRUE | _FALSE):
+            return False
+        seen = True
+    return seen
