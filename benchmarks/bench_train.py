@@ -3,8 +3,8 @@
 (a) Epoch time of :meth:`ncmse.train.Trainer.train_epoch` on the ``fashion-cnn-mse`` preset vs a
     minimal hand-written PyTorch loop (same model weights, data tensors, batch size, optimizer and
     loss). Measurement epochs are excluded from (a); they are (b).
-(b) One measurement of the training split (:func:`ncmse.train.measure_split`, i.e.
-    ``ncmse.measure`` at the run's λ) vs one ``no_grad`` eval-mode forward pass over the same split.
+(b) One measurement of the training split (:func:`ncmse.components.measure_split`, i.e.
+    ``ncmse.measure`` at the run's λ, plus the objective) vs one ``no_grad`` eval-mode forward pass over the same split.
 
 Both sides are timed alternately, ``--repeats`` times, and the ratio of the medians is reported,
 which keeps the comparison fair on a shared machine.
@@ -17,13 +17,14 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
+from ncmse.components import build_components, measure_split
 from ncmse.config import resolve_config
-from ncmse.train import Trainer, measure_split
+from ncmse.runtime import resolve_device
+from ncmse.train import Trainer
 
 
 def minimal_epoch(model, x, y, batch_size: int, opt, epoch: int, num_classes: int) -> None:
@@ -70,8 +71,8 @@ def main() -> None:
     args = parser.parse_args()
     sets = ["quiet=true", "report=false", "tensorboard=false", *args.overrides]
     cfg = resolve_config(args.config, sets)
-    trainer = Trainer(cfg, Path("/nonexistent-bench-dir"))
-    net = trainer.net
+    trainer = Trainer(cfg, build_components(cfg, resolve_device(cfg.device)))  # writes no files
+    net = trainer.network
     ref = copy.deepcopy(net)
     ref_opt = torch.optim.SGD(
         ref.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -86,7 +87,7 @@ def main() -> None:
     )
     bs = cfg.measure_batch_size
     t_meas, t_fwd = alternate(
-        lambda: measure_split(net, trainer.loss, x, y, num_classes=c, batch_size=bs),
+        lambda: measure_split(net, trainer.loss_spec, x, y, num_classes=c, batch_size=bs),
         lambda: forward_pass(net, x, bs),
         args.repeats,
     )

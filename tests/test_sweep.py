@@ -486,7 +486,7 @@ def test_select_lr_mean_over_seeds_diverged_and_ties(tmp_path: Path) -> None:
     cands = {c["lr"]: c for c in selections[5e-4]["candidates"]}
     assert (cands[0.01]["finished"], cands[0.01]["planned"]) == (1, 2)
     cands = {c["lr"]: c for c in selections[0.0]["candidates"]}
-    assert cands[0.03]["mean_test_error"] == "inf" and cands[0.03]["diverged"] == 1
+    assert cands[0.03]["mean_test_error"] == math.inf and cands[0.03]["diverged"] == 1
 
 
 def test_groups_report_mean_and_std(tmp_path: Path) -> None:

@@ -11,16 +11,18 @@ import pytest
 import torch
 import yaml
 
-from ncmse.cli import main
+from ncmse.cli.main import main
+from ncmse.components import scaled_classifier
 from ncmse.config import resolve_config
 from ncmse.errors import DivergenceError, InputError
+from ncmse.result import flatten_row
+from ncmse.rundir import read_summary
+from ncmse.sinks import load_checkpoint
 from ncmse.train import (
+    CHECK_EVERY,
     Trainer,
-    flatten_row,
-    load_checkpoint,
     lr_milestones,
     measurement_epochs,
-    scaled_classifier,
     train,
 )
 
@@ -91,10 +93,13 @@ def test_tiny_run_writes_the_run_directory(tmp_path: Path) -> None:
     # lr recorded is the one used in that epoch: drops after epochs 1 and 2 (milestones)
     assert [r["lr"] for r in jsonl] == pytest.approx([0.1, 0.01, 0.001])
     assert summary["status"] == "finished" and summary["kind"] == "train"
-    assert summary["final"]["epoch"] == 3 and summary["loss"] == "mse"
+    assert summary["final"]["epoch"] == 3 and summary["loss_name"] == "mse"
+    # objective = nn.MSELoss (mean over N·C) = (2/C)·(L − ridge) for this run (SPEC §2)
+    for row in jsonl:
+        assert 0 < row["objective"] < row["loss"] and 0 < row["test_objective"]
     assert summary["lam"] == pytest.approx(2.5e-3) and "C*wd/2" in summary["lam_source"]
     assert {"dataset", "model", "seed", "environment", "tpt_epoch"} <= set(summary)
-    assert json.loads((out / "summary.json").read_text()) == summary
+    assert read_summary(out) == summary
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert stored == cfg.to_dict()
     ckpt = load_checkpoint(out)
@@ -128,22 +133,46 @@ def test_tpt_epoch_is_first_zero_training_error(tmp_path: Path) -> None:
     assert summary["tpt_epoch_999"] == pnas[0] <= zero[0]
 
 
+class _PoisonAfter(torch.nn.Module):
+    """The criterion, turned NaN from the ``at``-th call of epoch ``epoch`` on (counts calls)."""
+
+    def __init__(self, inner: torch.nn.Module, trainer: Trainer, epoch: int, at: int) -> None:
+        super().__init__()
+        self.inner, self.trainer, self.epoch, self.at = inner, trainer, epoch, at
+        self.calls = 0
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        value = self.inner(logits, y)
+        if self.trainer.state.epoch + 1 < self.epoch:
+            return value
+        self.calls += 1
+        return value * float("nan") if self.calls >= self.at else value
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     cfg = resolve_config("tiny", [*QUIET, "epochs=4", "measure_test=false"])
-    trainer = Trainer(cfg, tmp_path)
-    inner = trainer.loss.module
-
-    class PoisonAfterTwo(torch.nn.Module):
-        def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            value = inner(logits, y)
-            return value * float("nan") if trainer.state.epoch >= 2 else value
-
-    trainer.loss = dataclasses.replace(trainer.loss, module=PoisonAfterTwo())
+    trainer = Trainer.from_config(cfg, tmp_path)
+    trainer.step.criterion = _PoisonAfter(trainer.step.criterion, trainer, epoch=3, at=1)
     with pytest.raises(DivergenceError, match="epoch 3.*last good checkpoint \\(epoch 2\\)"):
-        trainer.run()
+        trainer.fit()
     assert load_checkpoint(tmp_path)["epoch"] == 2
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "diverged" and "NaN" in summary["error"]
+
+
+@pytest.mark.parametrize("at", [3, CHECK_EVERY + 2])
+def test_divergence_stops_mid_epoch_without_a_progress_bar(tmp_path: Path, at: int) -> None:
+    """quiet / non-TTY: the stop check still runs every CHECK_EVERY steps, not at the epoch end."""
+    cfg = resolve_config("tiny", [*QUIET, "epochs=2", "measure_test=false", "batch_size=8"])
+    trainer = Trainer.from_config(cfg, tmp_path)
+    assert not trainer.console.wants_progress
+    steps = len(trainer.train_loader)
+    assert steps > 3 * CHECK_EVERY
+    poison = _PoisonAfter(trainer.step.criterion, trainer, epoch=1, at=at)
+    trainer.step.criterion = poison
+    with pytest.raises(DivergenceError, match="epoch 1"):
+        trainer.fit()
+    assert poison.calls == -(-at // CHECK_EVERY) * CHECK_EVERY  # the next check point
 
 
 def test_scaled_classifier_restores_exactly() -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ncmse.cli import main
-from ncmse.ufm.plots import plot_ufm_run
+from ncmse.report.ufm_figures import plot_ufm_run
 
 SMALL = ["--n", "4", "--C", "3", "--p", "3", "--t-end", "1e3", "--central-t-end", "10",
          "--num-records", "6", "--steps", "200"]  # fmt: skip
@@ -58,7 +58,9 @@ def test_figures_written(run_dir: Path, tmp_path: Path) -> None:
             path = run_dir / "figures" / f"{stem}.{ext}"
             assert path.is_file() and path.stat().st_size > 1000
     again = plot_ufm_run(run_dir, tmp_path / "figs")
-    assert {p.stem for p in again} == stems and len(again) == 10
+    assert {f.name for f in again} == stems and len(again) == 5
+    assert all(f.png.is_file() and f.svg.is_file() for f in again)
+    assert (run_dir / "report.html").is_file()
 
 
 def test_refuses_non_empty_out(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

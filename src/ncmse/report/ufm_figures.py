@@ -43,6 +43,11 @@ def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
+def _legend(ax: Axes, **kwargs: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def _num(cell: Any) -> float:
     try:
         return float(cell)
@@ -59,9 +64,9 @@ def _save(fig: Figure, out_dir: Path, name: str, title: str) -> FigureFile:
 
 
 def _omega_by_flow(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """flow → (times (T,), simulated ω (T, k), predicted ω (T, k)) from omega.csv."""
+    """flow → (times (T,), simulated ω (T, k), predicted ω (T, k)) from omega.csv (if any)."""
     if not path.is_file():
-        raise InputError(f"{path} is missing: is this the run directory of `ncmse ufm`?")
+        return {}
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in read_rows(path):
         groups.setdefault(row["flow"], []).append(row)
@@ -102,7 +107,7 @@ def _plot_omega(omega: dict, summary: dict, out_dir: Path) -> FigureFile:
         ax.plot([], [], "ko", mfc="none", ms=3, label="simulated")
         ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="ω_j(t)")
         ax.set_title(_FLOW_LABEL.get(name, name))
-        ax.legend(loc="upper left", fontsize=8)
+        _legend(ax, loc="upper left", fontsize=8)
     return _save(fig, out_dir, "ufm_omega", "SNR singular values ω_j(t): simulation vs closed form")
 
 
@@ -129,7 +134,7 @@ def _plot_ratio(omega: dict, out_dir: Path) -> FigureFile:
             )
     ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="ω_max / ω_min")
     ax.set_title("Equalisation of the SNR singular values")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _save(fig, out_dir, "ufm_omega_ratio", "Equalisation of the SNR singular values")
 
 
@@ -158,7 +163,7 @@ def _plot_nc1(metrics: dict, out_dir: Path) -> FigureFile:
             )
     ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="nc1 = Tr(Σ_W Σ_B^†)/C")
     ax.set_title("NC1 along the flows")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _save(fig, out_dir, "ufm_nc1", "NC1 along the flows: measured vs predicted")
 
 
@@ -175,7 +180,7 @@ def _plot_nc234(metrics: dict, out_dir: Path) -> FigureFile:
                     ax.plot(x, y, "-o", ms=2.5, color=_colour(idx), label=key)
         ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="value (→ 0)")
         ax.set_title(_FLOW_LABEL.get(name, name) + " (LS classifier)")
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
     return _save(fig, out_dir, "ufm_nc234", "NC2–NC4 along the flows")
 
 
@@ -188,14 +193,14 @@ def _plot_gd(cols: dict[str, np.ndarray], out_dir: Path) -> FigureFile:
         ax1.plot(*_positive(step, cols[key]), "-", color=_colour(idx), label=label)
     ax1.set(xscale="log", yscale="log", xlabel="GD step", ylabel="loss (SPEC §3)")
     ax1.set_title("Plain UFM GD: loss decomposition")
-    ax1.legend(fontsize=8)
+    _legend(ax1, fontsize=8)
     ax2.plot(
         *_positive(step, cols["loss_perp_ratio"]), "-o", ms=3, color=_colour(1), label="L_⊥ / L"
     )
     ax2.plot(*_positive(step, cols["nc1"]), "-s", ms=3, color=_colour(0), label="nc1")
     ax2.set(xscale="log", yscale="log", xlabel="GD step", ylabel="value")
     ax2.set_title("Distance from the central path")
-    ax2.legend(fontsize=8)
+    _legend(ax2, fontsize=8)
     return _save(fig, out_dir, "ufm_gd_loss", "Plain GD on the UFM: loss decomposition")
 
 

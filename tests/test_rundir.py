@@ -1,0 +1,183 @@
+"""The run directory format (ncmse.rundir): round trips, old encodings, directories that the real
+commands write, and the one-way layers around it."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncmse.cli.main import main
+from ncmse.errors import InputError
+from ncmse.report import write_comparison_report
+from ncmse.rundir import (
+    RunWriter,
+    from_json,
+    load_run,
+    prepare_run_dir,
+    read_config,
+    read_summary,
+    to_json,
+    update_summary,
+)
+
+QUIET = ["quiet=true", "tensorboard=false", "measure_test=true"]
+
+
+def _sets(values: list[str]) -> list[str]:
+    return [x for v in values for x in ("--set", v)]
+
+
+# --------------------------------------------------------------------------- the format
+
+
+def test_rows_round_trip_through_csv_and_jsonl(tmp_path: Path) -> None:
+    rows = [
+        {"epoch": 0, "nc1": math.nan, "snr": [math.inf, 2.0], "balanced": True, "m": "direct"},
+        {"epoch": 1, "nc1": 0.125, "snr": [3.0, -math.inf], "balanced": False, "m": "cache"},
+    ]
+    w = RunWriter(tmp_path)
+    w.write_rows(rows)
+    for name in ("metrics.csv", "metrics.jsonl"):
+        (tmp_path / "other").mkdir(exist_ok=True)
+        (tmp_path / "other" / name).write_bytes((tmp_path / name).read_bytes())
+        run = load_run(tmp_path / "other")
+        (tmp_path / "other" / name).unlink()
+        assert run.num_rows == 2
+        assert np.isnan(run.columns["nc1"][0]) and run.columns["nc1"][1] == 0.125
+        assert run.columns["snr_1"].tolist() == [math.inf, 3.0]
+        assert run.columns["snr_2"].tolist() == [2.0, -math.inf]
+        assert run.text_columns["m"] == ["direct", "cache"]
+        assert run.final()["balanced"] is False
+    assert "inf" in (tmp_path / "metrics.csv").read_text()
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        json.loads(line)  # strict JSON: no NaN/Infinity tokens
+        assert "NaN" not in line and "Infinity" not in line
+
+
+def test_summary_keeps_infinity_apart_from_nan(tmp_path: Path) -> None:
+    summary = {"kind": "train", "final": {"snr": [math.inf, 1.0], "nc1": math.nan}, "n": 3}
+    RunWriter(tmp_path).write_summary(summary)
+    text = (tmp_path / "summary.json").read_text()
+    assert '"inf"' in text and "null" in text
+    back = read_summary(tmp_path)
+    assert back["final"]["snr"] == [math.inf, 1.0] and back["final"]["nc1"] is None
+    assert update_summary(tmp_path, claims={"c1": "held"})["claims"] == {"c1": "held"}
+    assert read_summary(tmp_path)["kind"] == "train"
+
+
+def test_reader_accepts_every_old_encoding(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"kind": "train", "loss": "ce", "a": 1e308, "b": -1e308, "c": "inf", "d": None})
+    )
+    (tmp_path / "metrics.csv").write_text("epoch,x,y,z\n1,,nan,1e+308\n2,inf,-inf,0.5\n")
+    run = load_run(tmp_path)
+    assert (run.summary["a"], run.summary["b"], run.summary["c"]) == (math.inf, -math.inf, math.inf)
+    assert run.describe("loss") == "ce"  # summaries before loss_name
+    assert np.isnan(run.columns["x"][0]) and np.isnan(run.columns["y"][0])
+    assert run.columns["z"].tolist() == [math.inf, 0.5]
+    assert from_json(["-Infinity", "NaN"])[0] == -math.inf and math.isnan(from_json("NaN"))
+    assert to_json(math.nan) == "null" and to_json(-math.inf) == '"-inf"'
+
+
+def test_damaged_files(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text("{not json")
+    (tmp_path / "config.yaml").write_text("[1, 2]")
+    assert read_summary(tmp_path, strict=False) is None
+    assert read_config(tmp_path, strict=False) is None
+    with pytest.raises(InputError, match="as JSON"):
+        read_summary(tmp_path)
+    with pytest.raises(InputError, match="YAML mapping"):
+        read_config(tmp_path)
+
+
+def test_prepare_refuses_then_clears_only_run_entries(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    prepare_run_dir(run, overwrite=False)
+    (run / "metrics.csv").write_text("x\n")
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="--overwrite"):
+        prepare_run_dir(run, overwrite=False)
+    prepare_run_dir(run, overwrite=True)
+    assert not (run / "metrics.csv").exists() and (run / "notes.txt").exists()
+    assert RunWriter(tmp_path / "x", enabled=False).update_summary(a=1) == {"a": 1}
+    assert not (tmp_path / "x").exists()  # a disabled writer writes nothing
+
+
+# --------------------------------------------------------------------------- real directories
+
+
+@pytest.fixture(scope="module")
+def ce_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "ce"
+    argv = ["train", "--config", "tiny", *_sets([*QUIET, "epochs=2", "loss=ce", "report=true"])]
+    assert main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def test_report_of_a_directory_written_by_ncmse_train(ce_run: Path) -> None:
+    assert (ce_run / "report.html").is_file()  # asked for by the CLI after the run
+    run = load_run(ce_run)
+    assert run.kind == "train" and run.num_rows == 2
+    assert run.describe("loss") == "ce" and run.summary["loss_name"] == "ce"
+    assert "loss" not in run.summary
+    # a CE run optimises cross-entropy; its SPEC loss is the MSE of its outputs (SPEC §2)
+    objective, loss = run.columns["objective"], run.columns["loss"]
+    assert np.all(np.isfinite(objective)) and not np.allclose(objective, loss)
+    assert run.has("test_objective")
+    html = (ce_run / "report.html").read_text()
+    assert "objective" in html and (ce_run / "figures" / "objective.png").is_file()
+    assert run.label.startswith("digits/") and run.label.endswith("CE seed 0")
+
+
+def test_comparison_report_of_real_runs(ce_run: Path, tmp_path: Path) -> None:
+    argv = ["train", "--config", "tiny", *_sets([*QUIET, "epochs=2", "report=false"])]
+    mse = tmp_path / "mse"
+    assert main([*argv, "--out", str(mse)]) == 0
+    assert not (mse / "report.html").exists()
+    page = write_comparison_report([ce_run, mse], tmp_path / "cmp")
+    text = page.read_text()
+    assert "CE" in text and "MSE" in text
+
+
+@pytest.mark.slow
+def test_report_of_a_directory_written_by_ncmse_sweep(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    argv = ["sweep", "--preset", "tiny", "--seeds", "0", "--out", str(out), "--set", "epochs=2"]
+    assert main(argv) == 0
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["report"] and Path(manifest["report"]).is_file()
+    (entry,) = manifest["runs"]
+    assert load_run(entry["run_dir"]).summary["status"] == "finished"
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"import json, sys\n{code}\nprint('MODULES=' + json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
+    return set(json.loads(out.rsplit("MODULES=", 1)[1]))
+
+
+def test_training_and_ufm_never_import_the_report() -> None:
+    mods = _modules_after("import ncmse.train, ncmse.ufm.runner, ncmse.components")
+    assert not {m for m in mods if m.startswith("ncmse.report")}
+    assert "matplotlib" not in mods
+
+
+def test_cli_help_and_argument_errors_do_not_import_torch() -> None:
+    code = (
+        "from ncmse.cli.main import main\n"
+        "for argv in (['--help'], ['train', '--bogus'], ['ufm', '--help'], ['sweep', '--nope']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass"
+    )
+    mods = _modules_after(code)
+    assert "torch" not in mods and "matplotlib" not in mods
