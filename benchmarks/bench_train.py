@@ -4,7 +4,8 @@
     minimal hand-written PyTorch loop (same model weights, data tensors, batch size, optimizer and
     loss). Measurement epochs are excluded from (a); they are (b).
 (b) One measurement of the training split (:func:`ncmse.components.measure_split`, i.e.
-    ``ncmse.measure`` at the run's λ, plus the objective) vs one ``no_grad`` eval-mode forward pass over the same split.
+    ``ncmse.measure`` at the run's λ, plus the objective) vs one ``no_grad`` eval-mode forward
+    pass over the same split.
 
 Both sides are timed alternately, ``--repeats`` times, and the ratio of the medians is reported,
 which keeps the comparison fair on a shared machine.

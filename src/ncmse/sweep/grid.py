@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -384,8 +384,3 @@ def expand(spec: SweepSpec, sweep_dir: str | os.PathLike[str]) -> list[RunSpec]:
     return [
         run for seed in seeds for runs in per_preset for (s, _, _), run in runs.items() if s == seed
     ]
-
-
-def planned_names(runs: Sequence[RunSpec]) -> list[str]:
-    """Names of ``runs`` (helper for messages and tests)."""
-    return [r.name for r in runs]
