@@ -181,3 +181,26 @@ def test_cli_help_and_argument_errors_do_not_import_torch() -> None:
     )
     mods = _modules_after(code)
     assert "torch" not in mods and "matplotlib" not in mods
+
+
+def test_in_package_imports_use_public_names() -> None:
+    """``__all__`` is the truth: a name imported from another ncmse module is in its __all__."""
+    import ast
+    import importlib.util
+
+    import ncmse
+
+    root = Path(ncmse.__file__).parent
+    outside = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ncmse")):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                is_module = hasattr(module, "__path__") and (
+                    importlib.util.find_spec(f"{node.module}.{alias.name}") is not None
+                )
+                if not is_module and alias.name not in getattr(module, "__all__", ()):
+                    outside.append(f"{path.name}: {node.module}.{alias.name}")
+    assert not outside

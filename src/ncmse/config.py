@@ -24,6 +24,7 @@ from ncmse.fileio import atomic_write_text
 from ncmse.losses import LOSSES, MSE_REDUCTIONS
 
 __all__ = [
+    "read_yaml_mapping",
     "Config",
     "PRESET_DIR",
     "DEFAULT_PRESET",

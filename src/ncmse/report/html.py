@@ -23,6 +23,9 @@ from ncmse.report.style import METRIC_LABELS, FigureFile
 from ncmse.result import METRIC_NAMES
 
 __all__ = [
+    "config_section",
+    "environment_section",
+    "final_metrics_section",
     "EMBED_MODES",
     "check_embed",
     "FINAL_METRICS",

@@ -19,6 +19,8 @@ from ncmse.sweep.grid import RunSpec, preset_stem
 from ncmse.sweep.state import read_summary
 
 __all__ = [
+    "FINAL_KEYS",
+    "format_table",
     "RunResult",
     "GroupStats",
     "collect",

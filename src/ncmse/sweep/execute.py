@@ -24,6 +24,10 @@ from ncmse.sweep.grid import RunSpec
 from ncmse.sweep.state import read_summary, run_state
 
 __all__ = [
+    "TO_RUN",
+    "make_executor",
+    "run_local",
+    "shell_command",
     "JobOutcome",
     "SlurmOptions",
     "TrainJob",
