@@ -36,6 +36,8 @@ FINAL_KEYS: tuple[str, ...] = (
     "train_error",
     "accuracy",
     "test_accuracy",
+    "objective",
+    "test_objective",
     "loss",
     "test_loss",
     "nc1",
