@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ncmse.config import (
     DEFAULT_PRESET,
@@ -15,10 +14,10 @@ from ncmse.config import (
     load_yaml_config,
     parse_overrides,
     resolve_config,
-    save_config,
     valid_keys,
 )
 from ncmse.errors import ConfigError
+from ncmse.rundir import RunWriter, read_config
 
 
 def test_default_is_digits_mlp_mse() -> None:
@@ -117,8 +116,8 @@ def test_unknown_preset_lists_presets() -> None:
 
 def test_save_and_reload_roundtrip(tmp_path: Path) -> None:
     cfg = resolve_config("fashion-cnn-mse", ["seed=3"])
-    save_config(cfg, tmp_path / "config.yaml")
-    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    RunWriter(tmp_path).write_config(cfg.to_dict())
+    data = read_config(tmp_path)
     assert set(data) == set(valid_keys())
     assert config_from_dict(data) == cfg
     assert not list(tmp_path.glob(".*tmp")), "temporary file left behind"

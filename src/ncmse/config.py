@@ -20,7 +20,6 @@ from typing import Any
 import yaml
 
 from ncmse.errors import ConfigError
-from ncmse.fileio import atomic_write_text
 from ncmse.losses import LOSSES, MSE_REDUCTIONS
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "parse_overrides",
     "resolve_config",
     "config_from_dict",
-    "save_config",
 ]
 
 #: directory of the shipped presets
@@ -379,8 +377,3 @@ def resolve_config(
         # options of the preset's model rarely fit another model: start from none
         data = {k: v for k, v in data.items() if k != "model_kwargs"}
     return config_from_dict(_merge(data, parsed), where=f"config {str(source)!r} with --set")
-
-
-def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
-    """Write the resolved config as YAML, atomically."""
-    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
