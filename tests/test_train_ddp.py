@@ -60,3 +60,52 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
         json.loads((tmp_path / "two" / "summary.json").read_text())["environment"]["world_size"]
         == 2
     )
+
+
+DIVERGE_SCRIPT = """
+import json, sys, torch
+from ncmse.config import resolve_config
+from ncmse.distributed import init_distributed, process_group
+from ncmse.errors import DivergenceError
+from ncmse.train import Trainer, open_run_dir
+
+out = sys.argv[1]
+cfg = resolve_config("tiny", ["quiet=true", "report=false", "tensorboard=false", "epochs=2",
+                              "num_threads=1", "batch_size=16", "measure_test=false"])
+info = init_distributed(cfg)
+with process_group(info):
+    trainer = Trainer.from_config(cfg, open_run_dir(cfg, out, dist_info=info), info)
+    inner, calls = trainer.step.criterion, [0]
+
+    def poisoned(logits, y):  # NaN on rank 1 only, from its 3rd step of epoch 1 on
+        calls[0] += 1
+        value = inner(logits, y)
+        return value * float("nan") if info.rank == 1 and calls[0] >= 3 else value
+
+    trainer.step.criterion = poisoned
+    try:
+        trainer.fit()
+        result = {"error": None}
+    except DivergenceError as exc:
+        result = {"error": str(exc)}
+    result["calls"] = calls[0]
+    with open(f"{out}/rank{info.rank}.json", "w") as fh:
+        json.dump(result, fh)
+"""
+
+
+@pytest.mark.slow
+def test_divergence_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    script = tmp_path / "diverge.py"
+    script.write_text(DIVERGE_SCRIPT)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*cmd, str(script), str(out)], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["error"] and r1["error"] and "epoch 1" in r0["error"]
+    assert r0["calls"] == r1["calls"] < 20  # the same check point, long before the epoch's end
+    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
