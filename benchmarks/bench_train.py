@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ncmse.components import build_components, measure_split
 from ncmse.config import resolve_config
-from ncmse.runtime import resolve_device
+from ncmse.runtime import configure_torch, resolve_device
 from ncmse.train import Trainer
 
 
@@ -72,7 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     sets = ["quiet=true", "report=false", "tensorboard=false", *args.overrides]
     cfg = resolve_config(args.config, sets)
-    trainer = Trainer(cfg, build_components(cfg, resolve_device(cfg.device)))  # writes no files
+    device = resolve_device(cfg.device)
+    configure_torch(cfg, device)  # num_threads of the preset, as `ncmse train` does
+    trainer = Trainer(cfg, build_components(cfg, device))  # no sinks: writes no files
     net = trainer.network
     ref = copy.deepcopy(net)
     ref_opt = torch.optim.SGD(

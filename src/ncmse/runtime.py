@@ -1,10 +1,11 @@
-"""Where a run executes: device resolution and the environment record of ``summary.json``.
+"""Where a run executes: device resolution, torch's global settings and the environment record.
 
 Used by ``ncmse train``, ``ncmse measure`` and ``ncmse ufm`` (one rule for ``--device auto``).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 
 from ncmse.errors import ConfigError
 
-__all__ = ["environment", "resolve_device"]
+__all__ = ["configure_torch", "environment", "resolve_device"]
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -57,3 +58,14 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def configure_torch(cfg: Any, device: torch.device) -> None:
+    """Apply a run config's process-wide settings: ``num_threads``, ``deterministic``."""
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -44,7 +44,7 @@ from ncmse.distributed import (
 )
 from ncmse.errors import ConfigError, DivergenceError, InputError, NonFiniteError
 from ncmse.rundir import RunWriter, default_run_dir, prepare_run_dir, read_config
-from ncmse.runtime import environment, resolve_device
+from ncmse.runtime import configure_torch, environment, resolve_device
 from ncmse.sinks import Checkpoints, Console, TensorBoard
 
 __all__ = [
@@ -272,7 +272,7 @@ class Trainer:
         """The trainer of ``ncmse train``: components of ``cfg``, files in ``run_dir`` (rank 0)."""
         info = dist_info or DistInfo()
         device = resolve_device(cfg.device, info.local_rank)
-        _configure_torch(cfg, device)
+        configure_torch(cfg, device)
         main = info.is_main
         return cls(
             cfg,
@@ -512,16 +512,6 @@ class Trainer:
         if self.state.rows:
             self.console.nc1 = self.state.rows[-1].get("nc1")
         return True
-
-
-def _configure_torch(cfg: Config, device: torch.device) -> None:
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = False
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def _wrap_ddp(net: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
