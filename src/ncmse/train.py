@@ -203,7 +203,10 @@ class Trainer:
     """One training run: model, optimizer, schedule, and the sinks the loop reports to.
 
     Build it with :meth:`from_config` (files in a run directory) or directly from
-    :class:`Components` (no files unless ``writer`` is given: benchmarks, tests).
+    :class:`Components` (no files unless ``writer`` is given: benchmarks, tests). ``trainer.step``
+    (a :class:`TrainStep`) may be replaced by any callable ``(x, y) -> (objective, correct)``
+    with the same contract, e.g. a faster engine; ``trainer.checkpoints`` by any object with
+    ``path``, ``exists()``, ``save(state)`` and ``load()``.
 
     Parameters
     ----------
