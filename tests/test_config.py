@@ -130,3 +130,32 @@ def test_yaml_file_and_defaults(tmp_path: Path) -> None:
     assert cfg.loss == "ce" and cfg.epochs == 3 and cfg.weight_decay == 1e-3
     assert cfg.batch_size == Config().batch_size
     assert load_yaml_config("tiny")["name"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model_kwargs.width=-5", "model_kwargs.width=-5 is invalid for model 'mlp'"),
+        ("model_kwargs.width=0", "must be an integer >= 1"),
+        ("model_kwargs.depth=abc", "model_kwargs.depth='abc'"),
+        ("model_kwargs.depth=2.5", "must be an integer >= 1"),
+        ("model_kwargs.batch_norm=maybe", "true or false"),
+    ],
+)
+def test_invalid_model_kwargs_are_config_errors(override: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_config("tiny", [override])
+    assert fragment in str(err.value) and "--set model_kwargs." in str(err.value)
+
+
+def test_invalid_model_kwargs_refused_before_a_run_directory_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ncmse.cli import main
+
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--config", "tiny", "--set", "model_kwargs.width=0", "--out", str(out)]) == 2
+    )
+    assert "model_kwargs.width=0" in capsys.readouterr().err
+    assert not out.exists()

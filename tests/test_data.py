@@ -108,14 +108,42 @@ def test_mnist_torchvision_layout_uses_torchvision_class(tmp_path, monkeypatch, 
     np.testing.assert_array_equal(b.train_y.numpy(), tr_y)
 
 
-def test_system_idx_dir_is_used_when_data_dir_lacks_the_files(tmp_path, monkeypatch):
+def test_system_idx_dir_is_used_only_when_no_data_dir_is_named(tmp_path, monkeypatch):
     system = tmp_path / "usr-share-datasets-fashion-mnist"
     tr_x, _, _, _ = _write_mnist_dir(system, gz=True)
     monkeypatch.setattr(D, "SYSTEM_IDX_DIRS", {"mnist": (), "fashionmnist": (system,)})
     empty = tmp_path / "empty"
     empty.mkdir()
-    b = load_dataset("Fashion-MNIST", data_dir=empty, download=False)
+    monkeypatch.setenv("NCMSE_DATA_DIR", str(empty))
+    b = load_dataset("Fashion-MNIST", download=False)  # default directory: system copy is fine
     np.testing.assert_array_equal(_unstandardize(b, b.train_x), tr_x)
+    assert D.dataset_source("fashionmnist") == str(system)
+    # a directory the user names is used or refused, never silently replaced by the system copy
+    with pytest.raises(DataUnavailableError) as info:
+        load_dataset("Fashion-MNIST", data_dir=empty, download=False)
+    msg = str(info.value)
+    assert str(empty) in msg and "train-images-idx3-ubyte[.gz]" in msg and str(system) not in msg
+    assert D.dataset_source("fashionmnist", empty) == str(empty)
+
+
+def test_explicit_data_dir_with_one_split_only_is_refused(tmp_path, no_system_dirs):
+    _write_mnist_dir(tmp_path, gz=True)
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / f"{stem}.gz").unlink()
+    with pytest.raises(DataUnavailableError, match=r"test split \(t10k-images"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not gzip", "empty"])
+def test_damaged_gz_idx_file_is_an_error_naming_the_file(tmp_path, damage, no_system_dirs):
+    _write_mnist_dir(tmp_path, gz=True)
+    bad = tmp_path / "train-images-idx3-ubyte.gz"
+    data = bad.read_bytes()
+    bad.write_bytes({"truncated": data[: len(data) // 2], "not gzip": b"plain bytes" * 9,
+                     "empty": b""}[damage])  # fmt: skip
+    with pytest.raises((InputError, DataUnavailableError)) as info:
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    assert str(bad) in str(info.value) and "re-download" in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashionmnist", "cifar10", "svhn", "stl10"])
@@ -391,8 +419,9 @@ def test_loader_validates_arguments():
     not (D.SYSTEM_IDX_DIRS["fashionmnist"][0] / "train-images-idx3-ubyte.gz").is_file(),
     reason="Debian's dataset-fashion-mnist is not installed",
 )
-def test_real_fashion_mnist_from_debian_package(tmp_path):
-    b = load_dataset("fashionmnist", data_dir=tmp_path, download=False, per_class=50, seed=1)
+def test_real_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("NCMSE_DATA_DIR", str(tmp_path))
+    b = load_dataset("fashionmnist", download=False, per_class=50, seed=1)
     assert b.train_x.shape == (500, 1, 28, 28) and b.balanced
     assert b.test_x.shape == (10000, 1, 28, 28)
     assert torch.all(b.class_counts("test") == 1000)

@@ -103,6 +103,9 @@ def test_prepare_refuses_then_clears_only_run_entries(tmp_path: Path) -> None:
     (run / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="--overwrite"):
         prepare_run_dir(run, overwrite=False)
+    with pytest.raises(InputError, match="not an ncmse run directory"):
+        prepare_run_dir(run, overwrite=True)  # no summary/config/checkpoint of ncmse: refused
+    (run / "summary.json").write_text('{"kind": "ufm", "status": "finished"}')
     prepare_run_dir(run, overwrite=True)
     assert not (run / "metrics.csv").exists() and (run / "notes.txt").exists()
     assert RunWriter(tmp_path / "x", enabled=False).update_summary(a=1) == {"a": 1}

@@ -23,7 +23,8 @@ import yaml
 
 from ncmse.cli import main
 from ncmse.config import resolve_config
-from ncmse.errors import ConfigError
+from ncmse.errors import BusyError, ConfigError
+from ncmse.locking import is_locked
 from ncmse.sweep import SweepOptions, SweepSpec, expand, run_sweep
 from ncmse.sweep.collect import RunResult, collect, group_results, select_lr
 from ncmse.sweep.core import SweepLock, SweepTerminated, plan
@@ -366,8 +367,40 @@ def test_sigterm_stops_the_running_training_and_writes_the_manifest(
     assert len(calls()) == 1  # the second run never started
     manifest = json.loads((out / "sweep.json").read_text())
     assert [r["status"] for r in manifest["runs"]] == ["running", "missing"]
-    assert not (out / ".sweep.lock").exists()
+    assert not is_locked(out, ".sweep.lock")
     assert [p.state for p in plan(spec, out)] == ["resume", "new"]
+
+
+def test_a_run_held_by_another_process_is_skipped_never_trained_twice(
+    tmp_path: Path, fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A killed sweep's trainer keeps running (and holding its run directory): the next sweep
+    must not start a second trainer on that directory."""
+    script, calls = fake
+    out = tmp_path / "sw"
+    spec = _spec(seeds=(0, 1))
+    runs = expand(spec, out)
+    _register(runs, tmp_path)
+    _fake_run_dir(runs[0], "running", checkpoint=True)
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom ncmse.locking import DirLock\n"
+         "lock = DirLock(sys.argv[1], 'run directory').acquire()\nprint('locked', flush=True)\n"
+         "time.sleep(60)", str(runs[0].run_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert orphan.stdout.readline().strip() == "locked"
+        assert [p.state for p in plan(spec, out)] == ["busy", "new"]
+        assert run_sweep(spec, SweepOptions(out=out, python=str(script), report=False)) == 1
+        printed = capsys.readouterr().out
+        assert f"in use by pid {orphan.pid}" in printed and "run the sweep again" in printed
+        assert [c[-1] for c in calls()] == [str(runs[1].run_dir)]  # only the free run trained
+        manifest = json.loads((out / "sweep.json").read_text())
+        assert [r["outcome"] for r in manifest["runs"]] == ["busy", "finished"]
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert [p.state for p in plan(spec, out)] == ["resume", "done"]
 
 
 def test_submitit_local_and_debug_executors(tmp_path: Path, fake) -> None:
@@ -447,23 +480,80 @@ def test_parse_time_rejects_garbage() -> None:
             parse_time_minutes(bad)
 
 
-def test_lock_refuses_a_live_sweep_and_takes_over_a_stale_one(tmp_path: Path) -> None:
-    lock = tmp_path / ".sweep.lock"
-    lock.write_text(str(os.getppid()))
-    with pytest.raises(ConfigError, match="another ncmse sweep"):
-        with SweepLock(tmp_path):
-            pass
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    lock.write_text(dead.stdout.strip())
-    with SweepLock(tmp_path):
-        assert lock.read_text() == str(os.getpid())
-    assert not lock.exists()
+def test_lock_refuses_a_live_sweep_and_is_free_once_it_is_killed(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from ncmse.sweep.core import SweepLock\nlock = SweepLock(Path(sys.argv[1])).__enter__()\n"
+         "print('locked', flush=True)\ntime.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BusyError, match=f"another ncmse sweep.*pid {holder.pid}"):
+            with SweepLock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with SweepLock(tmp_path):  # SIGKILLed holder: free at once, nothing to delete
+        assert json.loads((tmp_path / ".sweep.lock").read_text())["pid"] == os.getpid()
+    assert not is_locked(tmp_path, ".sweep.lock")
+
+
+def _race(root: str, barrier, wins, index: int, workers: int, trials: int) -> None:
+    from ncmse.errors import NCMSEError
+
+    for trial in range(trials):
+        lock = SweepLock(Path(root) / f"t{trial}")
+        barrier.wait()
+        try:
+            lock.__enter__()
+        except NCMSEError:
+            got = False
+        else:
+            got = True
+            wins[trial * workers + index] = 1
+        barrier.wait()  # all have tried while the winner holds it
+        if got:
+            lock.__exit__(None, None, None)
+
+
+def test_sweep_lock_race_has_exactly_one_winner(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    workers, trials = 4, 100
+    ctx = mp.get_context("fork")
+    barrier, wins = ctx.Barrier(workers), ctx.Array("b", workers * trials, lock=False)
+    for t in range(trials):
+        (tmp_path / f"t{t}").mkdir()
+    procs = [ctx.Process(target=_race, args=(str(tmp_path), barrier, wins, i, workers, trials))
+             for i in range(workers)]  # fmt: skip
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    assert [sum(wins[t * workers : (t + 1) * workers]) for t in range(trials)] == [1] * trials
 
 
 # --------------------------------------------------------------------------------------------
 # lr selection
 # --------------------------------------------------------------------------------------------
+
+
+def test_results_csv_lr_is_the_configured_value_and_the_decayed_one_is_lr_final(
+    tmp_path: Path,
+) -> None:
+    import csv
+    import io
+
+    from ncmse.sweep.core import _results_csv
+
+    (run,) = expand(_spec(seeds=(0,), lrs=(0.05,)), tmp_path)
+    result = RunResult(run, "finished", {"epoch": 350, "lr": 0.0005, "test_accuracy": 0.9})
+    (row,) = csv.DictReader(io.StringIO(_results_csv([result])))
+    assert float(row["lr"]) == 0.05 and float(row["lr_final"]) == 0.0005
+    assert row["test_accuracy"] == "0.9" and row["epoch"] == "350"
 
 
 def test_select_lr_mean_over_seeds_diverged_and_ties(tmp_path: Path) -> None:

@@ -93,3 +93,62 @@ def test_plot_rejects_other_runs(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="not a 'ufm' run"):
         plot_ufm_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--C", "0"], "--C 0: the model needs at least 2 classes"),
+        (["--C", "1"], "at least 2 classes"),
+        (["--device", "foo"], "--device 'foo' is not a device"),
+        (["--device", "cuda:x"], "is not a device"),
+    ],
+)
+def test_bad_class_count_and_device_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["ufm", "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_cuda_without_cuda_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["ufm", "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_classes", range(2, 13))
+def test_default_central_flow_works_for_every_class_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], num_classes: int
+) -> None:
+    """Defaults (n, p, central-t-end, rel-step) for C = 2..12: the central flow ends where Σ_W
+    becomes numerically singular (recorded) rather than failing after the simulation."""
+    out = tmp_path / "r"
+    argv = ["ufm", "--C", str(num_classes), "--flow", "central", "--steps", "0", "--no-figures"]
+    assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert num_classes * (config["n"] - 1) >= config["p"] >= num_classes - 1
+    info = summary["flows"]["central"]
+    rows = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["flow"] == "central"]
+    reached = info.get("t_reached", info["t_end"])
+    assert float(rows[-1]["t"]) == pytest.approx(reached)
+    assert ("stopped" in info) == (reached < info["t_end"])
+
+
+def test_no_out_picks_a_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["ufm", *SMALL, "--no-figures"]) == 0
+    (made,) = (tmp_path / "runs").iterdir()
+    assert made.name.startswith("ufm-C3-") and (made / "summary.json").is_file()
+    assert str(made.relative_to(tmp_path)) in capsys.readouterr().out

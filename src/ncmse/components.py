@@ -216,21 +216,38 @@ def measure_checkpoint(
     device: str = "auto",
     batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """Measure a checkpoint; returns ``{"epoch", "lam", "lam_source", "train": {...}, ...}``."""
+    """Measure a checkpoint; returns ``{"epoch", "lam", "lam_source", "train": {...}, ...}``.
+
+    A damaged ``last.pt`` falls back to the run's ``prev.pt`` (with a message naming both).
+
+    Raises
+    ------
+    InputError
+        For ``lam`` < 0 or not finite, ``batch_size`` < 1, or CUDA requested without CUDA.
+    CheckpointError
+        If the checkpoint (and its fallback) is missing, damaged or not an ncmse checkpoint.
+    """
     import dataclasses
 
+    from ncmse.checkpoint import load_checkpoint
     from ncmse.config import config_from_dict
+    from ncmse.errors import InputError
     from ncmse.runtime import resolve_device
-    from ncmse.sinks import load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_dict(ckpt["config"], where=f"the config stored in {checkpoint}")
+    if lam is not None and not (math.isfinite(lam) and lam >= 0):
+        raise InputError(f"--lam {lam!r} must be a finite number >= 0; omit it to use the run's λ")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size {batch_size} must be a positive integer, e.g. 1024")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda but CUDA is not available here; use --device cpu or auto")
+    ckpt, used = load_checkpoint(checkpoint, fix="pass another checkpoint, or train the run again")
+    cfg = config_from_dict(ckpt["config"], where=f"the config stored in {used}")
     cfg = dataclasses.replace(cfg, device=device, lam=cfg.lam if lam is None else lam)
     comps = build_components(cfg, resolve_device(cfg.device))
     comps.model.load_state_dict(ckpt["model"])
     bundle = comps.bundle
     out: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(used),
         "epoch": ckpt.get("epoch"),
         "lam": comps.loss.lam,
         "lam_source": comps.loss.lam_source,
@@ -246,7 +263,7 @@ def measure_checkpoint(
             x.to(comps.device),
             y.to(comps.device),
             num_classes=bundle.num_classes,
-            batch_size=batch_size or cfg.measure_batch_size,
+            batch_size=cfg.measure_batch_size if batch_size is None else batch_size,
             memory_budget_bytes=cfg.memory_budget_bytes,
         )
     return out

@@ -259,6 +259,10 @@ def config_from_dict(data: dict[str, Any], *, where: str = "config") -> Config:
 
 
 def _check_consistency(cfg: Config) -> None:
+    if cfg.model_kwargs:
+        from ncmse.models import check_model_kwargs
+
+        check_model_kwargs(cfg.model, cfg.model_kwargs)
     if cfg.measure_epochs is not None and max(cfg.measure_epochs) > cfg.epochs:
         raise ConfigError(
             f"measure_epochs contains {max(cfg.measure_epochs)} > epochs={cfg.epochs}; "
@@ -297,9 +301,17 @@ def _preset_path(name_or_path: str | os.PathLike[str]) -> Path:
 def read_yaml_mapping(path: Path, where: str, expected: str = "key: value") -> dict[str, Any]:
     """A YAML file that must hold a mapping; ``where`` names it in the error messages."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where} is not valid YAML: {exc}") from exc
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"{where} is not valid YAML ({text}); fix the file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping of {expected}")
     return data

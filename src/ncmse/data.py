@@ -13,8 +13,10 @@ is actually used (after any ``per_class`` subsetting); there is no augmentation.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ __all__ = [
     "DatasetBundle",
     "TensorLoader",
     "balanced_indices",
+    "dataset_source",
     "default_data_dir",
     "load_dataset",
     "read_idx",
@@ -132,12 +135,23 @@ def read_idx(path: str | Path) -> np.ndarray:
     Raises
     ------
     InputError
-        If the header is not a valid IDX header or the payload has the wrong size.
+        If the header is not a valid IDX header, the payload has the wrong size, or a ``.gz``
+        file is truncated or not gzip data (the message names the file).
+    DataUnavailableError
+        If the file cannot be read.
     """
     path = Path(path)
     opener: Callable = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        what = "truncated" if isinstance(exc, EOFError) else "not valid gzip data"
+        raise InputError(
+            f"IDX file {path} is {what} ({type(exc).__name__}: {exc}); re-download it"
+        ) from None
+    except OSError as exc:
+        raise DataUnavailableError(f"cannot read IDX file {path}: {exc.strerror or exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise InputError(f"{path} is not an IDX file (bad magic number); re-download it")
     ndim = raw[3]
@@ -166,12 +180,21 @@ def _find_idx_pair(directory: Path, train: bool) -> tuple[Path, Path] | None:
     return found[0], found[1]
 
 
-def _idx_search_dirs(name: str, root: Path) -> list[Path]:
-    """Directories that may hold raw IDX files of ``name``, most specific first."""
+def _idx_search_dirs(name: str, root: Path, explicit: bool = False) -> list[Path]:
+    """Directories that may hold raw IDX files of ``name``, most specific first.
+
+    The system-wide installs (:data:`SYSTEM_IDX_DIRS`) are searched only when ``root`` is the
+    default directory: a ``data_dir`` the user names is used or refused, never replaced.
+    """
     dirs = [root, root / _TV_FOLDER[name] / "raw"]
     dirs += [root / alt for alt in _ALT_FOLDERS[name]]
-    dirs += list(SYSTEM_IDX_DIRS[name])
+    if not explicit:
+        dirs += list(SYSTEM_IDX_DIRS[name])
     return dirs
+
+
+def _idx_file_names(train: bool) -> str:
+    return ", ".join(f"{stem}[.gz]" for stem in _IDX_STEMS[train])
 
 
 def _load_idx_dir(directory: Path, train: bool) -> tuple[Tensor, Tensor]:
@@ -197,34 +220,66 @@ def _torchvision_mnist_present(name: str, root: Path) -> bool:
 
 
 def _unavailable(
-    name: str, root: Path, download: bool, err: Exception | None
+    name: str, root: Path, download: bool, err: Exception | None, explicit: bool = False
 ) -> DataUnavailableError:
     why = "download=False" if not download else "the download failed"
     if err is not None:
         why += f" (torchvision: {type(err).__name__}: {err})"
+    where = f"the data_dir you named, {root}," if explicit else f"{root}"
+    looked = ""
+    if name in _TV_FOLDER:
+        dirs = ", ".join(str(d) for d in _idx_search_dirs(name, root, explicit))
+        looked = f" (looked for {_idx_file_names(True)}, {_idx_file_names(False)} in {dirs})"
     return DataUnavailableError(
-        f"dataset {name!r} was not found under {root} and {why}. To fix: {_HOW_TO_GET[name]} "
-        "and pass data_dir=... (CLI: --data-dir ...), or run online with download=True."
+        f"dataset {name!r} was not found in {where}{looked} and {why}. To fix: "
+        f"{_HOW_TO_GET[name]} and pass data_dir=... (CLI: --data-dir ...), or run online with "
+        "download=True."
     )
 
 
-def _load_mnist_like(name: str, root: Path, download: bool, train: bool) -> tuple[Tensor, Tensor]:
+def _mnist_source(name: str, root: Path, explicit: bool) -> Path | None:
+    """Directory the MNIST-like files of ``name`` are read from (None: torchvision download).
+
+    Raises
+    ------
+    DataUnavailableError
+        If an explicit ``data_dir`` holds only one split's files.
+    """
+    if _torchvision_mnist_present(name, root):
+        return root
+    for directory in _idx_search_dirs(name, root, explicit):
+        train, test = _find_idx_pair(directory, True), _find_idx_pair(directory, False)
+        if train and test:
+            return directory
+        if explicit and (train or test):
+            missing = "test" if train else "train"
+            raise DataUnavailableError(
+                f"data_dir {directory} holds the IDX files of one split but not those of the "
+                f"{missing} split ({_idx_file_names(missing == 'train')}); add them there or "
+                "pass another --data-dir"
+            )
+    return None
+
+
+def _load_mnist_like(
+    name: str, root: Path, download: bool, train: bool, explicit: bool = False
+) -> tuple[Tensor, Tensor]:
     """MNIST/Fashion-MNIST: torchvision layout, else raw IDX files, else download."""
     from torchvision import datasets
 
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    if _torchvision_mnist_present(name, root):
+    source = _mnist_source(name, root, explicit)
+    if source == root and _torchvision_mnist_present(name, root):
         ds = cls(str(root), train=train, download=False)
         return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
-    for directory in _idx_search_dirs(name, root):
-        if _find_idx_pair(directory, True) and _find_idx_pair(directory, False):
-            return _load_idx_dir(directory, train)
+    if source is not None:
+        return _load_idx_dir(source, train)
     if not download:
-        raise _unavailable(name, root, download, None)
+        raise _unavailable(name, root, download, None, explicit)
     try:
         ds = cls(str(root), train=train, download=True)
     except _TV_ERRORS as err:
-        raise _unavailable(name, root, download, err) from err
+        raise _unavailable(name, root, download, err, explicit) from err
     return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
 
 
@@ -378,13 +433,37 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ncmse" / "data"
 
 
-def _raw_splits(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _raw_splits(
+    name: str, root: Path, download: bool, explicit: bool = False
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if name == "digits":
         return _digits_split()
-    load = _load_mnist_like if name in _TV_FOLDER else _load_torchvision_color
-    train_x, train_y = load(name, root, download, True)
-    test_x, test_y = load(name, root, download, False)
+    if name in _TV_FOLDER:
+        train_x, train_y = _load_mnist_like(name, root, download, True, explicit)
+        test_x, test_y = _load_mnist_like(name, root, download, False, explicit)
+        return train_x, train_y, test_x, test_y
+    train_x, train_y = _load_torchvision_color(name, root, download, True)
+    test_x, test_y = _load_torchvision_color(name, root, download, False)
     return train_x, train_y, test_x, test_y
+
+
+def dataset_source(name: str, data_dir: str | Path | None = None) -> str | None:
+    """The directory :func:`load_dataset` reads ``name`` from (None: built in, e.g. digits).
+
+    For MNIST and Fashion-MNIST without an explicit ``data_dir`` this may be a system-wide
+    install (:data:`SYSTEM_IDX_DIRS`); what a run records as the data it used.
+    """
+    key = _check_name(name)
+    if key == "digits":
+        return None
+    explicit = data_dir is not None
+    root = Path(data_dir).expanduser() if explicit else default_data_dir()
+    if key in _TV_FOLDER:
+        with contextlib.suppress(DataUnavailableError):
+            source = _mnist_source(key, root, explicit)
+            if source is not None:
+                return str(source.resolve())
+    return str(root.resolve())
 
 
 def _check_labels(name: str, root: Path, train_y: Tensor, test_y: Tensor, num_classes: int) -> None:
@@ -426,9 +505,10 @@ def load_dataset(
         One of :data:`DATASETS` (case and ``-``/``_`` are ignored, so ``"Fashion-MNIST"`` works).
     data_dir : str or Path, optional
         Directory with a local copy (torchvision layout, or raw IDX files for MNIST and
-        Fashion-MNIST); also where downloads go. Defaults to :func:`default_data_dir`. For MNIST
-        and Fashion-MNIST the Debian install paths (e.g. ``/usr/share/datasets/fashion-mnist``) are
-        tried before downloading.
+        Fashion-MNIST); also where downloads go. A directory named here is used or refused,
+        never silently replaced. Defaults to :func:`default_data_dir`; then, for MNIST and
+        Fashion-MNIST, the Debian install paths (e.g. ``/usr/share/datasets/fashion-mnist``)
+        are tried before downloading (:func:`dataset_source` says which directory was used).
     download : bool
         Whether torchvision may download a missing dataset.
     per_class, test_per_class : int, optional
@@ -449,8 +529,13 @@ def load_dataset(
         The dataset is not on disk and cannot be downloaded.
     """
     key = _check_name(name)
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    train_x, train_y, test_x, test_y = _raw_splits(key, root, download)
+    explicit = data_dir is not None
+    root = Path(data_dir).expanduser() if explicit else default_data_dir()
+    if explicit and root.exists() and not root.is_dir():
+        raise DataUnavailableError(
+            f"data_dir {root} is not a directory; pass the directory that holds the files"
+        )
+    train_x, train_y, test_x, test_y = _raw_splits(key, root, download, explicit)
     num_classes = 10
     _check_labels(key, root, train_y, test_y, num_classes)
     if per_class is not None:

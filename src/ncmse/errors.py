@@ -18,6 +18,9 @@ __all__ = [
     "DataUnavailableError",
     "DivergenceError",
     "NCMSEWarning",
+    "BusyError",
+    "CheckpointError",
+    "explain",
 ]
 
 
@@ -67,3 +70,65 @@ class DivergenceError(NCMSEError, FloatingPointError):
 
 class NCMSEWarning(UserWarning):
     """A result that is valid but needs care: e.g. degenerate features (see ``NCResult.flags``)."""
+
+
+class BusyError(NCMSEError):
+    """A directory another ncmse process is writing (its lock is held)."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint file that is missing, truncated, corrupt or not an ncmse checkpoint."""
+
+
+#: errno -> (what happened, how to fix it) for the OS errors a user can cause and fix
+_OS_FIXES: dict[str, tuple[str, str]] = {
+    "ENOSPC": ("no space left on the device", "free some space or write elsewhere (--out ...)"),
+    "EDQUOT": ("disk quota exceeded", "free some space or write elsewhere (--out ...)"),
+    "EROFS": ("read-only file system", "write to a writable directory (--out ...)"),
+    "EACCES": ("permission denied", "use a path you may read/write, or fix its permissions"),
+    "EPERM": ("operation not permitted", "use a path you may read/write"),
+    "ENOENT": ("no such file or directory", "check the path"),
+    "ENOTDIR": ("a part of the path is not a directory", "check the path"),
+    "EISDIR": ("is a directory, a file was expected", "pass a file path"),
+    "EEXIST": ("already exists", "choose another path"),
+    "ENAMETOOLONG": ("file name too long", "choose a shorter path"),
+    "EMFILE": ("too many open files", "raise the limit (ulimit -n) and run again"),
+}
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line for an error the user can fix (ncmse's own errors and OS, encoding, YAML
+    errors), or None for a genuine bug (which deserves its traceback).
+
+    OS errors name the file when the system reports it and say how to fix the cause; a run
+    interrupted that way keeps its last checkpoint, so ``--resume`` continues it afterwards.
+    """
+    import errno as errno_module
+
+    if isinstance(exc, NCMSEError):
+        return str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return (
+            f"a file is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8"
+        )
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno_module.errorcode.get(exc.errno, "")
+        what, fix = _OS_FIXES.get(name, (exc.strerror or name or "system error", "check it"))
+        files = [f for f in (exc.filename, exc.filename2) if f is not None]
+        where = f": {' -> '.join(str(f) for f in files)}" if files else ""
+        return f"{what}{where} ({name}); {fix}"
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and (
+        "PytorchStreamWriter" in text or "inline_container" in text
+    ):
+        return (
+            "writing a file failed inside torch.save (disk full or the directory not writable?); "
+            "free some space or write elsewhere"
+        )
+    import sys
+
+    yaml = sys.modules.get("yaml")
+    if yaml is not None and isinstance(exc, yaml.YAMLError):
+        return f"invalid YAML ({' '.join(text.split())}); fix the file"
+    return None

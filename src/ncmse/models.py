@@ -20,7 +20,16 @@ from torch import Tensor, nn
 
 from ncmse.errors import ConfigError, InputError
 
-__all__ = ["MODELS", "build_model", "classifier_of", "count_parameters", "CNN", "MLP", "VGG"]
+__all__ = [
+    "MODELS",
+    "build_model",
+    "check_model_kwargs",
+    "classifier_of",
+    "count_parameters",
+    "CNN",
+    "MLP",
+    "VGG",
+]
 
 MODELS: tuple[str, ...] = (
     "mlp",
@@ -209,6 +218,43 @@ _KWARGS: dict[str, tuple[str, ...]] = {
     "mlp": ("width", "depth", "batch_norm"),
     "cnn": ("width", "hidden"),
 }
+#: option -> (type, smallest value or None) of the models' extra options
+_KWARG_TYPES: dict[str, tuple[type, int | None]] = {
+    "width": (int, 1),
+    "depth": (int, 1),
+    "hidden": (int, 1),
+    "batch_norm": (bool, None),
+}
+
+
+def check_model_kwargs(name: str, kwargs: dict) -> None:
+    """Reject options ``name`` does not accept and values of the wrong type or range.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option, the value and what is expected (before any training starts).
+    """
+    key = name.lower() if isinstance(name, str) else name
+    allowed = _KWARGS.get(key, ())
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        hint = f"it accepts: {', '.join(allowed)}" if allowed else "it takes no extra options"
+        raise ConfigError(f"model {key!r} got unknown option(s) {', '.join(unknown)}; {hint}")
+    for option, value in kwargs.items():
+        typ, low = _KWARG_TYPES[option]
+        if typ is bool:
+            ok = isinstance(value, bool)
+            want = "true or false"
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= (low or 0)
+            want = f"an integer >= {low}"
+        if not ok:
+            raise ConfigError(
+                f"model_kwargs.{option}={value!r} is invalid for model {key!r}: must be {want} "
+                f"(e.g. --set model_kwargs.{option}="
+                f"{'true' if typ is bool else {'width': 512, 'depth': 3, 'hidden': 128}[option]})"
+            )
 
 
 def _check_args(
@@ -224,11 +270,7 @@ def _check_args(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"{arg} must be an integer >= {low}, got {value!r}")
-    allowed = _KWARGS.get(key, ())
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        hint = f"it accepts: {', '.join(allowed)}" if allowed else "it takes no extra options"
-        raise ConfigError(f"model {key!r} got unknown option(s) {', '.join(unknown)}; {hint}")
+    check_model_kwargs(key, kwargs)
     return key
 
 

@@ -31,7 +31,6 @@ import io
 import json
 import math
 import re
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -186,7 +185,8 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
 def prepare_run_dir(run_dir: str | Path, *, overwrite: bool, resume_hint: bool = False) -> Path:
     """Create ``run_dir``; refuse a non-empty one unless ``overwrite`` (then clear run entries).
 
-    Only the entries of :data:`RUN_ENTRIES` are removed on ``overwrite``: other files stay.
+    On ``overwrite`` only the files ncmse wrote are removed (:func:`ncmse.runguard.clear_run_files`)
+    and a directory that is not an ncmse run is refused.
 
     Raises
     ------
@@ -206,12 +206,14 @@ def prepare_run_dir(run_dir: str | Path, *, overwrite: bool, resume_hint: bool =
             "pass --overwrite to replace its files, or choose a new path"
         )
     if occupied:
-        for name in RUN_ENTRIES:
-            target = path / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        from ncmse.runguard import clear_run_files, is_ncmse_run
+
+        if not is_ncmse_run(path):
+            raise InputError(
+                f"--overwrite refused: {str(path)!r} is not an ncmse run directory and is not "
+                "empty; choose another path or empty it yourself"
+            )
+        clear_run_files(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -335,10 +337,15 @@ def read_config(run_dir: str | Path, *, strict: bool = True) -> dict[str, Any] |
         return None
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         if not strict:
             return None
-        raise InputError(f"cannot read {str(path)!r} as YAML ({exc}); fix or remove it") from exc
+        if isinstance(exc, UnicodeDecodeError):
+            raise _not_utf8(path, exc) from None
+        text = " ".join(str(exc).split())
+        raise InputError(
+            f"{str(path)!r} is not valid YAML ({text}); fix the file or remove it"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -357,8 +364,22 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         If a line is damaged (wrong number of cells, not JSON).
     """
     path = Path(path)
-    if path.suffix == ".jsonl":
-        return _read_jsonl(path)
+    try:
+        if path.suffix == ".jsonl":
+            return _read_jsonl(path)
+        return _read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> InputError:
+    return InputError(
+        f"{str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+        f"{exc.start}); the file is damaged or not ncmse's: rerun the run or restore it"
+    )
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)

@@ -4,8 +4,9 @@ The loop in :mod:`ncmse.train` calls these objects; none of them decides anythin
 (the stop decision is :class:`ncmse.train.StopCheck`). On processes that must not write (DDP
 ranks ≠ 0) the loop gets disabled instances, whose methods do nothing.
 
-Checkpoint I/O happens only in :class:`Checkpoints` (one file, ``RUN_DIR/checkpoints/last.pt``,
-written atomically); swapping the storage means replacing that class.
+Checkpoint I/O happens only in :class:`Checkpoints` (``RUN_DIR/checkpoints/last.pt`` and the one
+before it, ``prev.pt``, written and verified by :mod:`ncmse.checkpoint`); swapping the storage
+means replacing that class.
 """
 
 from __future__ import annotations
@@ -15,38 +16,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ncmse.errors import ConfigError, InputError
-from ncmse.fileio import atomic_torch_save
+from ncmse.errors import ConfigError
 from ncmse.result import flatten_row
 
 __all__ = ["Checkpoints", "Console", "TensorBoard", "load_checkpoint"]
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a training checkpoint (on the CPU): ``RUN_DIR/checkpoints/last.pt`` or ``RUN_DIR``.
+    """Read and verify a training checkpoint (on the CPU): a checkpoint file or ``RUN_DIR``.
+
+    A damaged ``last.pt`` falls back to ``prev.pt`` with a message naming both
+    (:func:`ncmse.checkpoint.load_checkpoint`).
 
     Raises
     ------
-    InputError
-        If the file is missing or is not an ncmse checkpoint.
+    CheckpointError
+        If the file is missing, damaged or not an ncmse checkpoint (an :class:`InputError`).
     """
-    import torch
+    from ncmse.checkpoint import load_checkpoint as load_verified
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise InputError(
-            f"checkpoint {str(path)!r} does not exist; pass RUN_DIR/checkpoints/last.pt or RUN_DIR"
-        )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise InputError(f"{str(path)!r} is not an ncmse training checkpoint (no model/config)")
-    return ckpt
+    return load_verified(path, fix="pass another checkpoint or RUN_DIR")[0]
 
 
 class Checkpoints:
-    """The checkpoint of a run directory: ``save(state)`` and ``load() -> state | None``.
+    """The checkpoints of a run directory: ``save(state)`` and ``load() -> state | None``.
 
     Parameters
     ----------
@@ -57,21 +50,38 @@ class Checkpoints:
     """
 
     def __init__(self, run_dir: str | Path, *, enabled: bool = True) -> None:
-        self.path = Path(run_dir) / "checkpoints" / "last.pt"
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "checkpoints" / "last.pt"
         self.enabled = enabled
 
     def exists(self) -> bool:
-        """Whether a checkpoint has been written."""
-        return self.path.is_file()
+        """Whether a checkpoint has been written (``last.pt`` or ``prev.pt``)."""
+        return self.path.is_file() or self.path.with_name("prev.pt").is_file()
 
     def save(self, state: dict[str, Any]) -> None:
-        """Atomically replace the checkpoint with ``state`` (the old one survives errors)."""
+        """Write ``state`` to ``last.pt``, the former one kept as ``prev.pt`` (atomic, fsync'ed)."""
         if self.enabled:
-            atomic_torch_save(state, self.path)
+            from ncmse.checkpoint import save_checkpoint
+
+            save_checkpoint(state, self.path.parent)
 
     def load(self) -> dict[str, Any] | None:
-        """The saved state, or None when there is none."""
-        return load_checkpoint(self.path) if self.exists() else None
+        """The saved state (``prev.pt`` when ``last.pt`` is damaged), or None when there is none.
+
+        Raises
+        ------
+        CheckpointError
+            If checkpoint files exist but none is usable (the message says how to restart).
+        """
+        if not self.exists():
+            return None
+        from ncmse.checkpoint import load_checkpoint as load_verified
+
+        return load_verified(
+            self.run_dir,
+            fix=f"start the run again with ncmse train --out {self.run_dir} --overwrite "
+            "(and the same --config/--set)",
+        )[0]
 
 
 class Console:

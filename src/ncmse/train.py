@@ -42,8 +42,9 @@ from ncmse.distributed import (
     process_group,
     restore_rng,
 )
-from ncmse.errors import ConfigError, DivergenceError, InputError, NonFiniteError
-from ncmse.rundir import RunWriter, default_run_dir, prepare_run_dir, read_config
+from ncmse.errors import BusyError, ConfigError, DivergenceError, InputError, NonFiniteError
+from ncmse.rundir import RunWriter, default_run_dir, read_config
+from ncmse.runguard import claim_run_dir, release_run_dir, remove_new_run_dir
 from ncmse.runtime import configure_torch, environment, resolve_device
 from ncmse.sinks import Checkpoints, Console, TensorBoard
 
@@ -536,27 +537,53 @@ def open_run_dir(
     overwrite: bool = False,
     dist_info: DistInfo | None = None,
 ) -> Path:
-    """Rank 0 prepares the run directory (default ``runs/<name>-<time>``); all ranks get its path.
+    """Rank 0 claims the run directory (default ``runs/<name>-<time>``) and writes
+    ``config.yaml`` first (so a run killed at any later moment can be resumed); all ranks get
+    its path. Release the claim with :func:`ncmse.runguard.release_run_dir` (rank 0).
 
     Raises
     ------
+    BusyError
+        If another process writes the directory (on every rank: as InputError off rank 0).
     InputError
-        If ``run_dir`` exists, is not empty and ``overwrite`` is false (on every rank).
+        If ``run_dir`` exists, is not empty and ``overwrite`` is false, or ``overwrite`` meets
+        a directory that is not an ncmse run (on every rank).
     """
     info = dist_info or DistInfo()
     path, error = (str(run_dir) if run_dir is not None else None), None
     if info.is_main:
         path = str(run_dir if run_dir is not None else default_run_dir(cfg.name))
         try:
-            prepare_run_dir(path, overwrite=overwrite, resume_hint=True)
-        except InputError as exc:
-            error = str(exc)
-    path, error = broadcast((path, error), info)
+            claim_run_dir(path, new=True, overwrite=overwrite)
+        except (InputError, BusyError) as exc:
+            error = exc
+        else:
+            try:
+                RunWriter(path).write_config(cfg.to_dict())
+            except BaseException:
+                release_run_dir(path)
+                raise
+    path, message = broadcast((path, None if error is None else str(error)), info)
     if error is not None:
-        raise InputError(error)
+        raise error
+    if message is not None:
+        raise InputError(message)
     if info.is_main:
         print(f"ncmse train: run directory {path}", file=sys.stderr)
     return Path(path)
+
+
+def _record_data_source(cfg: Config) -> Config:
+    """``cfg`` with ``data_dir`` set to the directory the dataset is read from (the run records
+    the data it used), when the config left it to the default search."""
+    if cfg.data_dir is not None or cfg.dataset == "digits":
+        return cfg
+    import dataclasses
+
+    from ncmse.data import dataset_source
+
+    source = dataset_source(cfg.dataset)
+    return cfg if source is None else dataclasses.replace(cfg, data_dir=source)
 
 
 def run_training(
@@ -568,26 +595,47 @@ def run_training(
 ) -> tuple[Path, dict[str, Any]]:
     """Start (or, with ``resume``, continue) a run; returns (run directory, final summary).
 
-    No report is drawn: ``ncmse train`` asks for it afterwards.
+    Rank 0 holds the run directory's lock (:mod:`ncmse.runguard`) while it trains. No report is
+    drawn: ``ncmse train`` asks for it afterwards.
 
     Raises
     ------
+    BusyError
+        If another process writes the run directory.
     InputError
         If a new ``run_dir`` exists and ``overwrite`` is false.
     DivergenceError
         If the objective becomes NaN/Inf (the last good checkpoint is kept).
     """
     dist_info = init_distributed(cfg)
+    resolve_device(cfg.device, dist_info.local_rank)  # no CUDA: refuse before any file exists
+    claimed: Path | None = None
     with process_group(dist_info):
-        if resume:
-            path = Path(run_dir)
-            trainer = Trainer.from_config(cfg, path, dist_info)
-            if trainer.restore() and trainer.state.epoch >= cfg.epochs:
-                return path, trainer.finish()
-        else:
-            path = open_run_dir(cfg, run_dir, overwrite=overwrite, dist_info=dist_info)
-            trainer = Trainer.from_config(cfg, path, dist_info)
-        return path, trainer.fit()
+        try:
+            if resume:
+                path = Path(run_dir)
+                if dist_info.is_main:
+                    claim_run_dir(path, new=False)
+                    claimed = path
+                trainer = Trainer.from_config(cfg, path, dist_info)
+                if trainer.restore() and trainer.state.epoch >= cfg.epochs:
+                    return path, trainer.finish()
+            else:
+                cfg = _record_data_source(cfg)
+                fresh = run_dir is None or not Path(run_dir).exists()
+                path = open_run_dir(cfg, run_dir, overwrite=overwrite, dist_info=dist_info)
+                claimed = path if dist_info.is_main else None
+                try:
+                    trainer = Trainer.from_config(cfg, path, dist_info)
+                except BaseException:
+                    if fresh and claimed is not None:  # nothing trained: leave nothing behind
+                        remove_new_run_dir(path)
+                        claimed = None
+                    raise
+            return path, trainer.fit()
+        finally:
+            if claimed is not None:
+                release_run_dir(claimed)
 
 
 def train(
@@ -605,7 +653,8 @@ def train(
     run_dir : path, optional
         Output directory; default ``runs/<name>-<YYYYmmdd-HHMMSS>``.
     overwrite : bool
-        Replace the files of an existing run directory.
+        Replace the files ncmse wrote in an existing run directory (refused for a directory
+        that is not an ncmse run).
     """
     return run_training(cfg, run_dir, overwrite=overwrite)[1]
 
@@ -616,17 +665,30 @@ def config_of_run(run_dir: str | os.PathLike[str]) -> Config:
     Raises
     ------
     InputError
-        If ``RUN_DIR`` has no ``config.yaml``.
+        If ``RUN_DIR`` does not exist, or has no ``config.yaml`` (the run was killed before
+        writing it: the message says how to start it again), or the file is damaged.
     """
-    data = read_config(run_dir)
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise InputError(
+            f"cannot resume {str(path)!r}: no such directory; pass the RUN_DIR of a run started "
+            "by ncmse train"
+        )
+    data = read_config(path)
     if data is None:
         raise InputError(
-            f"cannot resume {str(run_dir)!r}: no config.yaml there; pass the directory of a run "
-            "started by ncmse train"
+            f"cannot resume {str(path)!r}: it has no config.yaml, so the run was killed before "
+            f"it wrote its first file (nothing to resume); start it again with ncmse train "
+            f"--out {path} --overwrite and the same --config/--set"
         )
-    return config_from_dict(data, where=str(Path(run_dir) / "config.yaml"))
+    where = f"the run's config {str(path / 'config.yaml')!r}"
+    return config_from_dict(data, where=where)
 
 
 def resume(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Continue a run from its checkpoint with the config in ``RUN_DIR``; returns the summary."""
+    """Continue a run from its checkpoint with the config in ``RUN_DIR``; returns the summary.
+
+    A run killed before its first checkpoint starts again from epoch 0 with its config; a
+    damaged ``last.pt`` falls back to ``prev.pt``; stale temporary files are removed.
+    """
     return run_training(config_of_run(run_dir), run_dir, resume=True)[1]

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from ncmse.errors import NCMSEError
+from ncmse.errors import explain
+
+#: environment variable that turns every error into a full traceback (as ``--debug``)
+DEBUG_ENV = "NCMSE_DEBUG"
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -25,6 +29,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncmse",
         description="Measure, decompose and predict Neural Collapse under MSE loss.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the full traceback of every error (also: {DEBUG_ENV}=1)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -45,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return int(args._run(args) or 0)
-    except NCMSEError as exc:
-        print(f"ncmse {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = None if debug else explain(exc)
+        if message is None:
+            raise  # a genuine bug (or --debug): the traceback is the useful report
+        print(f"ncmse {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ncmse {args.command}: interrupted", file=sys.stderr)

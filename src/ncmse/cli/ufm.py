@@ -38,13 +38,21 @@ def _omega_list(text: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``ncmse ufm``."""
     d = UFMConfig()
-    parser.add_argument("--out", type=Path, required=True, help="run directory to write")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="run directory (default runs/ufm-C<C>-<time>)"
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="allow writing into a non-empty --out"
     )
-    parser.add_argument("--n", type=int, default=d.n, help="samples per class")
+    parser.add_argument(
+        "--n", type=int, default=None,
+        help=f"samples per class (default {d.n}, more when C (n - 1) < p)",
+    )  # fmt: skip
     parser.add_argument("--C", "--num-classes", dest="num_classes", type=int, default=d.num_classes)
-    parser.add_argument("--p", type=int, default=d.p, help="feature dimension (>= C - 1)")
+    parser.add_argument(
+        "--p", type=int, default=None,
+        help=f"feature dimension (>= C - 1; default max({d.p}, 2 (C - 1)))",
+    )  # fmt: skip
     parser.add_argument(
         "--omega0",
         type=_omega_list,
@@ -84,8 +92,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
 
 
+def default_dimensions(num_classes: int, n: int | None, p: int | None) -> tuple[int, int]:
+    """``(n, p)`` for which every valid C works: ``p = max(20, 2 (C − 1))`` (room for the
+    C − 1 class-mean directions) and ``n = max(10, ⌈p / C⌉ + 1)`` (so that Σ_W has full rank,
+    ``C (n − 1) ≥ p``); given values are kept."""
+    d = UFMConfig()
+    p = p if p is not None else max(d.p, 2 * (num_classes - 1))
+    n = n if n is not None else max(d.n, math.ceil(p / num_classes) + 1)
+    return n, p
+
+
+def _check_device(name: str) -> str:
+    import torch
+
+    if name == "auto" or name == "cpu":
+        return name
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r} is not a device; use auto, cpu or cuda") from None
+    if device.type != "cuda":
+        raise InputError(f"--device {name!r} is not supported; use auto, cpu or cuda")
+    if not torch.cuda.is_available():
+        raise InputError(
+            f"--device {name} but CUDA is not available here; use --device cpu or auto"
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use cuda:0 ... or auto"
+        )
+    return name
+
+
+def default_out(num_classes: int, root: str | Path = "runs") -> Path:
+    """``runs/ufm-C<C>-<YYYYmmdd-HHMMSS>`` (with a numeric suffix if that exists)."""
+    from ncmse.rundir import default_run_dir
+
+    return default_run_dir(f"ufm-C{num_classes}", root)
+
+
 def config_from_args(args: argparse.Namespace) -> UFMConfig:
     """Validated :class:`UFMConfig` from parsed arguments."""
+    if args.num_classes < 2:
+        raise InputError(
+            f"--C {args.num_classes}: the model needs at least 2 classes; use --C 2 or more"
+        )
+    n, p = default_dimensions(args.num_classes, args.n, args.p)
     if args.num_records < 1:
         raise InputError(f"--num-records must be >= 1, got {args.num_records}")
     if args.steps < 0:
@@ -95,10 +148,13 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
             f"--omega0 has {len(args.omega0)} values but C - 1 = {args.num_classes - 1} are "
             "needed (one per whitened class-mean singular value)"
         )
+    from ncmse.ufm.model import check_dimensions
+
+    check_dimensions(n, args.num_classes, p)
     return UFMConfig(
-        n=args.n,
+        n=n,
         num_classes=args.num_classes,
-        p=args.p,
+        p=p,
         omega0=list(args.omega0),
         flow=args.flow,
         t_end=args.t_end,
@@ -112,7 +168,7 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
         lr=args.lr,
         steps=args.steps,
         seed=args.seed,
-        device=args.device,
+        device=_check_device(args.device),
     )
 
 
@@ -122,13 +178,16 @@ def run(args: argparse.Namespace) -> int:
     from ncmse.ufm.runner import run_ufm
 
     cfg = config_from_args(args)
-    run_dir: Path = args.out
+    run_dir: Path = args.out if args.out is not None else default_out(cfg.num_classes)
     prepare_run_dir(run_dir, overwrite=args.overwrite)
+    print(f"ncmse ufm: run directory {run_dir}", flush=True)
     summary = run_ufm(cfg, run_dir)
     for name, info in summary["flows"].items():
         err = info.get("max_rel_error_omega")
         extra = f", max |ω_sim/ω_pred − 1| = {err:.2e}" if err is not None else ""
         print(f"{name:>9}: {info['num_steps']} steps, {info['step_rule']}{extra}")
+        if info.get("stopped"):
+            print(f"{'':>9}  note: {info['stopped'].split(' (')[0]}")
     if summary["gd"] is not None:
         final = summary["gd"]["final"]
         print(

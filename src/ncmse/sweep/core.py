@@ -27,8 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from ncmse.errors import ConfigError, NCMSEError
+from ncmse.errors import BusyError, ConfigError, NCMSEError
 from ncmse.fileio import atomic_write_text
+from ncmse.locking import DirLock, holder
 from ncmse.rundir import rows_to_csv, write_json
 from ncmse.sweep.collect import (
     FINAL_KEYS,
@@ -220,49 +221,22 @@ def _check_mismatches(planned: Sequence[PlannedRun]) -> None:
 
 
 class SweepLock:
-    """``SWEEP_DIR/.sweep.lock`` holding the pid, so two sweeps never share a directory."""
+    """``flock`` on ``SWEEP_DIR/.sweep.lock`` (:mod:`ncmse.locking`), so two sweeps never share a
+    directory; the kernel frees it when the sweep ends, however it ends."""
 
     def __init__(self, out: Path) -> None:
         self.path = out / ".sweep.lock"
+        self._lock = DirLock(out, "sweep directory", lock_name=self.path.name)
 
     def __enter__(self) -> SweepLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self._holder_alive():
-                    raise ConfigError(
-                        f"another ncmse sweep (pid {self._holder()}) is using {self.path.parent}; "
-                        f"wait for it, or delete {self.path} if that process is gone"
-                    ) from None
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
-            return self
-        raise ConfigError(f"could not take the lock {self.path}; delete it and retry")
-
-    def _holder(self) -> int | None:
         try:
-            return int(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def _holder_alive(self) -> bool:
-        pid = self._holder()
-        if pid is None or pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+            self._lock.acquire()
+        except BusyError as exc:
+            raise BusyError(f"another ncmse sweep: {exc}") from None
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
+        self._lock.release()
 
 
 def _job(run: RunSpec, options: SweepOptions) -> TrainJob:
@@ -277,9 +251,20 @@ def _outcome_after(run: RunSpec, outcome: JobOutcome) -> JobOutcome:
         outcome.status = "finished"
     elif state == "diverged":
         outcome.status = "diverged"
+    elif state == "busy":
+        outcome.status, outcome.error = "busy", _busy_message(run)
     elif outcome.status != "submitted":
         outcome.status = "failed"
     return outcome
+
+
+def _busy_message(run: RunSpec) -> str:
+    info = holder(run.run_dir) or {}
+    who = f"pid {info['pid']} ({info.get('command', '?')})" if "pid" in info else "another process"
+    return (
+        f"{run.run_dir} is in use by {who}, e.g. the trainer of an earlier, killed sweep: "
+        "skipped; run the sweep again when it has ended (or kill it)"
+    )
 
 
 def _describe(run: RunSpec, outcome: JobOutcome) -> str:
@@ -343,10 +328,14 @@ def _execute_submitit(
 
 def _results_csv(results: Sequence[RunResult]) -> str:
     columns = ["name", "preset", "seed", "lr", "weight_decay", "status", "tpt_epoch", *FINAL_KEYS]
-    rows = [
-        {**r.run.coordinates(), "status": r.status, "tpt_epoch": r.tpt_epoch, **r.final}
-        for r in results
-    ]
+    columns.append("lr_final")
+    rows = []
+    for r in results:
+        # ``lr`` is the configured learning rate; the final row's (decayed) one is ``lr_final``
+        final = {k: v for k, v in r.final.items() if k not in ("lr", "weight_decay")}
+        row = {**final, **r.run.coordinates(), "status": r.status, "tpt_epoch": r.tpt_epoch}
+        row["lr_final"] = r.final.get("lr")
+        rows.append(row)
     return rows_to_csv(rows, columns)
 
 
@@ -466,7 +455,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, *, stream: TextIO | None =
     Returns
     -------
     int
-        0 when every run finished (or diverged, a result) or was submitted; 1 if any failed.
+        0 when every run finished (or diverged, a result) or was submitted; 1 if any failed
+        or was skipped because another process writes its directory (``busy``).
 
     Raises
     ------
@@ -488,6 +478,10 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, *, stream: TextIO | None =
     todo = [p for p in planned if p.state in TO_RUN]
     with SweepLock(options.out), _terminate_as_interrupt():
         outcomes: dict[str, JobOutcome] = {}
+        for p in planned:
+            if p.state == "busy":
+                outcomes[p.run.name] = JobOutcome("busy", error=_busy_message(p.run))
+                print(f"{p.run.name}: {outcomes[p.run.name].error}", file=stream, flush=True)
         try:
             if todo and options.executor == "subprocess":
                 _execute_subprocess(todo, options, stream, outcomes)
@@ -495,4 +489,4 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, *, stream: TextIO | None =
                 _execute_submitit(todo, options, stream, outcomes)
         finally:
             _finish(spec, options, planned, outcomes, stream)
-    return 1 if any(o.status == "failed" for o in outcomes.values()) else 0
+    return 1 if any(o.status in ("failed", "busy") for o in outcomes.values()) else 0

@@ -12,6 +12,9 @@ diverged   ``summary.json`` says ``diverged`` (NaN/Inf loss): a result, skipped;
            directory to try again
 mismatch   the directory holds a run of a different config: the sweep refuses to touch it
 queued     submitted to SLURM by an earlier call and still pending or running: skipped
+busy       another process writes the directory (holds its lock, :mod:`ncmse.locking`), e.g.
+           the training process of a killed sweep that still runs: skipped, never a second
+           trainer
 =========  ===================================================================================
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ncmse import rundir
+from ncmse.locking import LOCK_NAME, is_locked
 
 __all__ = [
     "STATES",
@@ -30,7 +34,16 @@ __all__ = [
     "run_state",
 ]
 
-STATES: tuple[str, ...] = ("new", "restart", "resume", "done", "diverged", "mismatch", "queued")
+STATES: tuple[str, ...] = (
+    "new",
+    "restart",
+    "resume",
+    "done",
+    "diverged",
+    "mismatch",
+    "queued",
+    "busy",
+)
 
 #: config keys that do not change the result of a run (ignored when a run directory is compared
 #: with the planned config)
@@ -75,7 +88,7 @@ def config_differences(planned: dict[str, Any], run_dir: Path) -> list[str]:
 
 
 def _occupied(run_dir: Path) -> bool:
-    return run_dir.is_dir() and any(run_dir.iterdir())
+    return run_dir.is_dir() and any(e.name != LOCK_NAME for e in run_dir.iterdir())
 
 
 def run_state(run_dir: str | Path, planned: dict[str, Any] | None = None) -> str:
@@ -90,6 +103,8 @@ def run_state(run_dir: str | Path, planned: dict[str, Any] | None = None) -> str
         config is reported as ``mismatch``.
     """
     path = Path(run_dir)
+    if is_locked(path):
+        return "busy"
     if not _occupied(path):
         return "new"
     if planned is not None and config_differences(planned, path):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ncmse.errors import DivergenceError, InputError
+from ncmse.errors import DivergenceError, InputError, SingularCovarianceError
 from ncmse.ufm import model
 from ncmse.ufm.config import FLOWS, METHODS
 
@@ -74,6 +74,9 @@ class FlowResult:
         Human-readable statement of the step size, e.g. ``"adaptive rel_step=1e-3"``.
     features : Tensor, shape (C, n, p)
         The final features.
+    stopped : str or None
+        With ``stop_on_collapse``: why the flow ended before the last record time (``times``
+        then holds only the times reached); None when it reached them all.
     """
 
     flow: str
@@ -87,6 +90,7 @@ class FlowResult:
     dt_max: float
     step_rule: str
     features: torch.Tensor = field(repr=False)
+    stopped: str | None = None
 
 
 def log_times(t_end: float, num: int, t_start: float = 1e-2) -> np.ndarray:
@@ -216,6 +220,7 @@ def simulate_flow(
     lam: float = 0.0,
     on_record: Recorder | None = None,
     max_steps: int = 10_000_000,
+    stop_on_collapse: bool = False,
 ) -> FlowResult:
     """Integrate a flow from ``H0`` and record at ``times``.
 
@@ -235,6 +240,10 @@ def simulate_flow(
         Called at every record time with the current features.
     max_steps : int
         Safety cap on the number of steps.
+    stop_on_collapse : bool
+        Central flow: end the simulation at the last record time reached when Σ_W becomes
+        numerically singular (the within-class variability has collapsed, NC1, and the flow is
+        undefined beyond), instead of raising; :attr:`FlowResult.stopped` says so.
 
     Returns
     -------
@@ -255,7 +264,10 @@ def simulate_flow(
     if lam != 0.0 and flow != "central":
         raise InputError(f"lam > 0 is only supported by the central flow, not {flow!r}")
     with small_problem_threads(H0):
-        return _integrate(H0, flow, times, dt, rel_step, method, lam, on_record, max_steps, rule)
+        return _integrate(
+            H0, flow, times, dt, rel_step, method, lam, on_record, max_steps, rule,
+            stop_on_collapse=stop_on_collapse and flow == "central",
+        )  # fmt: skip
 
 
 def _integrate(
@@ -269,23 +281,74 @@ def _integrate(
     on_record: Recorder | None,
     max_steps: int,
     rule: str,
+    stop_on_collapse: bool = False,
 ) -> FlowResult:
     """The integration loop of :func:`simulate_flow` (arguments already validated)."""
     H = _retract(H0.to(torch.float64), flow)
     records: dict[str, list] = {"omega": [], "U": [], "V": []}
 
-    def record(t: float) -> None:
+    def record(t: float, H: torch.Tensor) -> None:
         U, omega, V = model.snr_svd(H)
+        if on_record is not None:
+            on_record(t, H)
         records["omega"].append(omega.cpu().numpy())
         records["U"].append(_sign_fix(U).cpu().numpy())
         records["V"].append(_sign_fix(V).cpu().numpy())
-        if on_record is not None:
-            on_record(t, H)
 
-    record(0.0)
+    record(0.0, H)
     t, k, steps = 0.0, 1, 0
     dt_min, dt_max = math.inf, 0.0
+    stopped, recorded_H = None, H
     while k < times.size:
+        try:
+            H, t, k, steps, dt_min, dt_max = _advance(
+                H, t, k, steps, dt_min, dt_max, flow, times, dt, rel_step, method, lam,
+                max_steps, record,
+            )  # fmt: skip
+        except SingularCovarianceError as exc:
+            if not stop_on_collapse or k < 2:
+                raise
+            stopped = (
+                f"Σ_W became numerically singular after t = {times[k - 1]:.6g}: the "
+                f"within-class variability collapsed and the flow is undefined beyond ({exc})"
+            )
+            times, H = times[:k], recorded_H
+            break
+        recorded_H = H
+    return FlowResult(
+        flow=flow,
+        method=method,
+        times=times.copy(),
+        omega=np.stack(records["omega"]),
+        left_vectors=np.stack(records["U"]),
+        right_vectors=np.stack(records["V"]),
+        num_steps=steps,
+        dt_min=dt_min if steps else 0.0,
+        dt_max=dt_max,
+        step_rule=rule,
+        features=H,
+        stopped=stopped,
+    )
+
+
+def _advance(
+    H: torch.Tensor,
+    t: float,
+    k: int,
+    steps: int,
+    dt_min: float,
+    dt_max: float,
+    flow: str,
+    times: np.ndarray,
+    dt: float | None,
+    rel_step: float | None,
+    method: str,
+    lam: float,
+    max_steps: int,
+    record: Callable[[float, torch.Tensor], None],
+) -> tuple[torch.Tensor, float, int, int, float, float]:
+    """Step until the next record time ``times[k]`` and record there."""
+    while True:
         direction = step_direction(H, flow, lam)
         V = velocity(H, flow, lam, direction)
         rate = relative_rate(H, V)
@@ -310,25 +373,12 @@ def _integrate(
         t += h
         steps += 1
         dt_min, dt_max = min(dt_min, h), max(dt_max, h)
-        if t >= times[k] * (1.0 - 1e-13):
-            t = float(times[k])
-            record(t)
-            k += 1
-        if steps >= max_steps:
+        if steps >= max_steps and t < times[k] * (1.0 - 1e-13):
             raise DivergenceError(
                 f"the {flow} flow needed more than max_steps = {max_steps} steps to reach "
                 f"t = {times[-1]:g} (now t = {t:.6g}); use a larger step or fewer/shorter times"
             )
-    return FlowResult(
-        flow=flow,
-        method=method,
-        times=times.copy(),
-        omega=np.stack(records["omega"]),
-        left_vectors=np.stack(records["U"]),
-        right_vectors=np.stack(records["V"]),
-        num_steps=steps,
-        dt_min=dt_min if steps else 0.0,
-        dt_max=dt_max,
-        step_rule=rule,
-        features=H,
-    )
+        if t >= times[k] * (1.0 - 1e-13):
+            t = float(times[k])
+            record(t, H)
+            return H, t, k + 1, steps, dt_min, dt_max

@@ -73,8 +73,10 @@ def _run_flow(cfg: UFMConfig, name: str, H0: torch.Tensor, omega0: np.ndarray) -
         rel_step=None if cfg.dt is not None else cfg.rel_step,
         method=cfg.method,
         on_record=on_record,
+        stop_on_collapse=name == "central",
     )
     seconds = time.perf_counter() - start
+    times = res.times
     law = None if name == "central" else closed_form.law_for_flow(name, cfg.n, cfg.num_classes)
     pred = law.omega(times, omega0) if law is not None else np.full_like(res.omega, np.nan)
     omega_rows = [
@@ -97,6 +99,9 @@ def _run_flow(cfg: UFMConfig, name: str, H0: torch.Tensor, omega0: np.ndarray) -
         "seconds": seconds,
         "singular_vector_drift": float(np.abs(res.left_vectors - res.left_vectors[0]).max()),
     }
+    if res.stopped is not None:
+        info["t_reached"] = float(times[-1])
+        info["stopped"] = res.stopped
     for i, row in enumerate(measured):
         row["omega_ratio"] = float(closed_form.omega_ratio(res.omega[i]))
         if law is not None:
