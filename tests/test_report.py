@@ -78,6 +78,7 @@ EXPECTED_TRAIN_FIGURES = {
     "nc4",
     "etf_error",
     "snr",
+    "central_path",
 }
 
 
@@ -387,6 +388,7 @@ def test_missing_optional_columns_skip_panels(tmp_path: Path) -> None:
     assert made == EXPECTED_TRAIN_FIGURES - {
         "loss_decomposition",
         "snr",
+        "central_path",
         "nc1_variants",
         "etf_error",
     }

@@ -50,6 +50,7 @@ from ncmse.ufm.closed_form import Law, law_for_flow
 
 __all__ = [
     "LAWS",
+    "LAW_SHORT",
     "LAW_TITLES",
     "fit_central_path",
     "fit_law",
@@ -59,7 +60,9 @@ __all__ = [
 
 #: the laws fitted, by their :func:`ncmse.ufm.closed_form.law_for_flow` names
 LAWS: tuple[str, ...] = ("projected", "variant")
-#: human names of the laws (figures, report)
+#: short names of the laws (figure titles)
+LAW_SHORT: dict[str, str] = {"projected": "projected flow", "variant": "step-then-renormalise"}
+#: human names of the laws (report tables)
 LAW_TITLES: dict[str, str] = {
     "projected": "projected (continually renormalised) flow, SPEC §5.3",
     "variant": "step-then-renormalise, SPEC §5.4",
@@ -239,10 +242,8 @@ def fit_central_path(
             record = _record(law, n, num_classes, None, reason=reason)
         else:
             record = fit_law(law, epochs[start:], omega[start:])
-        if balanced is not None:
-            record["balanced"] = bool(balanced) if not isinstance(balanced, str) else (
-                balanced.strip().lower() == "true"
-            )  # fmt: skip
+        if _flag(balanced) is not None:
+            record["balanced"] = _flag(balanced)
         out.append(record)
     return out
 
@@ -254,6 +255,15 @@ def fitted_omega(record: Mapping[str, Any], epochs: ArrayLike, omega0: ArrayLike
     law = law_for_flow(str(record["law"]), record["n"], int(record["C"]))
     t = float(record["kappa"]) * (np.asarray(epochs, dtype=np.float64) - float(record["e0"]))
     return law.omega(np.maximum(t, 0.0), omega0)
+
+
+def _flag(value: Any) -> bool | None:
+    """A boolean cell (bool, 0/1, "True"/"False"); None when absent or NaN."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return True if text == "true" else (False if text == "false" else None)
+    number = _float(value)
+    return None if math.isnan(number) else bool(number)
 
 
 def _integral(x: float) -> float | int:

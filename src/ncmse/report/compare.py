@@ -33,6 +33,14 @@ from ncmse.report.style import (
     save_figure,
     set_log_y,
 )
+from ncmse.report.verdicts import (
+    accuracy_gap_csv,
+    accuracy_gap_section,
+    final_test_accuracy,
+    run_gap_records,
+    verdicts_csv,
+    verdicts_section,
+)
 from ncmse.rundir import Run, load_run
 
 __all__ = [
@@ -128,7 +136,20 @@ def write_comparison_report(
     figures = plot_grids(train_runs, out / "figures") + plot_overlays(train_runs, out / "figures")
     cells = accuracy_table(train_runs)
     csv_path = atomic_write_text(out / "accuracy_table.csv", _accuracy_csv(cells))
-    body = _comparison_body(runs, figures, cells, csv_path, out, embed)
+    gaps = run_gap_records(train_runs)
+    atomic_write_text(out / "accuracy_gaps.csv", accuracy_gap_csv(gaps))
+    atomic_write_text(out / "claims.csv", verdicts_csv(train_runs))
+    verdicts = ""
+    if train_runs:
+        verdicts = verdicts_section(train_runs, out) + "\n" + accuracy_gap_section(gaps)
+        verdicts += (
+            "\n<p>As CSV: "
+            + " · ".join(
+                relative_link(out / n, out, n) for n in ("claims.csv", "accuracy_gaps.csv")
+            )
+            + "</p>"
+        )
+    body = _comparison_body(runs, figures, cells, csv_path, out, embed, verdicts)
     report = out / "report.html"
     atomic_write_text(report, page("ncmse comparison report", body))
     return report
@@ -149,7 +170,7 @@ def accuracy_table(runs: Sequence[Run]) -> dict[tuple[str, str], dict[str, Accur
         loss = loss_key(run.describe("loss"))
         bucket = groups.setdefault(key, {}).setdefault(loss, [])
         counts[(*key, loss)] = counts.get((*key, loss), 0) + 1
-        value = _final_test_accuracy(run)
+        value = final_test_accuracy(run)
         if value is not None:
             bucket.append(value)
     return {
@@ -318,21 +339,6 @@ def _loss_order(loss: str) -> tuple[int, str]:
     return ({"mse": 0, "ce": 1}.get(loss, 2), loss)
 
 
-def _final_test_accuracy(run: Run) -> float | None:
-    """Last finite ``test_accuracy`` of the metrics file, else summary.json ``final``."""
-    values = run.columns.get("test_accuracy")
-    if values is not None:
-        finite = values[np.isfinite(values)]
-        if finite.size:
-            return float(finite[-1])
-    value = run.final().get("test_accuracy")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _all_losses(cells: dict[tuple[str, str], dict[str, AccuracyCell]]) -> list[str]:
     return sorted({loss for row in cells.values() for loss in row}, key=_loss_order)
 
@@ -421,11 +427,14 @@ def _pct(value) -> str:
     return f"{100 * value:.2f} %" if math.isfinite(value) else "—"
 
 
-def _comparison_body(runs, figures, cells, csv_path: Path, out: Path, embed: str) -> str:
+def _comparison_body(
+    runs, figures, cells, csv_path: Path, out: Path, embed: str, verdicts: str = ""
+) -> str:
     parts = [
         "<h1>ncmse comparison report</h1>",
         f"<p>{len(runs)} run(s). Seeds of one dataset/model/loss are aggregated as mean ± sample "
         "standard deviation (ddof = 1).</p>",
+        verdicts,
         "<h2>Runs</h2>",
         _runs_html(runs, out),
         "<h2>Final test accuracy: MSE vs CE</h2>",

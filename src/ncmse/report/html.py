@@ -63,6 +63,8 @@ figure { margin: 1.5em 0; } figure img, figure svg { max-width: 100%; height: au
 figcaption { font-size: .92em; color: #333; margin-top: .3em; }
 pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .88em; }
 .note { color: #555; font-style: italic; }
+.verdict { font-weight: 600; white-space: nowrap; } .verdict.ok { color: #007a55; }
+.verdict.bad { color: #b34700; } .verdict.na { color: #666; font-weight: normal; }
 """
 
 

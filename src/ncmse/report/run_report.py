@@ -23,6 +23,13 @@ from ncmse.report.html import (
 )
 from ncmse.report.style import METRIC_LABELS, FigureFile
 from ncmse.report.ufm_figures import plot_ufm_run
+from ncmse.report.verdicts import (
+    central_path_section,
+    claims_section,
+    plot_central_path,
+    run_central_path,
+    run_claims,
+)
 from ncmse.rundir import Run, load_run
 
 __all__ = ["write_run_report", "run_figures", "files_section"]
@@ -65,17 +72,27 @@ def run_figures(run: Run) -> list[FigureFile]:
     fig_dir = run.path / "figures"
     if run.kind == "ufm":
         return plot_ufm_run(run.path, fig_dir)
-    return plot_train_run(run, fig_dir)
+    fits, _ = run_central_path(run)
+    return plot_train_run(run, fig_dir) + plot_central_path(run, fits, fig_dir)
 
 
 def render_run_page(run: Run, figures: Sequence[FigureFile], *, embed: str = "png") -> str:
     """The HTML page of one run."""
     title = f"ncmse report — {run.label}"
-    parts = [f"<h1>{html.escape(title)}</h1>", _overview(run), files_section(run, run.path)]
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if run.kind != "ufm":
+        claims, source = run_claims(run)
+        parts.append(claims_section(claims, source, {f.name for f in figures}))
+    parts += [_overview(run), files_section(run, run.path)]
     if run.kind == "ufm":
         parts.append(_ufm_final_section(run))
     else:
         parts.append(final_metrics_section(run.final()))
+        fits, source = run_central_path(run)
+        path_figures = [f for f in figures if f.name == "central_path"]
+        figures = [f for f in figures if f.name != "central_path"]
+        shown = "".join(figure_html(f, run.path, embed) for f in path_figures)
+        parts.append(central_path_section(fits, source, shown))
     parts.append("<h2>Figures</h2>")
     if figures:
         parts.extend(figure_html(f, run.path, embed) for f in figures)
