@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ncmse.claims import CLAIM_IDS, accuracy_gaps, claim_columns, tally
+from ncmse.errors import NCMSEError
 from ncmse.sweep.grid import RunSpec, preset_stem
 from ncmse.sweep.state import read_summary
 
@@ -24,6 +26,9 @@ __all__ = [
     "RunResult",
     "GroupStats",
     "collect",
+    "format_verdicts",
+    "gap_columns",
+    "sweep_accuracy_gaps",
     "format_groups",
     "format_selection",
     "group_results",
@@ -57,6 +62,10 @@ class RunResult:
     status: str  # "finished" | "diverged" | "running" | "missing"
     final: dict[str, Any]
     tpt_epoch: int | None = None
+    #: SPEC §7 verdicts (summary.json ``claims``, else computed from the metrics file)
+    claims: tuple[dict[str, Any], ...] = ()
+    #: ``dataset``, ``model`` and ``loss`` of the run (summary.json, else config.yaml)
+    describe: dict[str, Any] = field(default_factory=dict)
 
     @property
     def test_error(self) -> float:
@@ -85,11 +94,13 @@ class RunResult:
         out["status"] = self.status
         out["tpt_epoch"] = self.tpt_epoch
         out["final"] = {k: self.final[k] for k in FINAL_KEYS if k in self.final}
+        if self.claims:
+            out["claims"] = {str(c.get("id")): c.get("holds") for c in self.claims}
         return out
 
 
 def collect(runs: Sequence[RunSpec]) -> list[RunResult]:
-    """Read the ``summary.json`` of every run."""
+    """Read the ``summary.json`` of every run (and, for claims it lacks, its metrics file)."""
     results = []
     for run in runs:
         summary = read_summary(run.run_dir)
@@ -97,10 +108,97 @@ def collect(runs: Sequence[RunSpec]) -> list[RunResult]:
             results.append(RunResult(run, "missing", {}))
             continue
         final = summary.get("final") or {}
-        results.append(
-            RunResult(run, str(summary.get("status", "running")), final, summary.get("tpt_epoch"))
-        )
+        status = str(summary.get("status", "running"))
+        claims, describe = _claims_and_description(run, summary, status)
+        results.append(RunResult(run, status, final, summary.get("tpt_epoch"), claims, describe))
     return results
+
+
+def _claims_and_description(
+    run: RunSpec, summary: dict[str, Any], status: str
+) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """The run's verdicts and its dataset/model/loss, read through the report's run loader.
+
+    A finished run that predates the verdicts gets them computed from its metrics file; a run
+    that cannot be read keeps no verdicts (the sweep still reports its other values).
+    """
+    describe = {k: summary.get(k) for k in ("dataset", "model")}
+    describe["loss"] = summary.get("loss_name", summary.get("loss"))
+    recorded = summary.get("claims")
+    if isinstance(recorded, list) and recorded:
+        return tuple(c for c in recorded if isinstance(c, dict)), describe
+    if status != "finished":
+        return (), describe
+    try:
+        from ncmse.report import load_run
+        from ncmse.report.verdicts import run_claims
+
+        loaded = load_run(run.run_dir)
+        claims, _ = run_claims(loaded)
+        describe = {k: loaded.describe(k) for k in ("dataset", "model", "loss")}
+    except (ImportError, NCMSEError, OSError, ValueError):
+        return (), describe
+    return tuple(claims), describe
+
+
+def sweep_accuracy_gaps(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """SPEC §7 claim 4 over the finished runs: MSE and CE of the same dataset, model, seed."""
+    records = [
+        {
+            "name": r.run.name,
+            "dataset": r.describe.get("dataset"),
+            "model": r.describe.get("model"),
+            "seed": r.run.seed,
+            "loss": r.describe.get("loss"),
+            "test_accuracy": r.final.get("test_accuracy"),
+        }
+        for r in results
+        if r.status == "finished"
+    ]
+    return accuracy_gaps(records)
+
+
+def gap_columns(gaps: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Run name → ``{"accuracy_gap": points, "accuracy_gap_holds": bool}`` of its MSE–CE pair."""
+    out: dict[str, dict[str, Any]] = {}
+    for gap in gaps:
+        for key in ("mse_run", "ce_run"):
+            name = gap.get(key)
+            if name and "," not in name:
+                out[name] = {
+                    "accuracy_gap": gap.get("value"),
+                    "accuracy_gap_holds": gap.get("holds"),
+                }
+    return out
+
+
+def format_verdicts(results: Sequence[RunResult], gaps: Sequence[dict[str, Any]]) -> str:
+    """Plain-text table: run, ✓/✗/— per claim, the count that hold, the MSE − CE gap."""
+    marks = {True: "✓", False: "✗", None: "—"}
+    by_run = gap_columns(gaps)
+    header = ("run", *(f"{i + 1}" for i in range(len(CLAIM_IDS))), "hold", "MSE−CE pp")
+    rows = []
+    for r in results:
+        if not r.claims:
+            continue
+        cols = claim_columns(r.claims)
+        t = tally(r.claims)
+        gap = by_run.get(r.run.name, {})
+        gap_text = "—" if gap.get("accuracy_gap") is None else (
+            f"{gap['accuracy_gap']:+.2f} {marks[gap.get('accuracy_gap_holds')]}"
+        )  # fmt: skip
+        rows.append(
+            (
+                r.run.name,
+                *(marks[cols[f"claim_{cid}"]] for cid in CLAIM_IDS),
+                f"{len(t['hold'])}/{len(t['hold']) + len(t['fail'])}",
+                gap_text,
+            )
+        )
+    if not rows:
+        return ""
+    legend = "  ".join(f"{i + 1}={cid}" for i, cid in enumerate(CLAIM_IDS))
+    return format_table(header, rows) + "\nclaims: " + legend
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from ncmse.claims import claim_columns
 from ncmse.errors import BusyError, ConfigError, NCMSEError
 from ncmse.fileio import atomic_write_text
 from ncmse.locking import DirLock, holder
@@ -38,8 +39,11 @@ from ncmse.sweep.collect import (
     format_groups,
     format_selection,
     format_table,
+    format_verdicts,
+    gap_columns,
     group_results,
     select_lr,
+    sweep_accuracy_gaps,
 )
 from ncmse.sweep.execute import (
     TO_RUN,
@@ -326,17 +330,30 @@ def _execute_submitit(
             print(f"{job.run.name}: submitted as job {outcome.job_id}", file=stream)
 
 
-def _results_csv(results: Sequence[RunResult]) -> str:
+def _results_csv(results: Sequence[RunResult], gaps: Sequence[dict[str, Any]] = ()) -> str:
+    """One row per run: coordinates, status, final values, ``lr_final``, ``claim_<id>`` verdicts
+    (true, false, empty = not applicable or unknown) and the MSE − CE ``accuracy_gap`` (points) of
+    its pair."""
     columns = ["name", "preset", "seed", "lr", "weight_decay", "status", "tpt_epoch", *FINAL_KEYS]
     columns.append("lr_final")
+    columns += [*claim_columns(None), "accuracy_gap", "accuracy_gap_holds"]
+    by_run = gap_columns(gaps)
     rows = []
     for r in results:
         # ``lr`` is the configured learning rate; the final row's (decayed) one is ``lr_final``
         final = {k: v for k, v in r.final.items() if k not in ("lr", "weight_decay")}
         row = {**final, **r.run.coordinates(), "status": r.status, "tpt_epoch": r.tpt_epoch}
         row["lr_final"] = r.final.get("lr")
+        verdicts = {**claim_columns(r.claims), **by_run.get(r.run.name, {})}
+        row.update({k: _csv_bool(v) for k, v in verdicts.items()})
         rows.append(row)
     return rows_to_csv(rows, columns)
+
+
+def _csv_bool(value: Any) -> Any:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else value
 
 
 def _write_report(results: Sequence[RunResult], out: Path, stream: TextIO) -> str | None:
@@ -380,6 +397,7 @@ def _manifest(
         "spec": spec.to_dict(),
         "runs": entries,
         "groups": [g.to_dict() for g in group_results(results)],
+        "accuracy_gaps": sweep_accuracy_gaps(results),
     }
 
 
@@ -399,9 +417,12 @@ def _finish(
     results = collect([p.run for p in planned])
     groups = group_results(results)
     manifest = _manifest(spec, options, planned, outcomes, results)
-    atomic_write_text(out / "results.csv", _results_csv(results))
+    atomic_write_text(out / "results.csv", _results_csv(results, manifest["accuracy_gaps"]))
     _write_json(out / MANIFEST, manifest)
     print("\nfinal values, mean ± std over seeds:\n" + format_groups(groups), file=stream)
+    verdicts = format_verdicts(results, manifest["accuracy_gaps"])
+    if verdicts:
+        print("\nclaims (SPEC §7) per run, ✓ holds ✗ fails — n/a:\n" + verdicts, file=stream)
     if spec.select_lr:
         selections = select_lr(groups)
         _write_json(
