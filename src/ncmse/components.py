@@ -218,6 +218,9 @@ def measure_checkpoint(
 ) -> dict[str, Any]:
     """Measure a checkpoint; returns ``{"epoch", "lam", "lam_source", "train": {...}, ...}``.
 
+    With the checkpoint's measurement rows, also the run's ``claims`` and ``central_path_fit``
+    (:func:`ncmse.verdicts.run_verdicts`), recomputed from them.
+
     A damaged ``last.pt`` falls back to the run's ``prev.pt`` (with a message naming both).
 
     Raises
@@ -266,4 +269,9 @@ def measure_checkpoint(
             batch_size=cfg.measure_batch_size if batch_size is None else batch_size,
             memory_budget_bytes=cfg.memory_budget_bytes,
         )
+    rows = ckpt.get("rows") or []
+    if rows:  # the run's verdicts (SPEC §7, §9), recomputed from its rows up to this checkpoint
+        from ncmse.verdicts import run_verdicts
+
+        out.update(run_verdicts(rows, loss=cfg.loss, tpt_epoch=ckpt.get("tpt_epoch")))
     return out

@@ -473,6 +473,10 @@ class Trainer:
         }
         if error is not None:
             summary["error"] = error
+        if status != "running":  # SPEC §7 verdicts and the §9 fit, from the training-split rows
+            from ncmse.verdicts import run_verdicts
+
+            summary.update(run_verdicts(rows, loss=self.cfg.loss, tpt_epoch=self.state.tpt_epoch))
         return summary
 
     def state_dict(self) -> dict[str, Any]:

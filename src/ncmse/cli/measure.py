@@ -7,6 +7,8 @@ at the run's λ (or ``--lam``) on the requested split(s), prints JSON and option
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
 
@@ -38,4 +40,23 @@ def run(args: argparse.Namespace) -> int:
     print(to_json(result, indent=2))
     if args.json_out:
         write_json(args.json_out, result)
+    if "claims" in result:
+        from ncmse.claims import format_tally
+
+        stored = _store_verdicts(result, args.checkpoint)
+        where = f" (stored in {stored})" if stored else ""
+        print(format_tally(result["claims"]) + where, file=sys.stderr)
     return 0
+
+
+def _store_verdicts(result: dict, checkpoint: str) -> Path | None:
+    """Recomputed verdicts into RUN_DIR/summary.json when the checkpoint is in a run directory."""
+    from ncmse.rundir import update_summary
+
+    path = Path(checkpoint)
+    run_dir = path if path.is_dir() else (path.parent.parent if path.parent.name == "checkpoints"
+                                          else None)  # fmt: skip
+    if run_dir is None or not (run_dir / "summary.json").is_file():
+        return None
+    update_summary(run_dir, claims=result["claims"], central_path_fit=result["central_path_fit"])
+    return run_dir / "summary.json"

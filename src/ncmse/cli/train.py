@@ -83,16 +83,16 @@ def run(args: argparse.Namespace) -> int:
             from ncmse.report import write_run_report
 
             write_run_report(run_dir)
-        _print_summary(summary)
+        _print_summary(summary, run_dir)
     return 0
 
 
-def _print_summary(summary: dict) -> None:
-    final = summary.get("final") or {}
-    keys = ("epoch", "train_error", "test_accuracy", "objective", "loss", "nc1", "loss_perp_ratio")
-    brief = {k: final[k] for k in keys if k in final}
-    brief["tpt_epoch"] = summary.get("tpt_epoch")
-    brief["lam"] = summary.get("lam")
-    from ncmse.rundir import to_json
+def _print_summary(summary: dict, run_dir: os.PathLike[str] | str) -> None:
+    """Final values, the central-path fit and, last, the claims tally naming report.html."""
+    from pathlib import Path
 
-    print(to_json(brief, indent=2), file=sys.stdout)
+    from ncmse.verdicts import end_of_run_lines
+
+    report = Path(run_dir) / "report.html"
+    lines = end_of_run_lines(summary, report if report.is_file() else None)
+    print("\n".join(lines), file=sys.stdout)
