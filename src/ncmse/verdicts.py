@@ -51,6 +51,7 @@ def end_of_run_lines(summary: Mapping[str, Any], report: Any = None) -> list[str
     for key, label in (
         ("train_error", "train_error"),
         ("test_accuracy", "test_accuracy"),
+        ("objective", "objective"),
         ("loss", "loss"),
         ("nc1", "nc1"),
         ("loss_perp_ratio", "L_perp/L"),
