@@ -43,20 +43,27 @@ def run(args: argparse.Namespace) -> int:
     if "claims" in result:
         from ncmse.claims import format_tally
 
-        stored = _store_verdicts(result, args.checkpoint)
-        where = f" (stored in {stored})" if stored else ""
-        print(format_tally(result["claims"]) + where, file=sys.stderr)
+        print(format_tally(result["claims"]) + _store_verdicts(result, args.checkpoint),
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
-def _store_verdicts(result: dict, checkpoint: str) -> Path | None:
-    """Recomputed verdicts into RUN_DIR/summary.json when the checkpoint is in a run directory."""
+def _store_verdicts(result: dict, checkpoint: str) -> str:
+    """Recomputed verdicts into RUN_DIR/summary.json when the checkpoint is in a run directory
+    that no other process is writing; returns what was done, for the console line."""
+    from ncmse.errors import BusyError
+    from ncmse.locking import hold
     from ncmse.rundir import update_summary
 
     path = Path(checkpoint)
     run_dir = path if path.is_dir() else (path.parent.parent if path.parent.name == "checkpoints"
                                           else None)  # fmt: skip
     if run_dir is None or not (run_dir / "summary.json").is_file():
-        return None
-    update_summary(run_dir, claims=result["claims"], central_path_fit=result["central_path_fit"])
-    return run_dir / "summary.json"
+        return ""
+    try:
+        with hold(run_dir, "run directory"):
+            update_summary(run_dir, claims=result["claims"],
+                           central_path_fit=result["central_path_fit"])  # fmt: skip
+    except BusyError as exc:
+        return f" (not stored in summary.json: {exc})"
+    return f" (stored in {run_dir / 'summary.json'})"
