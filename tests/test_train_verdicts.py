@@ -9,6 +9,7 @@ import pytest
 
 from ncmse.claims import CLAIM_IDS, evaluate_claims
 from ncmse.cli import main
+from ncmse.locking import DirLock
 from ncmse.verdicts import end_of_run_lines
 
 QUIET = ["quiet=true", "tensorboard=false"]
@@ -57,6 +58,17 @@ def test_train_records_claims_prints_tally_and_measure_recomputes(tmp_path: Path
     assert result["claims"] == claims and result["central_path_fit"] == fits
     assert json.loads((out / "summary.json").read_text())["claims"] == claims
     assert captured.err.strip().splitlines()[-1].startswith("claims: ")
+    assert "stored in" in captured.err
+
+    # a run directory that another writer holds is left alone (one writer per run directory)
+    (out / "summary.json").write_text(json.dumps(broken))
+    lock = DirLock(out, "run directory").acquire()
+    try:
+        assert main(["measure", str(out / "checkpoints" / "last.pt")]) == 0
+    finally:
+        lock.release()
+    assert "not stored in summary.json" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["claims"] == []
 
 
 @pytest.mark.slow
