@@ -40,8 +40,9 @@ class Components:
     device: torch.device
 
 
-def build_components(cfg: Config, device: torch.device) -> Components:
-    """Load the dataset, build the model (seeded by ``cfg.seed``) and the loss.
+def build_components(cfg: Config, device: torch.device, *, bundle: Any = None) -> Components:
+    """Load the dataset (unless ``bundle`` holds it), build the model (seeded by ``cfg.seed``)
+    and the loss.
 
     Raises
     ------
@@ -51,7 +52,7 @@ def build_components(cfg: Config, device: torch.device) -> Components:
     from ncmse.data import load_dataset
     from ncmse.models import build_model
 
-    bundle = load_dataset(
+    bundle = bundle or load_dataset(
         cfg.dataset,
         data_dir=cfg.data_dir,
         download=cfg.download,

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ncmse.engine import PRECISIONS
 from ncmse.errors import ConfigError
 from ncmse.losses import LOSSES, MSE_REDUCTIONS
 
@@ -89,6 +90,10 @@ class Config:
     quiet: bool = False
     report: bool = True
     dist_backend: str = "auto"
+    # speed (CUDA; see docs/PERFORMANCE.md and ncmse.engine)
+    precision: str = "tf32"
+    channels_last: bool = False
+    cuda_graph: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict of every key (YAML/JSON serialisable)."""
@@ -116,6 +121,7 @@ _CHOICES: dict[str, typing.Callable[[], tuple[str, ...]]] = {
     "device": lambda: ("auto", "cpu", "cuda"),
     "tensorboard": lambda: ("auto", "true", "false"),
     "dist_backend": lambda: ("auto", "gloo", "nccl"),
+    "precision": lambda: PRECISIONS,
 }
 
 #: key -> (predicate, description of the valid range)

@@ -61,11 +61,13 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
 
 
 def configure_torch(cfg: Any, device: torch.device) -> None:
-    """Apply a run config's process-wide settings: ``num_threads``, ``deterministic``."""
+    """Apply a run config's process-wide settings: ``num_threads``, ``deterministic`` (which
+    also decides ``cudnn.benchmark`` on CUDA: autotuning when not deterministic)."""
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         if device.type == "cuda":
-            torch.backends.cudnn.benchmark = False
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.deterministic

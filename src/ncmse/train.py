@@ -42,6 +42,7 @@ from ncmse.distributed import (
     process_group,
     restore_rng,
 )
+from ncmse.engine import FastStep, float32_math
 from ncmse.errors import BusyError, ConfigError, DivergenceError, InputError, NonFiniteError
 from ncmse.rundir import RunWriter, default_run_dir, read_config
 from ncmse.runguard import claim_run_dir, release_run_dir, remove_new_run_dir
@@ -58,6 +59,7 @@ __all__ = [
     "measurement_epochs",
     "config_of_run",
     "open_run_dir",
+    "record_data_source",
     "resume",
     "run_training",
     "train",
@@ -257,8 +259,15 @@ class Trainer:
             self.optimizer, lr_milestones(cfg.epochs, cfg.lr_milestones), gamma=cfg.lr_gamma
         )
         self.train_loader = self._train_loader()
-        self.step = TrainStep(
-            _wrap_ddp(self.network, self.device, self.dist), self.optimizer, self.loss_spec.module
+        # the engine: the historical TrainStep on the CPU, CUDA-graphed on one GPU
+        self.step = FastStep(
+            _wrap_ddp(self.network, self.device, self.dist),
+            self.optimizer,
+            self.loss_spec.module,
+            precision=cfg.precision,
+            channels_last=cfg.channels_last,
+            cuda_graph=cfg.cuda_graph,
+            batch_size=self.train_loader.batch_size,
         )
         self.stop_check = StopCheck(CHECK_EVERY, self.dist.world_size)
         self.schedule = set(measurement_epochs(cfg.epochs, cfg.measure_points, cfg.measure_epochs))
@@ -271,16 +280,24 @@ class Trainer:
 
     @classmethod
     def from_config(
-        cls, cfg: Config, run_dir: str | os.PathLike[str], dist_info: DistInfo | None = None
+        cls,
+        cfg: Config,
+        run_dir: str | os.PathLike[str],
+        dist_info: DistInfo | None = None,
+        *,
+        bundle: Any = None,
     ) -> Trainer:
-        """The trainer of ``ncmse train``: components of ``cfg``, files in ``run_dir`` (rank 0)."""
+        """The trainer of ``ncmse train``: components of ``cfg``, files in ``run_dir`` (rank 0).
+
+        ``bundle``: the dataset of ``cfg`` already loaded (packed runs share one).
+        """
         info = dist_info or DistInfo()
         device = resolve_device(cfg.device, info.local_rank)
         configure_torch(cfg, device)
         main = info.is_main
         return cls(
             cfg,
-            build_components(cfg, device),
+            build_components(cfg, device, bundle=bundle),
             dist_info=info,
             writer=RunWriter(run_dir, enabled=main),
             checkpoints=Checkpoints(run_dir, enabled=main),
@@ -318,27 +335,41 @@ class Trainer:
             When the objective (or a measurement's features) becomes NaN/Inf; summary.json
             then says ``diverged`` and the last good checkpoint is kept.
         """
-        cfg = self.cfg
-        if self.writer is not None:
-            self.writer.write_config(cfg.to_dict())
-            self.writer.write_summary(self.summary("running"))
-        if self.state.epoch == 0 and 0 in self.schedule and not self.state.rows:
-            self.record(self.measure_row(0, self.lr))
+        self.begin()
         crash_after = os.environ.get(CRASH_ENV)
-        for epoch in range(self.state.epoch + 1, cfg.epochs + 1):
+        for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
             lr = self.lr
             objective = self.train_epoch(epoch)
-            if not math.isfinite(objective):
-                self.stop_diverged(epoch, "training objective")
-            self.scheduler.step()
-            self.state.epoch = epoch
-            if epoch in self.schedule:
-                self.record(self.measure_row(epoch, lr))
-            if (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0) or epoch == cfg.epochs:
-                self.save_checkpoint()
+            self.end_epoch(epoch, lr, objective)
             if crash_after is not None and epoch == int(crash_after):
                 os._exit(3)
         return self.finish()
+
+    def begin(self) -> None:
+        """Write the config and a ``running`` summary; measure epoch 0 when it is scheduled."""
+        if self.writer is not None:
+            self.writer.write_config(self.cfg.to_dict())
+            self.writer.write_summary(self.summary("running"))
+        if self.state.epoch == 0 and 0 in self.schedule and not self.state.rows:
+            self.record(self.measure_row(0, self.lr))
+
+    def end_epoch(self, epoch: int, lr: float, objective: float) -> None:
+        """After training epoch ``epoch`` at ``lr``: stop if diverged, schedule, measure, save.
+
+        Raises
+        ------
+        DivergenceError
+            When ``objective`` is NaN/Inf (:meth:`stop_diverged`).
+        """
+        if not math.isfinite(objective):
+            self.stop_diverged(epoch, "training objective")
+        self.scheduler.step()
+        self.state.epoch = epoch
+        if epoch in self.schedule:
+            self.record(self.measure_row(epoch, lr))
+        every = self.cfg.checkpoint_every
+        if (every and epoch % every == 0) or epoch == self.cfg.epochs:
+            self.save_checkpoint()
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the shuffled training set; returns the mean objective (NaN: stopped).
@@ -379,7 +410,10 @@ class Trainer:
             "dist_info": self.dist,
         }
         try:
-            train = measure_split(self.network, self.loss_spec, self.train_x, self.train_y, **kw)
+            with float32_math(self.cfg.precision, self.device):  # never autocast
+                train = measure_split(
+                    self.network, self.loss_spec, self.train_x, self.train_y, **kw
+                )
             row: dict[str, Any] = {
                 "epoch": epoch,
                 "lr": lr,
@@ -388,7 +422,10 @@ class Trainer:
             }
             row.update(train)
             if self.cfg.measure_test:
-                test = measure_split(self.network, self.loss_spec, self.test_x, self.test_y, **kw)
+                with float32_math(self.cfg.precision, self.device):
+                    test = measure_split(
+                        self.network, self.loss_spec, self.test_x, self.test_y, **kw
+                    )
                 row.update({f"test_{k}": v for k, v in test.items()})
         except NonFiniteError:
             self.stop_diverged(epoch, "network's outputs or features")
@@ -471,6 +508,8 @@ class Trainer:
             "epochs_done": self.state.epoch,
             "environment": environment(self.device, self.dist.world_size),
         }
+        if hasattr(self.step, "describe"):
+            summary["engine"] = self.step.describe()
         if error is not None:
             summary["error"] = error
         if status != "running":  # SPEC §7 verdicts and the §9 fit, from the training-split rows
@@ -501,6 +540,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         restore_rng(ckpt["rng"])
+        if hasattr(self.step, "invalidate"):  # a captured graph holds the replaced tensors
+            self.step.invalidate()
         self.state = RunState(
             int(ckpt["epoch"]), float(ckpt["wall_time"]), ckpt["tpt_epoch"], list(ckpt["rows"])
         )
@@ -577,7 +618,7 @@ def open_run_dir(
     return Path(path)
 
 
-def _record_data_source(cfg: Config) -> Config:
+def record_data_source(cfg: Config) -> Config:
     """``cfg`` with ``data_dir`` set to the directory the dataset is read from (the run records
     the data it used), when the config left it to the default search."""
     if cfg.data_dir is not None or cfg.dataset == "digits":
@@ -625,7 +666,7 @@ def run_training(
                 if trainer.restore() and trainer.state.epoch >= cfg.epochs:
                     return path, trainer.finish()
             else:
-                cfg = _record_data_source(cfg)
+                cfg = record_data_source(cfg)
                 fresh = run_dir is None or not Path(run_dir).exists()
                 path = open_run_dir(cfg, run_dir, overwrite=overwrite, dist_info=dist_info)
                 claimed = path if dist_info.is_main else None

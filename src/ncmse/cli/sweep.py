@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--file",
         metavar="SWEEP_YAML",
         help="sweep file (keys: presets, seeds, lr, wd, set, select_lr, out, "
-        "executor, slurm); flags given on the command line replace its values",
+        "executor, pack, slurm); flags given on the command line replace its values",
     )
     grid.add_argument(
         "--preset",
@@ -110,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="jobs at once (local: default 1; slurm: array parallelism)",
+    )
+    act.add_argument(
+        "--pack",
+        type=int,
+        metavar="K",
+        help="train up to K compatible runs (same preset; seed, lr, wd may differ) together "
+        "in one process, each in its own run directory (default 1: one process per run)",
     )
     act.add_argument("--no-report", action="store_true", help="skip the multi-run report")
     act.add_argument("--python", default=sys.executable, help="interpreter of the runs")
@@ -215,6 +222,7 @@ def build_options(args: argparse.Namespace, file: dict[str, Any]) -> Any:
         report=not args.no_report,
         python=args.python,
         command=["ncmse", *sys.argv[1:]] if sys.argv[1:2] == ["sweep"] else [],
+        pack=int(_pick(getattr(args, "pack", None), file.get("pack"), 1)),
     )
 
 

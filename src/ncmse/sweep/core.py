@@ -16,6 +16,7 @@ Layout of a sweep directory::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -57,6 +58,7 @@ from ncmse.sweep.execute import (
     train_argv,
 )
 from ncmse.sweep.grid import RunSpec, SweepSpec, expand
+from ncmse.sweep.pack import PackJob, group_packs, pack_job
 from ncmse.sweep.state import config_differences, read_summary, run_state
 
 __all__ = ["EXECUTORS", "PlannedRun", "SweepOptions", "format_plan", "plan", "run_sweep"]
@@ -94,6 +96,9 @@ class SweepOptions:
         Interpreter of the training processes.
     command : list of str
         The command line, recorded in the manifest.
+    pack : int
+        Train up to this many compatible runs together in one process
+        (:mod:`ncmse.sweep.pack`); 1 trains each run in its own process.
     """
 
     out: Path
@@ -105,6 +110,7 @@ class SweepOptions:
     report: bool = True
     python: str = sys.executable
     command: list[str] = field(default_factory=list)
+    pack: int = 1
 
     @property
     def waits(self) -> bool:
@@ -284,20 +290,48 @@ def _describe(run: RunSpec, outcome: JobOutcome) -> str:
     return " ".join(parts)
 
 
+def _jobs(todo: Sequence[PlannedRun], options: SweepOptions) -> list[TrainJob | PackJob]:
+    """One job per run, or with ``options.pack > 1`` one per pack of compatible runs."""
+    if options.pack <= 1:
+        return [_job(p.run, options) for p in todo]
+    packs = group_packs([p.run for p in todo], options.pack)
+    return [
+        _job(runs[0], options) if len(runs) == 1 else pack_job(runs, options.out, options.python)
+        for runs in packs
+    ]
+
+
+def _runs_of(job: TrainJob | PackJob) -> tuple[RunSpec, ...]:
+    return job.runs if isinstance(job, PackJob) else (job.run,)
+
+
+def _label(job: TrainJob | PackJob) -> str:
+    runs = _runs_of(job)
+    if len(runs) == 1:
+        return runs[0].name
+    return f"pack of {len(runs)} ({', '.join(r.name for r in runs)})"
+
+
 def _execute_subprocess(
     todo: Sequence[PlannedRun],
     options: SweepOptions,
     stream: TextIO,
     outcomes: dict[str, JobOutcome],
 ) -> None:
-    """Run ``todo`` one after the other here; ``outcomes`` is filled as runs end."""
-    for i, p in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {p.run.name}: {p.state} ...", file=stream, flush=True)
-        outcome = _outcome_after(p.run, run_local(_job(p.run, options)))
-        outcomes[p.run.name] = outcome
-        print(
-            f"[{i}/{len(todo)}] {p.run.name}: {_describe(p.run, outcome)}", file=stream, flush=True
-        )
+    """Run ``todo`` one job after the other here; ``outcomes`` is filled as runs end."""
+    states = {p.run.name: p.state for p in todo}
+    jobs = _jobs(todo, options)
+    for i, job in enumerate(jobs, 1):
+        runs = _runs_of(job)
+        what = ", ".join(sorted({states[r.name] for r in runs}))
+        print(f"[{i}/{len(jobs)}] {_label(job)}: {what} ...", file=stream, flush=True)
+        raw = run_local(job)
+        for run in runs:
+            outcome = _outcome_after(run, dataclasses.replace(raw))
+            outcomes[run.name] = outcome
+            print(
+                f"[{i}/{len(jobs)}] {run.name}: {_describe(run, outcome)}", file=stream, flush=True
+            )
 
 
 def _execute_submitit(
@@ -310,15 +344,17 @@ def _execute_submitit(
     executor = make_executor(
         options.executor, options.out / "submitit", options.slurm, f"ncmse-{options.out.name}"
     )
-    jobs = [_job(p.run, options) for p in todo]
+    jobs = _jobs(todo, options)
 
-    def report(job: TrainJob, outcome: JobOutcome) -> None:
-        outcomes[job.run.name] = _outcome_after(job.run, outcome)
-        print(
-            f"{job.run.name}: job {outcome.job_id} {_describe(job.run, outcome)}",
-            file=stream,
-            flush=True,
-        )
+    def report(job: TrainJob | PackJob, raw: JobOutcome) -> None:
+        for run in _runs_of(job):
+            outcome = _outcome_after(run, dataclasses.replace(raw))
+            outcomes[run.name] = outcome
+            print(
+                f"{run.name}: job {outcome.job_id} {_describe(run, outcome)}",
+                file=stream,
+                flush=True,
+            )
 
     parallel = (
         options.slurm.parallel if options.executor == "slurm" else options.slurm.parallel or 1
@@ -326,8 +362,9 @@ def _execute_submitit(
     submitted = submit_jobs(jobs, executor, wait=options.waits, parallel=parallel, on_done=report)
     if not options.waits:
         for job, outcome in zip(jobs, submitted):
-            outcomes[job.run.name] = outcome
-            print(f"{job.run.name}: submitted as job {outcome.job_id}", file=stream)
+            for run in _runs_of(job):
+                outcomes[run.name] = dataclasses.replace(outcome)
+                print(f"{run.name}: submitted as job {outcome.job_id}", file=stream)
 
 
 def _results_csv(results: Sequence[RunResult], gaps: Sequence[dict[str, Any]] = ()) -> str:
@@ -394,6 +431,7 @@ def _manifest(
         "updated": _now(),
         "command": options.command,
         "executor": options.executor,
+        "pack": options.pack,
         "spec": spec.to_dict(),
         "runs": entries,
         "groups": [g.to_dict() for g in group_results(results)],
@@ -488,6 +526,13 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, *, stream: TextIO | None =
     stream = sys.stdout if stream is None else stream
     if options.executor not in EXECUTORS:
         raise ConfigError(f"--executor {options.executor!r} is unknown; choose one of {EXECUTORS}")
+    if isinstance(options.pack, bool) or not isinstance(options.pack, int) or options.pack < 1:
+        raise ConfigError(f"--pack must be a positive integer, got {options.pack!r}")
+    if options.pack > 1 and options.gpus > 1:
+        raise ConfigError(
+            f"--pack {options.pack} trains runs together in one process on one device; it "
+            f"cannot be combined with --gpus {options.gpus} (torchrun). Use one of them"
+        )
     options.out = Path(options.out).expanduser().resolve()
     planned = plan(spec, options.out)
     print(format_plan(planned), file=stream)

@@ -25,6 +25,7 @@ from ncmse.sweep.state import read_summary, run_state
 
 __all__ = [
     "TO_RUN",
+    "TrainFailedError",
     "make_executor",
     "run_local",
     "shell_command",

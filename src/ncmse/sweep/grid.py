@@ -52,6 +52,7 @@ SWEEP_FILE_KEYS: tuple[str, ...] = (
     "select_lr",
     "out",
     "executor",
+    "pack",
     "slurm",
 )
 
@@ -271,6 +272,11 @@ def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("out", "executor"):
         if key in data:
             out[key] = str(data[key])
+    if "pack" in data:
+        pack = data["pack"]
+        if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+            raise ConfigError(f"{where}: 'pack' must be a positive integer, got {pack!r}")
+        out["pack"] = pack
     if "slurm" in data:
         if not isinstance(data["slurm"], dict):
             raise ConfigError(f"{where}: 'slurm' must be a mapping (partition: gpu, time: 60)")

@@ -60,6 +60,8 @@ RUN_CONTROL_KEYS: frozenset[str] = frozenset(
         "dist_backend",
         "measure_batch_size",
         "memory_budget_bytes",
+        "cuda_graph",  # how the step is launched, not what it computes
+        "channels_last",  # memory layout: rounding-level differences only, like ``device``
     }
 )
 
@@ -78,11 +80,15 @@ def _same(a: Any, b: Any) -> bool:
 def config_differences(planned: dict[str, Any], run_dir: Path) -> list[str]:
     """Keys whose value in ``run_dir/config.yaml`` differs from ``planned`` (run control excluded).
 
-    An absent or unreadable ``config.yaml`` gives no differences.
+    An absent or unreadable ``config.yaml`` gives no differences. A key that a run directory
+    written by an older ncmse lacks counts at its default (as when that run is resumed).
     """
     found = rundir.read_config(run_dir, strict=False)
     if found is None:
         return []
+    from ncmse.config import Config
+
+    found = {**Config().to_dict(), **found}
     keys = (set(planned) | set(found)) - RUN_CONTROL_KEYS
     return sorted(k for k in keys if not _same(planned.get(k), found.get(k)))
 
