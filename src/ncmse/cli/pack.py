@@ -28,10 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"ncmse pack: cannot read {path}: {exc}", file=sys.stderr)
         return 2
+    from ncmse.errors import NCMSEError
     from ncmse.packed import PackMember, train_packed
 
     print(f"ncmse pack: {len(runs)} runs in one process", file=sys.stderr)
-    results = train_packed([PackMember(*r) for r in runs])
+    try:
+        results = train_packed([PackMember(*r) for r in runs])
+    except NCMSEError as exc:  # bad config, data missing, a run directory busy ...
+        print(f"ncmse pack: {exc}", file=sys.stderr)
+        return 2
     for (run_dir, _, _), result in zip(runs, results):
         if result.get("status") == "finished" and _wants_report(run_dir):
             from ncmse.report import write_run_report
