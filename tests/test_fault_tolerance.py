@@ -303,7 +303,7 @@ def test_device_cuda_without_cuda_creates_no_run_directory(
 def test_config_records_the_data_directory_actually_used(tmp_path: Path, monkeypatch) -> None:
     import ncmse.data as data
     from ncmse.config import resolve_config
-    from ncmse.train import _record_data_source
+    from ncmse.train import record_data_source
 
     system = tmp_path / "system"
     system.mkdir()
@@ -313,9 +313,9 @@ def test_config_records_the_data_directory_actually_used(tmp_path: Path, monkeyp
     monkeypatch.setattr(data, "SYSTEM_IDX_DIRS", {"mnist": (system,), "fashionmnist": ()})
     monkeypatch.setenv("NCMSE_DATA_DIR", str(tmp_path / "cache"))
     cfg = resolve_config("tiny", ["dataset=mnist"])
-    assert _record_data_source(cfg).data_dir == str(system.resolve())
+    assert record_data_source(cfg).data_dir == str(system.resolve())
     named = resolve_config("tiny", ["dataset=mnist", f"data_dir={tmp_path / 'mine'}"])
-    assert _record_data_source(named).data_dir == str(tmp_path / "mine")
+    assert record_data_source(named).data_dir == str(tmp_path / "mine")
 
 
 def test_damaged_files_of_a_run_are_one_line_errors_naming_them(
