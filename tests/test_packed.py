@@ -154,7 +154,7 @@ def test_pack_member_errors(tmp_path: Path) -> None:
         train_packed([PackMember(tmp_path / "x", "new")])
     from ncmse.errors import InputError
 
-    with pytest.raises(InputError, match="no config.yaml"):
+    with pytest.raises(InputError, match="cannot resume"):
         train_packed([PackMember(tmp_path / "y", "resume")])
 
 
