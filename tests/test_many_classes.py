@@ -1,0 +1,293 @@
+"""Many classes: tiled pairwise metrics, tiled float32/float64 decisions, the measured class subset.
+
+Every tiled kernel is run with tiny tiles (many tiles, partial edge tiles, 1×1 diagonal tiles) and
+compared with an independent dense float64 computation straight from SPEC §2–§3.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ncmse import pairwise
+from ncmse.decide import TiledDecisions, float32_unit_roundoff
+from ncmse.subset import DeferredRows, check_min_samples
+
+F64 = torch.float64
+
+
+def _rand(shape, seed, scale=1.0, shift=0.0):
+    g = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(*shape, generator=g, dtype=F64) + shift
+
+
+# ----------------------------------------------------------------------- dense references
+def _cos_pairs(V):
+    V = V.numpy()
+    n = np.linalg.norm(V, axis=1)
+    C = len(V)
+    return np.array([V[a] @ V[c] / (n[a] * n[c]) for a, c in itertools.combinations(range(C), 2)])
+
+
+def _angles_ref(V):
+    cs = _cos_pairs(V)
+    C = V.shape[0]
+    std = np.std(cs, ddof=1) if len(cs) > 1 else 0.0
+    return std, np.mean(np.abs(cs + 1.0 / (C - 1)))
+
+
+def _cdnv_ref(means, var):
+    M, v = means.numpy(), var.numpy()
+    C = len(M)
+    vals = [
+        (v[a] + v[c]) / (2 * np.sum((M[a] - M[c]) ** 2))
+        for a, c in itertools.combinations(range(C), 2)
+    ]
+    return float(np.mean(vals))
+
+
+def _etf_ref(G):
+    G = G.numpy()
+    C = G.shape[0]
+    etf = (np.eye(C) - np.ones((C, C)) / C) / np.sqrt(C - 1)
+    return float(np.linalg.norm(G / np.linalg.norm(G) - etf))
+
+
+# ----------------------------------------------------------------------------- pairwise
+@pytest.mark.parametrize("C,p", [(2, 3), (3, 5), (17, 4), (40, 9)])
+@pytest.mark.parametrize("tile", [1, 2, 3, 7, None])
+def test_pairwise_tiles_match_dense_reference(C, p, tile):
+    means = _rand((C, p), C + p, shift=50.0)  # an offset: everything is centred first
+    mbar = means - means.mean(dim=0)
+    var = _rand((C,), 1).abs()
+    W = _rand((C, p), 2)
+    b = _rand((C,), 3)
+    pi = torch.rand(C, generator=torch.Generator().manual_seed(4), dtype=F64)
+    pi /= pi.sum()
+
+    stats = pairwise.means_pair_stats(mbar, var, tile=tile)
+    eq, mx = _angles_ref(mbar)
+    assert stats.equiangular == pytest.approx(eq, rel=1e-12, abs=1e-15)
+    assert stats.maxangle == pytest.approx(mx, rel=1e-12)
+    assert stats.cdnv == pytest.approx(_cdnv_ref(means, var), rel=1e-12)
+    assert stats.etf_error == pytest.approx(_etf_ref(mbar @ mbar.T), rel=1e-12)
+
+    w_stats = pairwise.angle_stats(W, tile=tile)
+    eq, mx = _angles_ref(W)
+    assert w_stats.equiangular == pytest.approx(eq, rel=1e-12, abs=1e-15)
+    assert w_stats.maxangle == pytest.approx(mx, rel=1e-12)
+
+    # residual Σ_c π_c ‖W μ_c + b − e_c‖² through centred means and the offset W μ_G + b
+    mu_g = means.mean(dim=0)
+    resid, etf = pairwise.cross_pass(W, mbar, W @ mu_g + b, pi, etf=True, tile=tile)
+    R = (means @ W.T + b - torch.eye(C, dtype=F64)).numpy()
+    ref = float(np.sum(pi.numpy() * np.sum(R**2, axis=1)))
+    assert resid == pytest.approx(ref, rel=1e-12)
+    assert etf == pytest.approx(_etf_ref(W @ mbar.T), rel=1e-12)
+
+
+def test_pairwise_tiled_equals_untiled_to_1e12_on_larger_problem():
+    C, p = 230, 17
+    means = _rand((C, p), 7)
+    mbar = means - means.mean(dim=0)
+    var = _rand((C,), 8).abs() + 0.1
+    W = _rand((C, p), 9)
+    one = pairwise.means_pair_stats(mbar, var, tile=C)
+    for tile in (1, 13, 64):
+        many = pairwise.means_pair_stats(mbar, var, tile=tile)
+        for name in ("equiangular", "maxangle", "cdnv", "etf_error"):
+            assert getattr(many, name) == pytest.approx(getattr(one, name), rel=1e-12), name
+        a1, a2 = pairwise.angle_stats(W, tile=C), pairwise.angle_stats(W, tile=tile)
+        assert a2.equiangular == pytest.approx(a1.equiangular, rel=1e-12)
+        assert a2.maxangle == pytest.approx(a1.maxangle, rel=1e-12)
+
+
+def test_cdnv_close_pairs_are_recomputed_from_differences():
+    C, p = 12, 6
+    means = _rand((C, p), 11, shift=1e3)
+    means[7] = means[2] + 1e-9 * _rand((p,), 12)  # a pair 1e-9 apart, 1e3 from the origin
+    mbar = means - means.mean(dim=0)
+    var = _rand((C,), 13).abs()
+    for tile in (1, 5, C):
+        stats = pairwise.means_pair_stats(mbar, var, tile=tile)
+        assert stats.refined_pairs >= 1
+        # reference: the centred means' own differences (what the library computes from)
+        assert stats.cdnv == pytest.approx(_cdnv_ref(mbar, var), rel=1e-9)
+
+
+def test_near_etf_errors_keep_their_digits():
+    """Near the simplex ETF, 2 − 2⟨·,·⟩ would cancel; the direct squared sums do not."""
+    C = 24
+    E = torch.eye(C, dtype=F64) - 1.0 / C
+    Q, _ = torch.linalg.qr(_rand((C + 3, C), 14))
+    means = 3.0 * E @ Q.T + 1e-8 * _rand((C, C + 3), 15)
+    mbar = means - means.mean(dim=0)
+    ref = _etf_ref(mbar @ mbar.T)
+    assert 1e-9 < ref < 1e-7
+    for tile in (1, 5, C):
+        stats = pairwise.means_pair_stats(mbar, torch.ones(C, dtype=F64), tile=tile)
+        assert stats.etf_error == pytest.approx(ref, rel=1e-6)
+        eq, _ = _angles_ref(mbar)
+        assert stats.equiangular == pytest.approx(eq, rel=1e-6)
+
+
+def test_etf_error_survives_a_bad_norm_estimate(monkeypatch):
+    C, p = 30, 5
+    W, M = _rand((C, p), 16), _rand((C, p), 17)
+    ref = _etf_ref(W @ M.T)
+    monkeypatch.setattr(pairwise, "_gram_norm_estimate", lambda a, b: 1e-3)  # way off: 2nd pass
+    _, etf = pairwise.cross_pass(W, M, etf=True, tile=7)
+    assert etf == pytest.approx(ref, rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=8),
+    seed=st.integers(0, 1000),
+    offset=st.sampled_from([0.0, 1.0, 1e6]),
+)
+def test_running_moments_equal_two_pass_std(sizes, seed, offset):
+    rng = np.random.default_rng(seed)
+    blocks = [offset + rng.normal(size=n) for n in sizes]
+    acc = pairwise.RunningMoments()
+    for block in blocks:
+        acc.add(torch.as_tensor(block))
+    allv = np.concatenate(blocks)
+    expected = np.std(allv, ddof=1) if len(allv) > 1 else 0.0
+    assert acc.std() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert acc.count == len(allv)
+
+
+def test_tile_size_respects_the_budget():
+    assert pairwise.tile_size(10) == 10
+    t = pairwise.tile_size(50_257, 64 * 1024**2)
+    assert 3 * 8 * t * t <= 64 * 1024**2 < 3 * 8 * (t + 1) ** 2
+    assert pairwise.tile_size(50_257, 0) == 1
+
+
+# ---------------------------------------------------------------------------- decisions
+def _dense_decisions(H, W, b, means):
+    """float64 reference from the same centred formula, untiled."""
+    mu_g = means.mean(dim=0)
+    x = H - mu_g
+    mbar = means - mu_g
+    cls = (x @ W.T + (W @ mu_g + b)).argmax(dim=1)
+    ncc = (x @ mbar.T - 0.5 * (mbar * mbar).sum(dim=1)).argmax(dim=1)
+    return cls, ncc
+
+
+def _near_tie_problem(C=60, p=12, N=600, offset=1e4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    means = offset + torch.randn(C, p, generator=g, dtype=F64)
+    W = torch.randn(C, p, generator=g, dtype=F64)
+    b = torch.randn(C, generator=g, dtype=F64)
+    y = torch.randint(0, C, (N,), generator=g)
+    H = means[y] + 0.3 * torch.randn(N, p, generator=g, dtype=F64)
+    k = N // 3
+    i = torch.randint(0, C, (k,), generator=g)
+    j = (i + 1 + torch.randint(0, C - 1, (k,), generator=g)) % C
+    # NCC near-ties: on the bisector of two means, nudged by 1e-9 of their distance
+    eps = 1e-9 * torch.randn(k, 1, generator=g, dtype=F64)
+    H[:k] = 0.5 * (means[i] + means[j]) + eps * (means[j] - means[i])
+    # classifier near-ties: move samples onto (w_i − w_j)·h + b_i − b_j ≈ 0
+    d = W[i] - W[j]
+    s = (H[k : 2 * k] * d).sum(1) + b[i] - b[j]
+    H[k : 2 * k] -= ((s - 1e-9 * eps.squeeze(1)) / (d * d).sum(1)).unsqueeze(1) * d
+    return H, W, b, means
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("tile", [1, 7, 60])
+def test_tiled_decisions_equal_float64_with_adversarial_near_ties(precision, tile):
+    H, W, b, means = _near_tie_problem()
+    ref_cls, ref_ncc = _dense_decisions(H, W, b, means)
+    rule = TiledDecisions(W, b, means, means.mean(dim=0), precision=precision, tile=tile)
+    cls, ncc = rule(H)
+    assert torch.equal(cls, ref_cls)
+    assert torch.equal(ncc, ref_ncc)
+    if precision == "float32":
+        # every genuine near-tie (top-2 gap below float32 resolution) was re-decided in float64
+        mu_g = means.mean(dim=0)
+        x, mbar = H - mu_g, means - mu_g
+        near = torch.zeros(len(H), dtype=torch.bool)
+        for V, beta in ((W, W @ mu_g + b), (mbar, -0.5 * (mbar * mbar).sum(dim=1))):
+            top = (x @ V.T + beta).topk(2, dim=1).values
+            scale = x.norm(dim=1) * V.norm(dim=1).max() + beta.abs().max()
+            near |= (top[:, 0] - top[:, 1]) < 1e-7 * scale
+        assert int(near.sum()) >= 50
+        assert rule.redecided >= int(near.sum())
+        assert rule.redecided < len(H)
+
+
+def test_float32_decisions_are_really_float32_and_ties_take_the_first_index():
+    C, p = 5, 3
+    means = torch.zeros(C, p, dtype=F64)
+    means[:, 0] = torch.tensor([1.0, 1.0, -1.0, 2.0, 2.0])  # classes 3 and 4 coincide
+    W = means.clone()
+    H = torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=F64)
+    for precision in ("float32", "float64"):
+        rule = TiledDecisions(W, torch.zeros(C, dtype=F64), means, means.mean(0),
+                              precision=precision, tile=2)  # fmt: skip
+        cls, ncc = rule(H)
+        assert ncc.tolist() == [3, 0]  # exact ties: the first index, as torch.argmax
+        assert cls.tolist() == [3, 3]
+
+
+def test_unit_roundoff_follows_reduced_precision_matmul_settings():
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert float32_unit_roundoff() == 2.0**-24
+        torch.set_float32_matmul_precision("high")
+        assert float32_unit_roundoff() == 2.0**-11
+        torch.set_float32_matmul_precision("medium")
+        assert float32_unit_roundoff() == 2.0**-8
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_decisions_scale_invariant_over_twenty_decades():
+    H, W, b, means = _near_tie_problem(C=20, N=200, offset=0.0, seed=3)
+    ref = _dense_decisions(H, W, b, means)
+    for k in (-10, 10):
+        s = 10.0**k
+        rule = TiledDecisions(W, b * s, means * s, means.mean(0) * s, precision="float32", tile=6)
+        cls, ncc = rule(H * s)
+        assert torch.equal(ncc, ref[1])
+        assert torch.equal(cls, ref[0])
+
+
+# ------------------------------------------------------------------------------ subset
+def test_check_min_samples():
+    assert check_min_samples(None) is None and check_min_samples(3) == 3
+    for bad in (0, -1, 2.5, True, "2"):
+        with pytest.raises(ValueError, match="min_samples"):
+            check_min_samples(bad)
+
+
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_deferred_rows_hold_exactly_the_first_m_minus_1_rows(m):
+    g = torch.Generator().manual_seed(m)
+    C, N = 9, 200
+    counts = torch.tensor([0, 1, 2, 3, 4, 5, 40, 60, 85])
+    y = torch.cat([torch.full((int(n),), c) for c, n in enumerate(counts)])
+    y = y[torch.randperm(N, generator=g)]
+    H = torch.arange(N, dtype=F64).unsqueeze(1).expand(N, 2).clone()  # row id as feature
+    d = DeferredRows(C, m, torch.device("cpu"))
+    passed = []
+    for start in range(0, N, 17):
+        f, lab = d.route(H[start : start + 17], y[start : start + 17])
+        passed.append(lab)
+    assert d.held_rows <= (m - 1) * C
+    assert torch.equal(d.seen, counts)
+    released = d.release(d.seen)
+    got = torch.cat(passed + ([released[1]] if released is not None else []))
+    kept = counts >= m
+    expected = torch.bincount(y[kept[y]], minlength=C)
+    assert torch.equal(torch.bincount(got, minlength=C), expected)
