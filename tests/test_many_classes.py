@@ -7,7 +7,6 @@ compared with an independent dense float64 computation straight from SPEC §2–
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest

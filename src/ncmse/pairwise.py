@@ -220,7 +220,7 @@ class _EtfAccumulator:
         self.dev_sq, self.gram_sq, self.dot_target = z.clone(), z.clone(), z.clone()
 
     def add(self, gram: torch.Tensor, work: torch.Tensor, i0: int, j0: int, weight: float) -> None:
-        """Add the tile ``gram`` = G[i0:, j0:] (read only; ``work`` is scratch), ``weight`` times."""
+        """Add the tile ``gram`` = G[i0:, j0:] (read only; ``work``: scratch), ``weight`` times."""
         ti, tj = gram.shape
         flat = gram.reshape(-1)
         has_diag = max(i0, j0) < min(i0 + ti, j0 + tj)
