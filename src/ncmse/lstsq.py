@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ncmse import pairwise
 from ncmse.errors import InputError, SingularCovarianceError
 
 __all__ = [
@@ -226,12 +227,13 @@ def mse_loss(moments: Moments, W: torch.Tensor, b: torch.Tensor, lam: float = 0.
     L = ½ [ tr(W Σ_W Wᵀ) + Σ_c π_c ‖W μ_c + b − e_c‖² ] + (λ/2)(‖W‖² + ‖b‖²)
     """
     lam = _check_lam(lam)
-    eye = torch.eye(moments.num_classes, dtype=W.dtype, device=W.device)
-    resid = moments.means @ W.T + b - eye  # row c: W μ_c + b − e_c
-    within = (W @ moments.sigma_w * W).sum()
-    between = (moments.weights * (resid * resid).sum(dim=1)).sum()
-    reg = (W * W).sum() + (b * b).sum()
-    return float(0.5 * (within + between) + 0.5 * lam * reg)
+    W, b = W.to(moments.means), b.to(moments.means)
+    m = moments.mean
+    # Σ_c π_c ‖W (μ_c − m) + (W m + b) − e_c‖², tiled over classes (no C×C matrix)
+    between = pairwise.residual_sq_sum(W, moments.means - m, W @ m + b, moments.weights)
+    within = float((W @ moments.sigma_w * W).sum())
+    reg = float((W * W).sum() + (b * b).sum())
+    return 0.5 * (within + between) + 0.5 * lam * reg
 
 
 def decompose(
@@ -271,7 +273,6 @@ def decompose(
         W_ls, b_ls, sigma_t = _solve_ls(moments, lam, _rtol(moments, rtol))
     else:
         (W_ls, b_ls), sigma_t = ls, moments.total_covariance()
-    eye = torch.eye(moments.num_classes, dtype=W.dtype, device=W.device)
 
     loss_nc1 = 0.5 * (
         float((W_ls @ moments.sigma_w * W_ls).sum())
@@ -279,8 +280,7 @@ def decompose(
     )
     # W_LS m + b_LS = β W_LS m + π/(1+λ) exactly (no offset-sized cancellation)
     level = (lam * (W_ls @ m) + moments.weights) / (1.0 + lam)
-    resid = (moments.means - m) @ W_ls.T + level - eye
-    loss_nc23 = 0.5 * float((moments.weights * (resid * resid).sum(dim=1)).sum())
+    loss_nc23 = 0.5 * pairwise.residual_sq_sum(W_ls, moments.means - m, level, moments.weights)
     dW, db = W - W_ls, b - b_ls
     shift = (W @ m + b) - level  # ΔW m + Δb
     loss_perp = 0.5 * float(

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from ncmse import pairwise
 from ncmse.errors import InputError
 
 __all__ = [
@@ -87,18 +88,6 @@ def centred_means(means: torch.Tensor) -> torch.Tensor:
     return (means - means.mean(dim=0, keepdim=True)).T
 
 
-def _upper(mat: torch.Tensor) -> torch.Tensor:
-    C = mat.shape[0]
-    i, j = torch.triu_indices(C, C, offset=1, device=mat.device)
-    return mat[i, j]
-
-
-def _cosines(vectors: torch.Tensor) -> torch.Tensor:
-    """Cosines of the unordered pairs of rows of ``vectors`` [C, d] → [C(C−1)/2]."""
-    unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(torch.finfo(vectors.dtype).tiny)
-    return _upper(unit @ unit.T)
-
-
 def nc1(
     sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None
 ) -> tuple[float, int]:
@@ -132,19 +121,21 @@ def nc1_trace_ratio(sigma_w: torch.Tensor, mbar: torch.Tensor) -> float:
     return float(sigma_w.trace() / ((mbar * mbar).sum() / C))
 
 
-def cdnv(means: torch.Tensor, class_var: torch.Tensor) -> float:
-    """Mean over pairs c < c' of (σ_c² + σ_c'²) / (2‖μ_c − μ_c'‖²).
+def cdnv(means: torch.Tensor, class_var: torch.Tensor, *, tile: int | None = None) -> float:
+    """Mean over pairs c < c' of (σ_c² + σ_c'²) / (2‖μ_c − μ_c'‖²), tiled over classes.
+
+    The means are centred by their mean first (a common offset cancels before any product); the
+    distances come from Gram tiles, close pairs from their differences
+    (:func:`ncmse.pairwise.means_pair_stats`). A pair with identical means gives +inf (no
+    separation), or NaN when it has no spread either.
 
     Parameters
     ----------
     means : Tensor [C, p]
     class_var : Tensor [C]   σ_c² = (1/n_c) Σ_{i in c} ‖h_i − μ_c‖²
     """
-    # distances from differences (no ‖μ_c‖² + ‖μ_c'‖² − 2μ_c·μ_c' cancellation under an offset)
-    dist2 = torch.cdist(means, means, compute_mode="donot_use_mm_for_euclid_dist").square()
-    num = class_var[:, None] + class_var[None, :]
-    # a pair with identical means: +inf (no separation), or NaN when it has no spread either
-    return float((_upper(num) / (2.0 * _upper(dist2))).mean())
+    centred = means - means.mean(dim=0, keepdim=True)
+    return pairwise.means_pair_stats(centred, class_var, tile=tile).cdnv
 
 
 def equinorm(vectors: torch.Tensor) -> float:
@@ -153,16 +144,17 @@ def equinorm(vectors: torch.Tensor) -> float:
     return float(norms.std() / norms.mean())
 
 
-def equiangular(vectors: torch.Tensor) -> float:
-    """Std over pairs c < c' of cos(v_c, v_c') (n−1 denominator; 0 for C = 2, a single pair)."""
-    cos = _cosines(vectors)
-    return float(cos.std()) if cos.numel() > 1 else 0.0
+def equiangular(vectors: torch.Tensor, *, tile: int | None = None) -> float:
+    """Std over pairs c < c' of cos(v_c, v_c') (n−1 denominator; 0 for C = 2, a single pair).
+
+    Tiled over classes with Chan's update (:func:`ncmse.pairwise.angle_stats`).
+    """
+    return pairwise.angle_stats(vectors, tile=tile).equiangular
 
 
-def maxangle(vectors: torch.Tensor) -> float:
-    """Avg over pairs c < c' of |cos(v_c, v_c') + 1/(C−1)|."""
-    C = vectors.shape[0]
-    return float((_cosines(vectors) + 1.0 / (C - 1)).abs().mean())
+def maxangle(vectors: torch.Tensor, *, tile: int | None = None) -> float:
+    """Avg over pairs c < c' of |cos(v_c, v_c') + 1/(C−1)|, tiled over classes."""
+    return pairwise.angle_stats(vectors, tile=tile).maxangle
 
 
 def nc3(W: torch.Tensor, mbar: torch.Tensor) -> float:
@@ -172,7 +164,11 @@ def nc3(W: torch.Tensor, mbar: torch.Tensor) -> float:
 
 
 def etf_error(gram: torch.Tensor) -> float:
-    """‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F for a C×C Gram-like matrix G."""
+    """‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F for a given dense C×C Gram-like matrix G.
+
+    The measurement itself never forms G: :func:`ncmse.pairwise.means_pair_stats` and
+    :func:`ncmse.pairwise.cross_pass` accumulate the same error over tiles.
+    """
     C = gram.shape[0]
     etf = torch.eye(C, dtype=gram.dtype, device=gram.device) - 1.0 / C
     return float((gram / gram.norm() - etf / math.sqrt(C - 1)).norm())

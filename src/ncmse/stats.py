@@ -232,23 +232,49 @@ class ClassStats:
             return
         h = features.to(device=self.device, dtype=self.dtype)
         y = labels.to(device=self.device, dtype=torch.long)
-        C = self.num_classes
+        if h.device.type == "cpu":
+            self._update_cpu(h, y)
+        else:
+            self._update_device(h, y)
 
-        # CPU: index_add_ (fast); CUDA: one-hot GEMMs (deterministic, unlike atomics)
+    def _update_cpu(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        """index_add_ straight into the state: O(B·p) per block whatever C (no C×p temporary)."""
+        classes, inverse = torch.unique(y, return_inverse=True)
+        new = self.counts[classes] == 0
+        if bool(new.any()):  # first rows of a class: its shift is their mean
+            block_sums = torch.zeros(classes.numel(), self.dim, dtype=h.dtype).index_add_(
+                0, inverse, h
+            )
+            block_counts = torch.bincount(inverse, minlength=classes.numel()).to(h.dtype)
+            self.shift[classes[new]] = block_sums[new] / block_counts[new].unsqueeze(1)
+        z = h - self.shift.index_select(0, y)
+        self.counts.index_add_(0, y, torch.ones_like(h[:, 0]))
+        self.sums.index_add_(0, y, z)
+        self.sqsums.index_add_(0, y, torch.einsum("ij,ij->i", z, z))
+        self.scatter.addmm_(z.T, z)
+
+    def _update_device(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        """Without a host sync: few classes by one-hot GEMMs, many by sort-based index_put_
+        (both deterministic, unlike atomics); new classes' shifts are set arithmetically."""
+        C = self.num_classes
         onehot = None
-        if h.device.type != "cpu":
+        if C <= _ONEHOT_MAX_CLASSES:
             onehot = torch.zeros(h.shape[0], C, device=self.device, dtype=self.dtype)
             onehot.scatter_(1, y.unsqueeze(1), 1.0)
         batch_counts = _class_sums(torch.ones_like(h[:, 0]), y, C, onehot)
-        new = (batch_counts > 0) & (self.counts == 0)
-        if bool(new.any()):
-            batch_means = _class_sums(h, y, C, onehot) / batch_counts.clamp_min(1).unsqueeze(1)
-            self.shift[new] = batch_means[new]
-
+        new = ((batch_counts > 0) & (self.counts == 0)).to(self.dtype)
+        batch_means = _class_sums(h, y, C, onehot) / batch_counts.clamp_min(1).unsqueeze(1)
+        # a class without samples has shift 0, so shift + new·mean is exactly the mean for a new
+        # class and exactly the old shift for the others
+        self.shift.addcmul_(new.unsqueeze(1), batch_means)
         z = h - self.shift.index_select(0, y)
         self.counts += batch_counts
-        self.sums += _class_sums(z, y, C, onehot)
-        self.sqsums += _class_sums(torch.einsum("ij,ij->i", z, z), y, C, onehot)
+        if onehot is not None:
+            self.sums.addmm_(onehot.T, z)
+            self.sqsums.addmv_(onehot.T, torch.einsum("ij,ij->i", z, z))
+        else:
+            self.sums.index_put_((y,), z, accumulate=True)
+            self.sqsums.index_put_((y,), torch.einsum("ij,ij->i", z, z), accumulate=True)
         self.scatter.addmm_(z.T, z)
 
     def check_finite(self) -> None:
@@ -349,14 +375,18 @@ class ClassStats:
         return self
 
 
+#: on an accelerator, class sums by one-hot GEMMs up to this many classes, index_put_ beyond
+_ONEHOT_MAX_CLASSES = 1024
+
+
 def _class_sums(
     values: torch.Tensor, labels: torch.Tensor, C: int, onehot: torch.Tensor | None
 ) -> torch.Tensor:
-    """Per-class sums of ``values`` [B, ...] → [C, ...]."""
+    """Per-class sums of ``values`` [B, ...] → [C, ...] (device path)."""
     if onehot is not None:
         return onehot.T @ values
     out = torch.zeros((C, *values.shape[1:]), device=values.device, dtype=values.dtype)
-    return out.index_add_(0, labels, values)
+    return out.index_put_((labels,), values, accumulate=True)
 
 
 def merge(a: ClassStats, b: ClassStats) -> ClassStats:
