@@ -17,10 +17,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ncmse import lstsq, measures
-from ncmse.errors import EmptyDataError, InputError, NCMSEWarning, NonFiniteError, ShapeError
+from ncmse import lstsq, measures, pairwise
+from ncmse.decide import TiledDecisions
+from ncmse.errors import (
+    EmptyClassError,
+    EmptyDataError,
+    InputError,
+    LabelError,
+    NCMSEWarning,
+    NonFiniteError,
+    ShapeError,
+)
 from ncmse.result import FLAGS, NCResult
 from ncmse.stats import ClassStats, check_batch
+from ncmse.subset import DeferredRows, check_min_samples
 
 __all__ = [
     "measure_features",
@@ -35,6 +45,10 @@ __all__ = [
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 #: rows gathered before a statistics update (see measure_stream)
 _BLOCK_ROWS = 1024
+#: in-memory features reach the statistics in views of this many rows (never all N at once)
+_FEATURE_ROWS = 8192
+#: bytes of decision scores per chunk of samples (rows × 2·class-tile × 8)
+_DECISION_BYTES = 64 * 1024**2
 
 _Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -87,6 +101,7 @@ def result_from_stats(
     nc4_method: str = "unavailable",
     rtol: float | None = None,
     warn: bool = True,
+    excluded: tuple[int, int] = (0, 0),
 ) -> NCResult:
     """All SPEC §2–§3 quantities from the statistics, the classifier and the decision counts.
 
@@ -102,6 +117,7 @@ def result_from_stats(
     rtol : relative tolerance of every rank decision, in (0, 1)
         (default ``max(p, C)·eps(stats.dtype)·100``)
     warn : emit an :class:`~ncmse.errors.NCMSEWarning` for each degenerate-feature flag
+    excluded : (classes, samples) left out of ``stats`` by ``min_samples``, recorded in the result
     """
     lam = lstsq._check_lam(lam)
     stats._require_all_classes()
@@ -117,21 +133,30 @@ def result_from_stats(
     nc1, rank = measures.nc1(sigma_w, mbar, rtol=rtol_)
     omega, singular = measures.whitened_spectrum(sigma_w, mbar, rtol=rtol_)
     flags = _flags(means, mbar, rank, singular, rtol_)
-    moments = lstsq.Moments(weights=counts / N, means=means, sigma_w=sigma_w, num_samples=int(N))
-    dec = lstsq.decompose(moments, W, b, lam, rtol=rtol_)
+    weights = counts / N
+    moments = lstsq.Moments(weights=weights, means=means, sigma_w=sigma_w, num_samples=int(N))
+    # the pairwise quantities in tiles of classes (memory O(C·p + tile²), never a C×C matrix):
+    # one symmetric pass over the means' Gram, one over W Wᵀ, one over W M̄ that also gives the
+    # between-class part of the loss, Σ_c π_c ‖W (μ_c − μ_G) + (W μ_G + b) − e_c‖²
+    mbar_rows = mbar.T.contiguous()
+    pairs = pairwise.means_pair_stats(mbar_rows, within_sq / counts)
+    classifier_angles = pairwise.angle_stats(W)
+    mu_g = means.mean(dim=0)
+    fit, etf_wm = pairwise.cross_pass(W, mbar_rows, W @ mu_g + b, weights, etf=True)
+    dec = lstsq.decompose(moments, W, b, lam, rtol=rtol_, fit_residual=fit)
     nan = float("nan")
     values = {
         "nc1": nc1,
         "nc1_unnormalized": C * nc1,
         "nc1_trace_ratio": measures.nc1_trace_ratio(sigma_w, mbar),
-        "cdnv": measures.cdnv(means, within_sq / counts),
-        "equinorm_means": measures.equinorm(mbar.T),
-        "equiangular_means": measures.equiangular(mbar.T),
-        "maxangle_means": measures.maxangle(mbar.T),
+        "cdnv": pairs.cdnv,
+        "equinorm_means": measures.equinorm(mbar_rows),
+        "equiangular_means": pairs.equiangular,
+        "maxangle_means": pairs.maxangle,
         "nc3": measures.nc3(W, mbar),
         "nc4": nan if nc4_mismatch is None else float(nc4_mismatch) / N,
-        "etf_error_means": measures.etf_error(mbar.T @ mbar),
-        "etf_error_wm": measures.etf_error(W @ mbar),
+        "etf_error_means": pairs.etf_error,
+        "etf_error_wm": etf_wm,
     }
     snr = tuple(float(x) for x in omega)
     if "no_between_class_spread" in flags:  # undefined, never a number that reads as collapse
@@ -144,8 +169,8 @@ def result_from_stats(
         accuracy=nan if correct is None else float(correct) / N,
         loss=dec.loss,
         equinorm_classifier=measures.equinorm(W),
-        equiangular_classifier=measures.equiangular(W),
-        maxangle_classifier=measures.maxangle(W),
+        equiangular_classifier=classifier_angles.equiangular,
+        maxangle_classifier=classifier_angles.maxangle,
         snr=snr,
         loss_nc1=dec.loss_nc1,
         loss_nc23=dec.loss_nc23,
@@ -157,6 +182,8 @@ def result_from_stats(
         balanced=bool((counts == counts[0]).all()),
         nc4_method=nc4_method,
         flags=flags,
+        num_classes_excluded=int(excluded[0]),
+        num_samples_excluded=int(excluded[1]),
         **values,
     )
 
@@ -195,6 +222,7 @@ def measure_features(
     lam: float = 0.0,
     rtol: float | None = None,
     dtype: torch.dtype = torch.float64,
+    min_samples: int | None = None,
 ) -> NCResult:
     """Measure collapse of in-memory features.
 
@@ -208,6 +236,9 @@ def measure_features(
     lam : float                λ of the MSE decomposition (SPEC §3)
     rtol : float, optional     relative tolerance of the rank decisions
     dtype : torch.dtype        precision of the statistics (float64)
+    min_samples : int, optional
+        Measure only the classes with at least this many samples (see :func:`measure_stream`);
+        None (default): every class must have samples.
 
     Returns
     -------
@@ -227,8 +258,12 @@ def measure_features(
     if features.shape[0] == 0:
         raise EmptyDataError("features are empty (N = 0); measure on a non-empty split")
     W, b = _check_classifier(W, b, C, features.shape[1])
+    views = [  # the statistics convert one block at a time, never all N rows at once
+        (features[start : start + _FEATURE_ROWS], labels[start : start + _FEATURE_ROWS])
+        for start in range(0, features.shape[0], _FEATURE_ROWS)
+    ]
     return measure_stream(
-        [(features, labels)],
+        views,
         W,
         b,
         num_classes=C,
@@ -236,6 +271,8 @@ def measure_features(
         rtol=rtol,
         dtype=dtype,
         distributed=False,
+        min_samples=min_samples,
+        memory_budget_bytes=2**62,
         _nc4_method="direct",
     )
 
@@ -272,6 +309,7 @@ def measure_stream(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float64,
     distributed: bool | None = None,
+    min_samples: int | None = None,
     _nc4_method: str | None = None,
 ) -> NCResult:
     """Measure collapse of a stream of ``(features [B, p], labels [B])`` batches in one pass.
@@ -281,9 +319,18 @@ def measure_stream(
     ``batches`` to be re-iterable (a list, a DataLoader) or a zero-argument callable returning a
     fresh iterable. With ``torch.distributed`` initialised (and ``distributed`` not False), each
     rank passes its shard and every rank receives the global result.
+
+    ``min_samples=None`` (default) requires every class to have samples. An integer m ≥ 1
+    measures the classes with at least m samples (over all ranks): the other classes, their
+    samples and their classifier rows are left out of every quantity (decisions are the argmax
+    over the measured classes) and counted in ``num_classes_excluded`` / ``num_samples_excluded``.
+
+    On an accelerator the pass runs without a host synchronisation per block (the label range is
+    checked once at the end); memory is ``O(C·p + p²)`` plus tiles, whatever N and C.
     """
     C = _check_num_classes(num_classes)
     _check_options(lam, rtol, dtype)
+    m = check_min_samples(min_samples)
     if not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 0:
         raise InputError(f"memory_budget_bytes must be an integer ≥ 0, got {memory_budget_bytes!r}")
     factory = _reiterable(batches)
@@ -292,9 +339,11 @@ def measure_stream(
     dev = torch.device(device) if device is not None else W.device
 
     stats: ClassStats | None = None
+    deferred: DeferredRows | None = None
+    label_bounds: list[torch.Tensor] = []  # running [min, max] of labels that live on a device
     cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
     cached_bytes = 0
-    # _Batches are gathered into blocks of ≥ _BLOCK_ROWS rows before they reach the statistics:
+    # Batches are gathered into blocks of ≥ _BLOCK_ROWS rows before they reach the statistics:
     # the per-batch bookkeeping (a dozen small tensor operations) then runs a few times per
     # thousand samples, and the scatter GEMM is as efficient on one block as on its batches.
     block: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -303,15 +352,29 @@ def measure_stream(
     def flush() -> None:
         feats = block[0][0] if len(block) == 1 else torch.cat([f for f, _ in block])
         labs = block[0][1] if len(block) == 1 else torch.cat([y for _, y in block])
-        check_batch(feats, labs, C, finite=False)  # the label range, once per block
-        stats.update(feats.to(device=dev, dtype=dtype), labs.to(device=dev), validate=False)
+        if labs.device.type == "cpu":
+            check_batch(feats, labs, C, finite=False)  # the label range, once per block
+        else:  # no host sync per block: track the range, keep indices valid, check at the end
+            bounds = torch.stack([labs.min(), labs.max()])
+            label_bounds[:] = [
+                bounds
+                if not label_bounds
+                else torch.stack([torch.minimum(label_bounds[0][0], bounds[0]),
+                                  torch.maximum(label_bounds[0][1], bounds[1])])
+            ]  # fmt: skip
+            labs = labs.clamp(0, C - 1)
+        feats, labs = feats.to(device=dev, dtype=dtype), labs.to(device=dev)
+        if deferred is not None:
+            feats, labs = deferred.route(feats, labs)
+        stats.update(feats, labs, validate=False)
 
     for features, labels in first_iter:
         check_batch(features, labels, C, finite=False, label_range=False)
         if stats is None:
             W, b = _check_classifier(W, b, C, features.shape[1])
             stats = ClassStats(C, features.shape[1], device=dev, dtype=dtype)
-            Wd, bd = W.to(device=dev, dtype=dtype), b.to(device=dev, dtype=dtype)
+            if m is not None and m >= 3:  # classes with < m samples must not reach the scatter
+                deferred = DeferredRows(C, m, dev)
         elif features.shape[1] != stats.dim:
             raise ShapeError(
                 f"a batch has feature dimension {features.shape[1]}, the first had {stats.dim}"
@@ -333,12 +396,29 @@ def measure_stream(
         raise EmptyDataError(
             "the loader / stream yielded no batch; check the dataset split and the sampler"
         )
-    stats.check_finite()
+    if label_bounds:
+        low, high = (int(v) for v in label_bounds[0])
+        if low < 0 or high >= C:
+            raise LabelError(
+                f"labels must lie in [0, {C}) for num_classes={C}, found values in "
+                f"[{low}, {high}]; fix num_classes or the labels"
+            )
     if dist_on:
         import torch.distributed as dist
-
+    if deferred is not None:
+        seen = deferred.seen.to(torch.float64)
+        if dist_on:
+            dist.all_reduce(seen)
+        released = deferred.release(seen)
+        if released is not None:
+            stats.update(*released, validate=False)
+    stats.check_finite()
+    if dist_on:
         stats.all_reduce_()
+    total_counts = seen.to(stats.counts) if deferred is not None else stats.counts
+    stats, W, b, label_map, excluded = _measured_subset(stats, W, b, total_counts, m)
     means = stats.class_means()
+    Wd, bd = W.to(device=dev, dtype=torch.float64), b.to(device=dev, dtype=torch.float64)
 
     if cache is not None:
         method, source = (_nc4_method or "cache"), iter(cache)
@@ -350,13 +430,21 @@ def measure_stream(
             "single-use iterator, so NC4 cannot be measured; pass a re-iterable (list, DataLoader) "
             "or a callable returning a fresh iterator, or raise memory_budget_bytes"
         )
-    # accuracy and NC4 in one fused GEMM per batch, against the final class means
-    rule = measures.Decisions(Wd, bd, means)
+    # accuracy and NC4 against the final class means, tiled over classes (TiledDecisions)
+    rule = TiledDecisions(Wd, bd, means.to(torch.float64), means.to(torch.float64).mean(dim=0))
+    rows = max(_BLOCK_ROWS, _DECISION_BYTES // (16 * min(stats.num_classes, rule.tile)))
     counts = torch.zeros(2, dtype=torch.float64, device=dev)  # [correct, nc4 mismatches]
     for features, labels in source:
-        cls, ncc = rule(features.to(dev))
-        counts[0] += (cls == labels.to(dev)).sum()
-        counts[1] += (cls != ncc).sum()
+        for start in range(0, features.shape[0], rows):
+            cls, ncc = rule(features[start : start + rows].to(dev))
+            y = labels[start : start + rows].to(dev)
+            if label_map is None:
+                counts[0] += (cls == y).sum()
+                counts[1] += (cls != ncc).sum()
+            else:  # samples of excluded classes (mapped to −1) count for nothing
+                y = label_map[y.clamp(0, C - 1)]
+                counts[0] += (cls == y).sum()
+                counts[1] += ((cls != ncc) & (y >= 0)).sum()
     if dist_on:
         dist.all_reduce(counts)
     correct, mismatch = counts[0], counts[1]
@@ -369,7 +457,51 @@ def measure_stream(
         nc4_mismatch=float(mismatch),
         nc4_method=method,
         rtol=rtol,
+        excluded=excluded,
     )
+
+
+def _measured_subset(
+    stats: ClassStats,
+    W: torch.Tensor,
+    b: torch.Tensor,
+    total_counts: torch.Tensor,
+    min_samples: int | None,
+) -> tuple[ClassStats, torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+    """Restrict the statistics and the classifier to the classes with ≥ ``min_samples`` samples.
+
+    Returns ``(stats, W, b, label_map, (classes excluded, samples excluded))``; ``label_map`` [C]
+    maps an original label to its index among the kept classes (−1: excluded), None when every
+    class is kept. ``total_counts`` are the classes' sample counts, held-back rows included.
+    With ``min_samples=None`` every class must have samples (EmptyClassError otherwise).
+    """
+    if min_samples is None:
+        stats._require_all_classes()
+        return stats, W, b, None, (0, 0)
+    if stats.num_samples == 0:
+        raise EmptyDataError("no samples were added; the features / loader are empty")
+    kept = total_counts >= min_samples
+    n_kept = int(kept.sum())
+    if n_kept < 2:
+        raise EmptyClassError(
+            f"only {n_kept} class(es) have at least min_samples={min_samples} samples, but "
+            "collapse compares ≥ 2 classes; lower min_samples or measure on more data"
+        )
+    if n_kept == stats.num_classes:
+        return stats, W, b, None, (0, 0)
+    excluded = (stats.num_classes - n_kept, int(round(float(total_counts[~kept].sum()))))
+    index = kept.nonzero().flatten()
+    state = stats.state_tensors()
+    sub = {name: value.index_select(0, index) for name, value in state.items() if name != "scatter"}
+    # excluded classes contribute nothing to the pooled scatter: they either have no row in the
+    # statistics (held back) or one row, whose deviation from its own shift is exactly zero
+    sub["scatter"] = state["scatter"]
+    restricted = ClassStats.from_state(n_kept, stats.dim, sub)
+    label_map = torch.full((stats.num_classes,), -1, dtype=torch.long, device=kept.device)
+    label_map[index] = torch.arange(n_kept, device=kept.device)
+    Wk = W.index_select(0, index.to(W.device))
+    bk = b.index_select(0, index.to(b.device))
+    return restricted, Wk, bk, label_map, excluded
 
 
 def find_classifier(model: nn.Module) -> nn.Linear:
@@ -395,6 +527,7 @@ def measure(
     dtype: torch.dtype = torch.float64,
     rtol: float | None = None,
     distributed: bool | None = None,
+    min_samples: int | None = None,
 ) -> NCResult:
     """Measure collapse of a model's last-layer features on a loader of ``(inputs, labels)``.
 
@@ -411,7 +544,10 @@ def measure(
     classifier : the final linear layer, if it is not the last nn.Linear
     num_classes : C; default ``classifier.out_features``
     lam : λ of the MSE decomposition (SPEC §3)
+    min_samples : measure only the classes with at least this many samples (None: all classes
+        must be present); see :func:`measure_stream`
     """
+    check_min_samples(min_samples)
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     layer = classifier if classifier is not None else find_classifier(inner)
     if not isinstance(layer, nn.Linear):
@@ -468,6 +604,7 @@ def measure(
                 device=dev,
                 dtype=dtype,
                 distributed=distributed,
+                min_samples=min_samples,
             )
     finally:
         handle.remove()

@@ -221,16 +221,29 @@ def _solve_ls(
     return W_ls, b_ls, sigma_t
 
 
-def mse_loss(moments: Moments, W: torch.Tensor, b: torch.Tensor, lam: float = 0.0) -> float:
+def mse_loss(
+    moments: Moments,
+    W: torch.Tensor,
+    b: torch.Tensor,
+    lam: float = 0.0,
+    *,
+    fit_residual: float | None = None,
+) -> float:
     """L(W, b, H) of SPEC §3 from the moments (exact, no cancellation from raw second moments).
 
     L = ½ [ tr(W Σ_W Wᵀ) + Σ_c π_c ‖W μ_c + b − e_c‖² ] + (λ/2)(‖W‖² + ‖b‖²)
+
+    ``fit_residual``: the sum Σ_c π_c ‖W μ_c + b − e_c‖² when the caller already has it (it is a
+    pass over C×C tiles); otherwise it is computed here, tiled, as
+    Σ_c π_c ‖W (μ_c − m) + (W m + b) − e_c‖².
     """
     lam = _check_lam(lam)
     W, b = W.to(moments.means), b.to(moments.means)
     m = moments.mean
-    # Σ_c π_c ‖W (μ_c − m) + (W m + b) − e_c‖², tiled over classes (no C×C matrix)
-    between = pairwise.residual_sq_sum(W, moments.means - m, W @ m + b, moments.weights)
+    if fit_residual is None:
+        between = pairwise.residual_sq_sum(W, moments.means - m, W @ m + b, moments.weights)
+    else:
+        between = float(fit_residual)
     within = float((W @ moments.sigma_w * W).sum())
     reg = float((W * W).sum() + (b * b).sum())
     return 0.5 * (within + between) + 0.5 * lam * reg
@@ -244,6 +257,7 @@ def decompose(
     *,
     rtol: float | None = None,
     ls: tuple[torch.Tensor, torch.Tensor] | None = None,
+    fit_residual: float | None = None,
 ) -> Decomposition:
     """L = L_NC1 + L_NC2/3 + L_⊥ (SPEC §3), each term computed by its own formula.
 
@@ -255,6 +269,7 @@ def decompose(
     lam : float
     rtol : float, optional   tolerance of the regularity test (see :func:`ls_classifier`)
     ls : optional precomputed ``ls_classifier(moments, lam)``
+    fit_residual : optional precomputed Σ_c π_c ‖W μ_c + b − e_c‖² (see :func:`mse_loss`)
 
     Notes
     -----
@@ -289,7 +304,7 @@ def decompose(
         + (shift * shift).sum()
     )
     return Decomposition(
-        loss=mse_loss(moments, W, b, lam),
+        loss=mse_loss(moments, W, b, lam, fit_residual=fit_residual),
         loss_nc1=loss_nc1,
         loss_nc23=loss_nc23,
         loss_perp=loss_perp,

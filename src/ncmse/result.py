@@ -19,6 +19,9 @@ class NCResult:
     memory budget), ``"second_pass"`` (streamed twice) or ``"unavailable"``.
     ``flags`` names the degenerate-feature conditions of SPEC §2 that hold (:data:`FLAGS`); in
     :meth:`to_dict` and files they are one ``;``-joined string (empty when none).
+    ``num_classes`` and ``num_samples`` describe the measured set; with ``min_samples`` the classes
+    with fewer samples (and those samples) are left out and counted in ``num_classes_excluded``
+    and ``num_samples_excluded`` (both 0 when every class was measured).
     """
 
     accuracy: float
@@ -48,6 +51,8 @@ class NCResult:
     balanced: bool
     nc4_method: str
     flags: tuple[str, ...] = ()
+    num_classes_excluded: int = 0
+    num_samples_excluded: int = 0
     extras: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -72,7 +77,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "equinorm_means", "equinorm_classifier", "equiangular_means", "equiangular_classifier",
     "maxangle_means", "maxangle_classifier", "nc3", "nc4", "etf_error_means", "etf_error_wm",
     "loss_nc1", "loss_nc23", "loss_perp", "loss_ls", "loss_perp_ratio", "lam",
-    "num_samples", "num_classes", "balanced", "nc4_method", "flags",
+    "num_samples", "num_classes", "balanced", "nc4_method", "flags", "num_classes_excluded",
+    "num_samples_excluded",
 )  # fmt: skip
 
 #: the degenerate-feature flags of SPEC §2, with what each means for the numbers

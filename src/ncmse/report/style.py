@@ -106,9 +106,11 @@ METRIC_LABELS: dict[str, str] = {
     "loss_perp_ratio": "L_⊥ / L",
     "lam": "λ used in the decomposition",
     "num_samples": "number of samples measured",
-    "num_classes": "number of classes C",
+    "num_classes": "number of classes C measured",
     "balanced": "measured set balanced",
     "nc4_method": "how nc4 was computed",
+    "num_classes_excluded": "classes left out (fewer than min_samples samples)",
+    "num_samples_excluded": "samples of the classes left out",
     "lr": "learning rate",
     "wall_time": "wall-clock time (s)",
 }
