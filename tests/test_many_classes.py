@@ -290,3 +290,121 @@ def test_deferred_rows_hold_exactly_the_first_m_minus_1_rows(m):
     kept = counts >= m
     expected = torch.bincount(y[kept[y]], minlength=C)
     assert torch.equal(torch.bincount(got, minlength=C), expected)
+
+
+# ------------------------------------------------------------------- through the API
+import ncmse  # noqa: E402
+from ncmse import decide  # noqa: E402
+from ncmse.errors import EmptyClassError, InputError  # noqa: E402
+
+SCALARS = (
+    "accuracy", "loss", "nc1", "nc1_trace_ratio", "cdnv", "equinorm_means", "equinorm_classifier",
+    "equiangular_means", "equiangular_classifier", "maxangle_means", "maxangle_classifier", "nc3",
+    "nc4", "etf_error_means", "etf_error_wm", "loss_nc1", "loss_nc23", "loss_perp", "loss_ls",
+)  # fmt: skip
+
+
+def _zipf_data(C=30, p=8, N=900, seed=0, absent=(3, 17), singles=(5, 9), doubles=(11,)):
+    """Imbalanced classes with absent, single-sample and two-sample classes."""
+    g = torch.Generator().manual_seed(seed)
+    weights = 1.0 / torch.arange(1, C + 1, dtype=F64)
+    for c in (*absent, *singles, *doubles):
+        weights[c] = 0.0
+    y = torch.multinomial(weights, N, replacement=True, generator=g)
+    extra = torch.tensor([*singles, *doubles, *doubles], dtype=torch.long)
+    y = torch.cat([y, extra])
+    y = y[torch.randperm(len(y), generator=g)]
+    means = 3.0 * torch.randn(C, p, generator=g, dtype=F64)
+    H = means[y] + torch.randn(len(y), p, generator=g, dtype=F64)
+    W = torch.randn(C, p, generator=g, dtype=F64)
+    b = torch.randn(C, generator=g, dtype=F64)
+    return H, y, W, b
+
+
+def _assert_same(r1, r2, rel=1e-12):
+    for name in SCALARS:
+        a, b = getattr(r1, name), getattr(r2, name)
+        assert a == pytest.approx(b, rel=rel, abs=1e-14), name
+    np.testing.assert_allclose(r1.snr, r2.snr, rtol=1e-10)
+    assert (r1.num_samples, r1.num_classes) == (r2.num_samples, r2.num_classes)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_min_samples_equals_measuring_the_subset_directly(m):
+    H, y, W, b = _zipf_data()
+    C = W.shape[0]
+    counts = torch.bincount(y, minlength=C)
+    kept = (counts >= m).nonzero().flatten()
+    remap = torch.full((C,), -1, dtype=torch.long)
+    remap[kept] = torch.arange(len(kept))
+    rows = remap[y] >= 0
+    direct = ncmse.measure_features(
+        H[rows], remap[y[rows]], W[kept], b[kept], num_classes=len(kept), lam=0.01
+    )
+    sub = ncmse.measure_features(H, y, W, b, num_classes=C, lam=0.01, min_samples=m)
+    _assert_same(sub, direct)
+    assert sub.num_classes_excluded == C - len(kept)
+    assert sub.num_samples_excluded == int(counts[counts < m].sum())
+    assert sub.to_dict()["num_classes_excluded"] == C - len(kept)
+    # streamed in small batches of random order (rows held back and released for m ≥ 3)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(m))
+    batches = [(H[perm[i : i + 37]], y[perm[i : i + 37]]) for i in range(0, len(y), 37)]
+    streamed = ncmse.measure_stream(batches, W, b, num_classes=C, lam=0.01, min_samples=m)
+    _assert_same(streamed, direct, rel=1e-9)
+    assert streamed.num_samples_excluded == sub.num_samples_excluded
+
+
+def test_min_samples_default_and_errors():
+    H, y, W, b = _zipf_data()
+    with pytest.raises(EmptyClassError, match="no samples"):
+        ncmse.measure_features(H, y, W, b, num_classes=W.shape[0])
+    with pytest.raises(EmptyClassError, match="min_samples=10000"):
+        ncmse.measure_features(H, y, W, b, num_classes=W.shape[0], min_samples=10_000)
+    with pytest.raises(InputError, match="min_samples"):
+        ncmse.measure_features(H, y, W, b, num_classes=W.shape[0], min_samples=0)
+
+
+def test_tiny_tiles_through_the_api_equal_one_tile(monkeypatch):
+    """Every pairwise quantity and decision with 3-class tiles equals the single-tile result."""
+    H, y, W, b = _zipf_data(C=23, p=6, N=700, absent=(), singles=(), doubles=())
+    one = ncmse.measure_features(H, y, W, b, num_classes=23, lam=0.1)
+    monkeypatch.setattr(pairwise, "DEFAULT_TILE_BUDGET", 3 * 8 * 3 * 3)
+    monkeypatch.setattr(decide, "DEFAULT_CLASS_TILE", 2)
+    assert pairwise.tile_size(23) == 3
+    many = ncmse.measure_features(H, y, W, b, num_classes=23, lam=0.1)
+    _assert_same(many, one)
+
+
+def test_float32_decision_path_through_the_api_equals_float64(monkeypatch):
+    H, y, W, b = _zipf_data(C=80, p=6, N=3000, absent=(), singles=(), doubles=())
+    H = H + 1e3  # an offset: decisions are taken about μ_G
+    auto = ncmse.measure_features(H, y, W, b, num_classes=80)  # 2C > p: float32 + re-decision
+    original = decide.TiledDecisions.__init__
+
+    def float64_only(self, *args, **kwargs):
+        kwargs["precision"] = "float64"
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(decide.TiledDecisions, "__init__", float64_only)
+    exact = ncmse.measure_features(H, y, W, b, num_classes=80)
+    assert auto.accuracy == exact.accuracy and auto.nc4 == exact.nc4
+
+
+def test_metric_min_samples_matches_the_api():
+    pytest.importorskip("torchmetrics")
+    from ncmse.metric import NeuralCollapseMetric
+
+    H, y, W, b = _zipf_data()
+    layer = torch.nn.Linear(W.shape[1], W.shape[0]).double()
+    with torch.no_grad():
+        layer.weight.copy_(W)
+        layer.bias.copy_(b)
+    with pytest.raises(InputError, match="keep_features"):
+        NeuralCollapseMetric(layer, lam=0.01, min_samples=2)
+    metric = NeuralCollapseMetric(layer, lam=0.01, keep_features=True, min_samples=2)
+    for i in range(0, len(y), 100):
+        metric.update(H[i : i + 100], y[i : i + 100])
+    got = metric.compute()
+    want = ncmse.measure_features(H, y, W, b, num_classes=W.shape[0], lam=0.01, min_samples=2)
+    _assert_same(got, want)
+    assert got.num_classes_excluded == want.num_classes_excluded == 4

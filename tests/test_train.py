@@ -218,6 +218,13 @@ def test_cli_train_and_measure_roundtrip(tmp_path: Path, capsys: pytest.CaptureF
     for key in ("nc1", "loss", "loss_perp", "accuracy", "nc4"):
         assert printed["train"][key] == pytest.approx(final[key], rel=1e-9, abs=1e-12)
         assert printed["test"][key] == pytest.approx(final[f"test_{key}"], rel=1e-9, abs=1e-12)
+    # every digit class is present: --min-samples 1 measures the same set, and says so
+    assert main(["measure", str(out / "checkpoints" / "last.pt"), "--min-samples", "1"]) == 0
+    subset = json.loads(capsys.readouterr().out)["train"]
+    assert subset["num_classes_excluded"] == 0 and subset["num_samples_excluded"] == 0
+    assert subset["nc1"] == pytest.approx(final["nc1"], rel=1e-9)
+    assert main(["measure", str(out / "checkpoints" / "last.pt"), "--min-samples", "0"]) == 2
+    assert "min_samples" in capsys.readouterr().err
 
 
 def test_cli_errors_exit_2_with_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -478,7 +478,7 @@ def _measured_subset(
     if min_samples is None:
         stats._require_all_classes()
         return stats, W, b, None, (0, 0)
-    if stats.num_samples == 0:
+    if float(total_counts.sum()) == 0:
         raise EmptyDataError("no samples were added; the features / loader are empty")
     kept = total_counts >= min_samples
     n_kept = int(kept.sum())

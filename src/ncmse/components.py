@@ -108,6 +108,7 @@ def measure_split(
     batch_size: int,
     memory_budget_bytes: int | None = None,
     dist_info: DistInfo | None = None,
+    min_samples: int | None = None,
 ) -> dict[str, Any]:
     """All SPEC metrics of one split at the loss's λ, plus ``objective`` (rank-sharded under DDP).
 
@@ -123,6 +124,9 @@ def measure_split(
         Supplies λ, the classifier scale (1/M for the rescaled MSE) and the criterion.
     x, y : Tensor
         The whole split (every rank passes the whole split and measures its shard).
+    min_samples : int, optional
+        Measure only the classes with at least this many samples (``ncmse measure
+        --min-samples``); ``objective`` stays the criterion over the whole split.
     """
     import ncmse
     from ncmse.api import DEFAULT_MEMORY_BUDGET
@@ -152,6 +156,7 @@ def measure_split(
                 num_classes=num_classes,
                 lam=loss.lam,
                 memory_budget_bytes=budget,
+                min_samples=min_samples,
             )
     finally:
         handle.remove()
@@ -216,6 +221,7 @@ def measure_checkpoint(
     lam: float | None = None,
     device: str = "auto",
     batch_size: int | None = None,
+    min_samples: int | None = None,
 ) -> dict[str, Any]:
     """Measure a checkpoint; returns ``{"epoch", "lam", "lam_source", "train": {...}, ...}``.
 
@@ -237,11 +243,13 @@ def measure_checkpoint(
     from ncmse.config import config_from_dict
     from ncmse.errors import InputError
     from ncmse.runtime import resolve_device
+    from ncmse.subset import check_min_samples
 
     if lam is not None and not (math.isfinite(lam) and lam >= 0):
         raise InputError(f"--lam {lam!r} must be a finite number >= 0; omit it to use the run's λ")
     if batch_size is not None and batch_size < 1:
         raise InputError(f"--batch-size {batch_size} must be a positive integer, e.g. 1024")
+    check_min_samples(min_samples)
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda but CUDA is not available here; use --device cpu or auto")
     ckpt, used = load_checkpoint(checkpoint, fix="pass another checkpoint, or train the run again")
@@ -269,6 +277,7 @@ def measure_checkpoint(
             num_classes=bundle.num_classes,
             batch_size=cfg.measure_batch_size if batch_size is None else batch_size,
             memory_budget_bytes=cfg.memory_budget_bytes,
+            min_samples=min_samples,
         )
     rows = ckpt.get("rows") or []
     if rows:  # the run's verdicts (SPEC §7, §9), recomputed from its rows up to this checkpoint

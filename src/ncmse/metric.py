@@ -27,11 +27,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
         "ncmse.metric needs torchmetrics: pip install 'ncmse[lightning]' (or torchmetrics)"
     ) from exc
 
-from ncmse import lstsq, measures
+from ncmse import lstsq
 from ncmse.api import result_from_stats
-from ncmse.errors import InputError
+from ncmse.decide import TiledDecisions
+from ncmse.errors import EmptyDataError, InputError
 from ncmse.result import NCResult
 from ncmse.stats import ClassStats, merge
+from ncmse.subset import check_min_samples
 
 __all__ = ["NeuralCollapseMetric"]
 
@@ -51,6 +53,11 @@ class NeuralCollapseMetric(Metric):
     keep_features : bool
         Keep the features (gathered across processes) so that :meth:`compute` can measure NC4
         against the final class means. Costs N·p floats; without it ``nc4`` is NaN.
+    min_samples : int, optional
+        Measure only the classes with at least this many samples over all processes (see
+        :func:`ncmse.measure_stream`). The decisions over the measured classes are known only at
+        :meth:`compute`, so this needs ``keep_features=True``; :meth:`compute` then measures the
+        kept features (labels kept with them) exactly as :func:`ncmse.measure_features` does.
     """
 
     full_state_update = False
@@ -64,9 +71,16 @@ class NeuralCollapseMetric(Metric):
         num_classes: int | None = None,
         lam: float = 0.0,
         keep_features: bool = False,
+        min_samples: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.min_samples = check_min_samples(min_samples)
+        if self.min_samples is not None and not keep_features:
+            raise InputError(
+                "min_samples needs keep_features=True: accuracy and nc4 over the measured classes "
+                "(argmax over the kept classes) are only known once every sample has been seen"
+            )
         if not isinstance(classifier, nn.Linear):
             raise InputError(f"classifier must be an nn.Linear, got {type(classifier).__name__}")
         C = classifier.out_features if num_classes is None else int(num_classes)
@@ -85,6 +99,8 @@ class NeuralCollapseMetric(Metric):
         )
         if keep_features:
             self.add_state("features", default=[], dist_reduce_fx="cat")
+        if self.min_samples is not None:
+            self.add_state("labels", default=[], dist_reduce_fx="cat")
 
     def _get_classifier(self) -> nn.Linear:
         return self._classifier[0]
@@ -114,6 +130,8 @@ class NeuralCollapseMetric(Metric):
         self.correct += ((h @ W.T + b).argmax(dim=1) == labels.to(h.device)).sum()
         if self.keep_features:  # only the features: NC4 compares two decisions, not the labels
             self.features.append(features.detach().to(W.dtype))
+        if self.min_samples is not None:
+            self.labels.append(labels.detach().to(device=W.device, dtype=torch.long))
 
     def forward(self, *args, **kwargs) -> None:
         """Accumulate only: NC metrics of a single batch are not meaningful."""
@@ -135,12 +153,15 @@ class NeuralCollapseMetric(Metric):
         b = layer.bias.detach().to(W) if layer.bias is not None else None
         if b is None:
             b = torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
+        if self.min_samples is not None:
+            return self._compute_subset(W, b, stats.dtype)
         mismatch, method = None, "unavailable"
         if self.keep_features:
-            feats = self.features
-            data = torch.cat(feats) if isinstance(feats, list) and feats else feats
+            data = _gathered(self.features)
             if isinstance(data, torch.Tensor) and data.numel():
-                cls, ncc = measures.decisions(data, W, b, stats.class_means())
+                means = stats.class_means().to(torch.float64)
+                rule = TiledDecisions(W.double(), b.double(), means, means.mean(dim=0))
+                cls, ncc = rule(data)
                 mismatch, method = float((cls != ncc).sum()), "cache"
         return result_from_stats(
             stats,
@@ -151,3 +172,30 @@ class NeuralCollapseMetric(Metric):
             nc4_mismatch=mismatch,
             nc4_method=method,
         )
+
+    def _compute_subset(self, W: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> NCResult:
+        """Every quantity over the classes with ≥ min_samples samples, from the kept features."""
+        from ncmse.api import measure_features
+
+        features, labels = _gathered(self.features), _gathered(self.labels)
+        if not isinstance(features, torch.Tensor) or features.numel() == 0:
+            raise EmptyDataError("no samples were added to the metric before compute()")
+        result = measure_features(
+            features,
+            labels,
+            W,
+            b,
+            num_classes=self.num_classes,
+            lam=self.lam,
+            dtype=dtype,
+            min_samples=self.min_samples,
+        )
+        result.nc4_method = "cache"
+        return result
+
+
+def _gathered(state: object) -> object:
+    """A list state (one process) or its concatenation (after torchmetrics' sync)."""
+    if isinstance(state, list):
+        return torch.cat(state) if state else None
+    return state

@@ -22,6 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lam", type=float, default=None, help="λ of the decomposition")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=None, help="measurement batch size")
+    parser.add_argument(
+        "--min-samples",
+        type=int,
+        default=None,
+        metavar="M",
+        help="measure only the classes with at least M samples in the split (default: every "
+        "class must be present); the result records the classes and samples left out",
+    )
     parser.add_argument("--json", dest="json_out", metavar="PATH", help="also write JSON here")
 
 
@@ -36,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         lam=args.lam,
         device=args.device,
         batch_size=args.batch_size,
+        min_samples=args.min_samples,
     )
     print(to_json(result, indent=2))
     if args.json_out:
