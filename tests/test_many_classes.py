@@ -408,3 +408,21 @@ def test_metric_min_samples_matches_the_api():
     want = ncmse.measure_features(H, y, W, b, num_classes=W.shape[0], lam=0.01, min_samples=2)
     _assert_same(got, want)
     assert got.num_classes_excluded == want.num_classes_excluded == 4
+
+
+@pytest.mark.parametrize("onehot_max", [1024, 0])  # one-hot GEMMs, then index_put_
+def test_sync_free_device_update_equals_the_cpu_update(monkeypatch, onehot_max):
+    """The accelerator path of ClassStats.update (no host sync), run on CPU tensors."""
+    from ncmse import stats as stats_mod
+
+    monkeypatch.setattr(stats_mod, "_ONEHOT_MAX_CLASSES", onehot_max)
+    H, y, *_ = _zipf_data(C=12, p=5, N=400, absent=(4,), singles=(7,), doubles=())
+    H = H + 1e4  # the shifts matter
+    cpu = stats_mod.ClassStats(12, 5)
+    dev = stats_mod.ClassStats(12, 5)
+    for i in range(0, len(y), 64):
+        cpu.update(H[i : i + 64], y[i : i + 64])
+        dev._update_device(H[i : i + 64], y[i : i + 64])
+    for a, b in zip(cpu.centred(), dev.centred()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-9)
+    assert torch.equal(cpu.shift, dev.shift)  # the same first-block means

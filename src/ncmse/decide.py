@@ -114,16 +114,19 @@ class TiledDecisions:
         self.centre = centre.to(device=self.device, dtype=dtype)
         W64 = W.to(device=self.device, dtype=dtype)
         mbar = means.to(dtype) - self.centre
-        self.V = torch.cat([W64, mbar])  # [2C, p]; rows < C: classifier, ≥ C: means
-        self.beta = torch.cat([W64 @ self.centre + b.to(W64), -0.5 * (mbar * mbar).sum(dim=1)])
+        V = torch.cat([W64, mbar])  # [2C, p]; rows < C: classifier, ≥ C: means
+        beta = torch.cat([W64 @ self.centre + b.to(W64), -0.5 * (mbar * mbar).sum(dim=1)])
+        # rows reordered tile by tile ([W_J; M̄_J] contiguous), so that a tile is a view
+        order = torch.cat([self._rows(j0, j1) for j0, j1 in self._tiles()])
+        self.V, self.beta = V[order].contiguous(), beta[order].contiguous()
         self.redecided = 0
         self._V32 = None
         if precision == "float32":
-            vnorm = self.V.norm(dim=1)
+            vnorm = V.norm(dim=1)
             self.vmax = torch.stack([vnorm[:C].max(), vnorm[C:].max()])  # [2]
-            self.bmax = torch.stack([self.beta[:C].abs().max(), self.beta[C:].abs().max()])
+            self.bmax = torch.stack([beta[:C].abs().max(), beta[C:].abs().max()])
             self.v_scale = _pow2_scale(self.vmax)  # per family (classifier, means)
-            fam = torch.cat([self.v_scale[0].expand(C), self.v_scale[1].expand(C)])
+            fam = torch.cat([self.v_scale[0].expand(C), self.v_scale[1].expand(C)])[order]
             self._V32 = (self.V * fam.unsqueeze(1)).to(torch.float32)
             self._beta_scaled = self.beta * fam  # float64; scaled per block by the x scale
             self.unit_roundoff = float32_unit_roundoff(self.device)
@@ -143,11 +146,9 @@ class TiledDecisions:
         B = x.shape[0]
         best = torch.full((2, B), -math.inf, dtype=self.dtype, device=self.device)
         arg = torch.zeros(2, B, dtype=torch.long, device=self.device)
-        C = self.num_classes
         for j0, j1 in self._tiles():
             w = j1 - j0
-            V = torch.cat([self.V[j0:j1], self.V[C + j0 : C + j1]])
-            beta = torch.cat([self.beta[j0:j1], self.beta[C + j0 : C + j1]])
+            V, beta = self.V[2 * j0 : 2 * j1], self.beta[2 * j0 : 2 * j1]
             scores = torch.addmm(beta, x, V.T).view(B, 2, w)
             val, idx = scores.max(dim=2)  # first maximum within the tile
             better = val.T > best  # strict: an earlier tile wins ties
@@ -163,7 +164,7 @@ class TiledDecisions:
         return self._float32(x)
 
     def _float32(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, C = x.shape[0], self.num_classes
+        B = x.shape[0]
         xnorm = x.norm(dim=1)  # [B]
         xs = _pow2_scale(xnorm.max())
         x32 = (x * xs).to(torch.float32)
@@ -174,8 +175,7 @@ class TiledDecisions:
         arg = torch.zeros(2, B, dtype=torch.long, device=self.device)
         for j0, j1 in self._tiles():
             w = j1 - j0
-            V = torch.cat([self._V32[j0:j1], self._V32[C + j0 : C + j1]])
-            beta = torch.cat([beta32[j0:j1], beta32[C + j0 : C + j1]])
+            V, beta = self._V32[2 * j0 : 2 * j1], beta32[2 * j0 : 2 * j1]
             scores = torch.addmm(beta, x32, V.T).view(B, 2, w)
             v1, i1 = scores.max(dim=2)  # [B, 2]
             if w > 1:
