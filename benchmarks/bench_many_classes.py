@@ -169,10 +169,22 @@ def floor_case(N: int, p: int, C: int, device: str, repeats: int = 3):
     t_floor, t_stream = best(floor), best(ncmse_run)
     ncmse_features()
     t_feat = min(ncmse_features() for _ in range(repeats))
+    # where is the p³ finalisation (SVDs, Cholesky, LS solve) fastest: on the device or the host?
+    from ncmse.api import result_from_stats
+    from ncmse.stats import ClassStats
+
+    stats = ClassStats(C, p, device=device)
+    for h, y in batches:
+        stats.update(h, y, validate=False)
+    host = ClassStats(C, p)
+    host = stats.to_like(host)
+    t_fin_dev = best(lambda: result_from_stats(stats, W, b, lam=1e-3, warn=False))
+    t_fin_host = best(lambda: result_from_stats(host, W.cpu(), b.cpu(), lam=1e-3, warn=False))
     return {
         "case": "floor", "N": N, "p": p, "C": C, "device": device,
         "floor_s": t_floor, "measure_stream_s": t_stream, "measure_features_s": t_feat,
         "stream_over_floor": t_stream / t_floor, "features_over_floor": t_feat / t_floor,
+        "finalize_on_device_s": t_fin_dev, "finalize_on_host_s": t_fin_host,
         "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
     }  # fmt: skip
 
