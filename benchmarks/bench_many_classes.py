@@ -100,7 +100,7 @@ def run_case(C: int, p: int, N: int, *, uniform: bool, device: str, old_api: boo
     else:
         sync()
         t0 = time.perf_counter()
-        for _ in stream():  # the cost of generating the stream once (the measurement reads it twice)
+        for _ in stream():  # generating the stream once (the measurement reads it twice)
             pass
         sync()
         gen_pass = time.perf_counter() - t0
