@@ -426,3 +426,17 @@ def test_sync_free_device_update_equals_the_cpu_update(monkeypatch, onehot_max):
     for a, b in zip(cpu.centred(), dev.centred()):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-9)
     assert torch.equal(cpu.shift, dev.shift)  # the same first-block means
+
+
+@pytest.mark.parametrize("gather", [False, True])
+def test_decision_chunks_keep_every_row_in_order(gather):
+    from ncmse.api import _chunks
+
+    src = [(torch.arange(n, dtype=F64).unsqueeze(1) + 100 * i, torch.arange(n) + 100 * i)
+           for i, n in enumerate((3, 5, 2, 7, 1))]  # fmt: skip
+    out = list(_chunks(src, 4, gather=gather))
+    assert all(len(y) <= 4 for _, y in out)
+    assert torch.equal(torch.cat([y for _, y in out]), torch.cat([y for _, y in src]))
+    assert torch.equal(torch.cat([f for f, _ in out]), torch.cat([f for f, _ in src]))
+    if gather:
+        assert [len(y) for _, y in out] == [3, 4, 3, 4, 4]

@@ -47,6 +47,8 @@ DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 _BLOCK_ROWS = 1024
 #: in-memory features reach the statistics in views of this many rows (never all N at once)
 _FEATURE_ROWS = 8192
+#: on an accelerator, finalise on the host up to this feature dimension (see _finalize_on_host)
+_HOST_FINALIZE_MAX_DIM = 1024
 #: bytes of decision scores per chunk of samples (rows × 2·class-tile × 8)
 _DECISION_BYTES = 64 * 1024**2
 
@@ -348,6 +350,7 @@ def measure_stream(
     # thousand samples, and the scatter GEMM is as efficient on one block as on its batches.
     block: list[tuple[torch.Tensor, torch.Tensor]] = []
     block_rows = 0
+    block_target = _BLOCK_ROWS  # set from p at the first batch (larger blocks on accelerators)
 
     def flush() -> None:
         feats = block[0][0] if len(block) == 1 else torch.cat([f for f, _ in block])
@@ -373,6 +376,7 @@ def measure_stream(
         if stats is None:
             W, b = _check_classifier(W, b, C, features.shape[1])
             stats = ClassStats(C, features.shape[1], device=dev, dtype=dtype)
+            block_target = _block_rows(dev, features.shape[1])
             if m is not None and m >= 3:  # classes with < m samples must not reach the scatter
                 deferred = DeferredRows(C, m, dev)
         elif features.shape[1] != stats.dim:
@@ -381,7 +385,7 @@ def measure_stream(
             )
         block.append((features.detach(), labels.to(features.device)))
         block_rows += features.shape[0]
-        if block_rows >= _BLOCK_ROWS:
+        if block_rows >= block_target:
             flush()
             block, block_rows = [], 0
         if cache is not None:
@@ -434,20 +438,22 @@ def measure_stream(
     rule = TiledDecisions(Wd, bd, means.to(torch.float64), means.to(torch.float64).mean(dim=0))
     rows = max(_BLOCK_ROWS, _DECISION_BYTES // (16 * min(stats.num_classes, rule.tile)))
     counts = torch.zeros(2, dtype=torch.float64, device=dev)  # [correct, nc4 mismatches]
-    for features, labels in source:
-        for start in range(0, features.shape[0], rows):
-            cls, ncc = rule(features[start : start + rows].to(dev))
-            y = labels[start : start + rows].to(dev)
-            if label_map is None:
-                counts[0] += (cls == y).sum()
-                counts[1] += (cls != ncc).sum()
-            else:  # samples of excluded classes (mapped to −1) count for nothing
-                y = label_map[y.clamp(0, C - 1)]
-                counts[0] += (cls == y).sum()
-                counts[1] += ((cls != ncc) & (y >= 0)).sum()
+    for features, labels in _chunks(source, rows, gather=dev.type != "cpu"):
+        cls, ncc = rule(features.to(dev))
+        y = labels.to(dev)
+        if label_map is None:
+            counts[0] += (cls == y).sum()
+            counts[1] += (cls != ncc).sum()
+        else:  # samples of excluded classes (mapped to −1) count for nothing
+            y = label_map[y.clamp(0, C - 1)]
+            counts[0] += (cls == y).sum()
+            counts[1] += ((cls != ncc) & (y >= 0)).sum()
     if dist_on:
         dist.all_reduce(counts)
     correct, mismatch = counts[0], counts[1]
+    if _finalize_on_host(stats):  # small p³ and C²p work: LAPACK on the host beats kernel latency
+        stats = stats.to_like(ClassStats(stats.num_classes, stats.dim, dtype=stats.dtype))
+        W, b = W.cpu(), b.cpu()
     return result_from_stats(
         stats,
         W,
@@ -459,6 +465,50 @@ def measure_stream(
         rtol=rtol,
         excluded=excluded,
     )
+
+
+def _block_rows(device: torch.device, dim: int) -> int:
+    """Rows per statistics update: 1024 on a CPU (cache-sized), ~8M elements on an accelerator
+    (each update is a fixed number of kernel launches, so fewer, larger blocks)."""
+    if device.type == "cpu":
+        return _BLOCK_ROWS
+    return max(_BLOCK_ROWS, (1 << 23) // max(1, dim))
+
+
+def _chunks(
+    source: Iterable[tuple[torch.Tensor, torch.Tensor]], rows: int, *, gather: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches re-cut into chunks of at most ``rows`` rows; with ``gather``, consecutive small
+    batches are concatenated up to ``rows`` (fewer kernel launches on an accelerator)."""
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    pending_rows = 0
+    for features, labels in source:
+        for start in range(0, features.shape[0], rows):
+            f, y = features[start : start + rows], labels[start : start + rows]
+            if not gather:
+                yield f, y
+                continue
+            if pending_rows + f.shape[0] > rows and pending:
+                yield _concat(pending)
+                pending, pending_rows = [], 0
+            pending.append((f, y))
+            pending_rows += f.shape[0]
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([f for f, _ in parts]), torch.cat([y.to(parts[0][1].device) for _, y in parts])
+
+
+def _finalize_on_host(stats: ClassStats) -> bool:
+    """Whether to take the finalisation (SVDs, Cholesky, LS solve, pair tiles) to the CPU: on an
+    accelerator it is a chain of small kernels and host syncs, slower than host LAPACK when p and
+    the C²·p pair work are small (measured by benchmarks/bench_many_classes.py on a GPU)."""
+    C, p = stats.num_classes, stats.dim
+    return stats.device.type != "cpu" and p <= _HOST_FINALIZE_MAX_DIM and C * C * p <= 1 << 27
 
 
 def _measured_subset(
