@@ -3,9 +3,9 @@
 Cases are (C, p, N) with Zipfian class counts (n_c ∝ 1/rank, so many tail classes are absent
 or have a single sample) and random features h = μ_y + 0.5·ε, streamed in batches from a generator
 that is re-run for the NC4 pass (features never held: ``memory_budget_bytes=0``); classes with
-fewer than 2 samples are left out (``min_samples=2``). ``--uniform`` instead draws labels
-uniformly (every class present) and measures in-memory features with ``measure_features``, the
-setting of the issue's "today" table.
+fewer than 2 samples are left out (``min_samples=2``). ``--uniform`` instead uses balanced labels
+(every class N/C times, random order) and measures in-memory features with ``measure_features``,
+the setting of the issue's "today" table.
 
 Each CPU case runs in a fresh subprocess that reports its wall time and peak resident memory
 (ru_maxrss); ``--baseline-src DIR`` runs the same (uniform) case with another ncmse checkout on
@@ -70,10 +70,12 @@ def stream_factory(means, N: int, seed: int, uniform: bool, device: str):
 
     def stream():
         g = torch.Generator(device=device).manual_seed(seed + 1)
+        if uniform:  # balanced: every class N/C times, in random order
+            order = torch.randperm(N, generator=g, device=device) % C
         for start in range(0, N, BATCH):
             n = min(BATCH, N - start)
             if uniform:
-                y = torch.randint(0, C, (n,), generator=g, device=device)
+                y = order[start : start + n]
             else:
                 y = zipf_labels(n, C, g, device)
             yield means[y] + 0.5 * torch.randn(n, p, generator=g, device=device), y
