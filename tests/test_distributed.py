@@ -30,6 +30,19 @@ def _data():
     return H, y, layer
 
 
+def _rare_data():
+    """C = 6: class 4 has 3 samples (2 on rank 0, 1 on rank 1: below 3 on each rank, 3 in
+    all), class 5 has 2 (excluded at min_samples=3)."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.cat([torch.arange(4).repeat(20), torch.tensor([4, 4, 4, 5, 5])])
+    H = 3 * torch.randn(6, P, generator=g, dtype=torch.float64)[y]
+    H = H + torch.randn(len(y), P, generator=g, dtype=torch.float64)
+    W, b = torch.randn(6, P, generator=g, dtype=torch.float64), torch.randn(6, generator=g)
+    shard0 = torch.cat([torch.arange(0, 80, 2), torch.tensor([80, 81, 83])])
+    shard1 = torch.cat([torch.arange(1, 80, 2), torch.tensor([82, 84])])
+    return H, y, W, b.double(), (shard0, shard1)
+
+
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -51,7 +64,12 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         for hb, yb in batches:
             metric.update(hb, yb)
         m = metric.compute()
-        out = {"stream": r.to_dict(), "metric": m.to_dict(), "means": stats.class_means().tolist()}
+        Hr, yr, Wr, br, shards = _rare_data()
+        Hr, yr = Hr[shards[rank]], yr[shards[rank]]
+        rare = [(Hr[i : i + 7], yr[i : i + 7]) for i in range(0, len(yr), 7)]
+        subset = ncmse.measure_stream(rare, Wr, br, num_classes=6, lam=0.02, min_samples=3)
+        out = {"stream": r.to_dict(), "metric": m.to_dict(), "means": stats.class_means().tolist(),
+               "subset": subset.to_dict()}  # fmt: skip
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(out, f)
     finally:
@@ -75,6 +93,17 @@ def test_two_gloo_processes_equal_one(tmp_path):
                     assert got[key][name] == pytest.approx(value, rel=1e-9, abs=1e-12), (key, name)
             assert got[key]["snr"] == pytest.approx(ref_d["snr"], rel=1e-9)
         assert got["metric"]["nc4_method"] == "cache"
+    # min_samples across ranks: held-back rows are released by the global counts
+    Hr, yr, Wr, br, _ = _rare_data()
+    sub = ncmse.measure_features(Hr, yr, Wr, br, num_classes=6, lam=0.02, min_samples=3).to_dict()
+    assert sub["num_classes"] == 5 and sub["num_classes_excluded"] == 1
+    for rank in range(2):
+        with open(tmp_path / f"rank{rank}.json") as f:
+            got = json.load(f)["subset"]
+        for name, value in sub.items():
+            if isinstance(value, float):
+                assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+        assert got["num_samples_excluded"] == 2 and got["num_samples"] == 83
 
 
 def test_metric_single_process_matches_measure_features():
