@@ -440,3 +440,18 @@ def test_decision_chunks_keep_every_row_in_order(gather):
     assert torch.equal(torch.cat([f for f, _ in out]), torch.cat([f for f, _ in src]))
     if gather:
         assert [len(y) for _, y in out] == [3, 4, 3, 4, 4]
+
+
+def test_measure_model_with_min_samples_equals_measure_features():
+    H, y, W, b = _zipf_data(C=12, p=5, N=300, absent=(2,), singles=(6,), doubles=())
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Linear(5, 12)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(W)
+        model[1].bias.copy_(b)
+    loader = [(H[i : i + 50], y[i : i + 50]) for i in range(0, len(y), 50)]
+    got = ncmse.measure(model, loader, lam=0.05, min_samples=2)
+    want = ncmse.measure_features(H, y, W, b, num_classes=12, lam=0.05, min_samples=2)
+    _assert_same(got, want)
+    assert (got.num_classes_excluded, got.num_samples_excluded) == (2, 1)
+    with pytest.raises(EmptyClassError):
+        ncmse.measure(model, loader, lam=0.05)
