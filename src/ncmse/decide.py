@@ -120,6 +120,7 @@ class TiledDecisions:
         order = torch.cat([self._rows(j0, j1) for j0, j1 in self._tiles()])
         self.V, self.beta = V[order].contiguous(), beta[order].contiguous()
         self.redecided = 0
+        self._buffers: dict[torch.dtype, torch.Tensor] = {}
         self._V32 = None
         if precision == "float32":
             vnorm = V.norm(dim=1)
@@ -132,6 +133,15 @@ class TiledDecisions:
             self.unit_roundoff = float32_unit_roundoff(self.device)
 
     # -------------------------------------------------------------- helpers
+    def _buffer(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        """A reused flat score buffer: a fresh multi-MB tensor per tile costs page faults that
+        rival the GEMM itself on a CPU."""
+        buf = self._buffers.get(dtype)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, dtype=dtype, device=self.device)
+            self._buffers[dtype] = buf
+        return buf[:numel]
+
     def _tiles(self) -> list[tuple[int, int]]:
         C, t = self.num_classes, self.tile
         return [(s, min(s + t, C)) for s in range(0, C, t)]
@@ -149,7 +159,8 @@ class TiledDecisions:
         for j0, j1 in self._tiles():
             w = j1 - j0
             V, beta = self.V[2 * j0 : 2 * j1], self.beta[2 * j0 : 2 * j1]
-            scores = torch.addmm(beta, x, V.T).view(B, 2, w)
+            scores = torch.addmm(beta, x, V.T, out=self._buffer(B * 2 * w, x.dtype).view(B, 2 * w))
+            scores = scores.view(B, 2, w)
             val, idx = scores.max(dim=2)  # first maximum within the tile
             better = val.T > best  # strict: an earlier tile wins ties
             best = torch.where(better, val.T, best)
@@ -176,7 +187,8 @@ class TiledDecisions:
         for j0, j1 in self._tiles():
             w = j1 - j0
             V, beta = self._V32[2 * j0 : 2 * j1], beta32[2 * j0 : 2 * j1]
-            scores = torch.addmm(beta, x32, V.T).view(B, 2, w)
+            out = self._buffer(B * 2 * w, torch.float32).view(B, 2 * w)
+            scores = torch.addmm(beta, x32, V.T, out=out).view(B, 2, w)
             v1, i1 = scores.max(dim=2)  # [B, 2]
             if w > 1:
                 scores.scatter_(2, i1.unsqueeze(2), -math.inf)

@@ -294,7 +294,7 @@ def _cdnv_tile(
             d2[chunk[:, 0], chunk[:, 1]] = (diff * diff).sum(dim=1)
     if diagonal:
         d2.fill_diagonal_(math.inf)  # (v_i + v_i)/∞ = 0: the diagonal drops out
-    if bool((d2 == 0).any()):  # coinciding means: +inf, or NaN (0/0) pair by pair
+    if float(d2.min()) == 0.0:  # coinciding means: +inf, or NaN (0/0) pair by pair
         total = ((var[0][:, None] + var[1][None, :]) / (2.0 * d2)).sum()
     else:
         inv = d2.reciprocal_()  # Σ_ij (v_i + v_j) R_ij = v_iᵀ R 1 + 1ᵀ R v_j
