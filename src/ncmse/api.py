@@ -45,8 +45,6 @@ __all__ = [
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 #: rows gathered before a statistics update (see measure_stream)
 _BLOCK_ROWS = 1024
-#: in-memory features reach the statistics in views of this many rows (never all N at once)
-_FEATURE_ROWS = 8192
 #: on an accelerator, finalise on the host up to this feature dimension (see _finalize_on_host)
 _HOST_FINALIZE_MAX_DIM = 1024
 #: bytes of decision scores per chunk of samples (rows × 2·class-tile × 8)
@@ -260,9 +258,12 @@ def measure_features(
     if features.shape[0] == 0:
         raise EmptyDataError("features are empty (N = 0); measure on a non-empty split")
     W, b = _check_classifier(W, b, C, features.shape[1])
-    views = [  # the statistics convert one block at a time, never all N rows at once
-        (features[start : start + _FEATURE_ROWS], labels[start : start + _FEATURE_ROWS])
-        for start in range(0, features.shape[0], _FEATURE_ROWS)
+    # the statistics convert one block at a time, never all N rows at once (a CPU block of 1024
+    # rows stays in cache-friendly, heap-served allocations; larger blocks on an accelerator)
+    step = _block_rows(W.device, features.shape[1])
+    views = [
+        (features[start : start + step], labels[start : start + step])
+        for start in range(0, features.shape[0], step)
     ]
     return measure_stream(
         views,

@@ -20,7 +20,8 @@ Numerical method
   distance has relative error ≤ ``γ / REFINE_RATIO`` (≈ 8.5e-13 at p = 768, typically 1e-15).
 * **ETF errors** ``‖G/‖G‖_F − Ê‖_F`` (``Ê = (I − 11ᵀ/C)/√(C−1)``) are summed directly as squares
   of ``G/g₀ − Ê`` (no ``2 − 2⟨·,·⟩`` cancellation near the ETF) with a first estimate ``g₀`` of
-  ``‖G‖_F`` from p×p products; ``‖G‖_F² = Σ‖G_IJ‖²`` is accumulated in the same pass and the
+  ``‖G‖_F`` from p×p products (a single tile uses its own norm); ``‖G‖_F² = Σ‖G_IJ‖²`` is
+  accumulated in the same pass and the
   exact identity ``‖rX + (r−1)Ê‖² = r²‖X‖² + 2r(r−1)⟨X, Ê⟩ + (r−1)²`` (``r = g₀/‖G‖_F``, ``X =
   G/g₀ − Ê``) corrects for the estimate. A second pass runs only when ``g₀`` is off by more than
   1e-3 (severe cancellation in the p×p estimate).
@@ -212,8 +213,8 @@ class _EtfAccumulator:
     (a = 1/(C√(C−1))), on it s − a (s = 1/√(C−1)).
     """
 
-    def __init__(self, g0: float, C: int, ref: torch.Tensor) -> None:
-        self.g0, self.C = g0, C
+    def __init__(self, g0: float | None, C: int, ref: torch.Tensor) -> None:
+        self.g0, self.C = g0, C  # g0 None: a single tile, whose own norm is taken
         self.s = 1.0 / math.sqrt(C - 1)
         self.a = self.s / C
         z = torch.zeros((), dtype=ref.dtype, device=ref.device)
@@ -224,7 +225,10 @@ class _EtfAccumulator:
         ti, tj = gram.shape
         flat = gram.reshape(-1)
         has_diag = max(i0, j0) < min(i0 + ti, j0 + tj)
-        self.gram_sq += weight * torch.dot(flat, flat)
+        gram_sq = torch.dot(flat, flat)
+        if self.g0 is None:
+            self.g0 = math.sqrt(float(gram_sq)) or 1.0
+        self.gram_sq += weight * gram_sq
         dot_t = -self.a * flat.sum()
         x = torch.mul(gram, 1.0 / self.g0, out=work)
         x += self.a
@@ -327,11 +331,12 @@ def means_pair_stats(
     sq = (mbar_rows * mbar_rows).sum(dim=1)
     inv = _inv_norms(mbar_rows)
     angles = _PairAccumulator(C, mbar_rows)
-    etf = _EtfAccumulator(_gram_norm_estimate(mbar_rows, mbar_rows), C, mbar_rows)
+    blocks = _blocks(C, t)
+    g0 = _gram_norm_estimate(mbar_rows, mbar_rows) if len(blocks) > 1 else None
+    etf = _EtfAccumulator(g0, C, mbar_rows)
     ratio_sum = torch.zeros((), dtype=mbar_rows.dtype, device=mbar_rows.device)
     refined = 0
     ws = _Workspace(t, mbar_rows)
-    blocks = _blocks(C, t)
     for bi, (i0, i1) in enumerate(blocks):
         mi = mbar_rows[i0:i1]
         for j0, j1 in blocks[bi:]:
@@ -405,7 +410,8 @@ def cross_pass(
     blocks = _blocks(C, t)
     want_resid = offset is not None and weights is not None
     resid = torch.zeros((), dtype=left.dtype, device=left.device)
-    acc = _EtfAccumulator(_gram_norm_estimate(left, right), C, left) if etf else None
+    g0 = _gram_norm_estimate(left, right) if len(blocks) > 1 else None
+    acc = _EtfAccumulator(g0, C, left) if etf else None
     ws = _Workspace(t, left)
 
     def run(acc_: _EtfAccumulator | None, with_resid: bool) -> None:
