@@ -439,7 +439,9 @@ def measure_stream(
     rule = TiledDecisions(Wd, bd, means.to(torch.float64), means.to(torch.float64).mean(dim=0))
     rows = max(_BLOCK_ROWS, _DECISION_BYTES // (16 * min(stats.num_classes, rule.tile)))
     counts = torch.zeros(2, dtype=torch.float64, device=dev)  # [correct, nc4 mismatches]
-    for features, labels in _chunks(source, rows, gather=dev.type != "cpu"):
+    if dev.type == "cpu":  # cache-sized chunks on a CPU (small batches gathered, large ones cut)
+        rows = min(rows, _BLOCK_ROWS)
+    for features, labels in _chunks(source, rows, gather=True):
         cls, ncc = rule(features.to(dev))
         y = labels.to(dev)
         if label_map is None:

@@ -84,10 +84,21 @@ def check_batch(
             )
     if not features.dtype.is_floating_point:
         raise ShapeError(f"features must be floating point, got {features.dtype}")
-    if finite and not bool(torch.isfinite(features).all()):
+    if finite and not _all_finite(features):
         raise NonFiniteError(
             "features contain NaN or Inf; check the model (diverged training?) or the data"
         )
+
+
+def _all_finite(features: torch.Tensor) -> bool:
+    """Whether every entry is finite, in one reduction without an N×p temporary: a NaN or ±Inf
+    makes the float64 sum non-finite, and a float64 sum of finite float32/16 values cannot
+    overflow; only a non-finite sum (or huge float64 values) needs the elementwise test."""
+    if features.numel() == 0:
+        return True
+    if bool(torch.isfinite(features.sum(dtype=torch.float64))):
+        return True
+    return bool(torch.isfinite(features).all())
 
 
 @dataclass(eq=False, repr=False)
