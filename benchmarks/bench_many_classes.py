@@ -126,7 +126,10 @@ def run_case(C: int, p: int, N: int, *, uniform: bool, device: str, old_api: boo
     if device.startswith("cuda"):
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name()
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["peak_rss_mb"] = usage.ru_maxrss / 1024
+    # process CPU time (data generation included): less sensitive than wall time to other load
+    out["process_cpu_s"] = usage.ru_utime + usage.ru_stime
     return out
 
 
