@@ -45,8 +45,6 @@ __all__ = [
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 #: rows gathered before a statistics update (see measure_stream)
 _BLOCK_ROWS = 1024
-#: on an accelerator, finalise on the host up to this feature dimension (see _finalize_on_host)
-_HOST_FINALIZE_MAX_DIM = 1024
 #: bytes of decision scores per chunk of samples (rows × 2·class-tile × 8)
 _DECISION_BYTES = 64 * 1024**2
 
@@ -454,9 +452,6 @@ def measure_stream(
     if dist_on:
         dist.all_reduce(counts)
     correct, mismatch = counts[0], counts[1]
-    if _finalize_on_host(stats):  # small p³ and C²p work: LAPACK on the host beats kernel latency
-        stats = stats.to_like(ClassStats(stats.num_classes, stats.dim, dtype=stats.dtype))
-        W, b = W.cpu(), b.cpu()
     return result_from_stats(
         stats,
         W,
@@ -504,14 +499,6 @@ def _concat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tenso
     if len(parts) == 1:
         return parts[0]
     return torch.cat([f for f, _ in parts]), torch.cat([y.to(parts[0][1].device) for _, y in parts])
-
-
-def _finalize_on_host(stats: ClassStats) -> bool:
-    """Whether to take the finalisation (SVDs, Cholesky, LS solve, pair tiles) to the CPU: on an
-    accelerator it is a chain of small kernels and host syncs, slower than host LAPACK when p and
-    the C²·p pair work are small (measured by benchmarks/bench_many_classes.py on a GPU)."""
-    C, p = stats.num_classes, stats.dim
-    return stats.device.type != "cpu" and p <= _HOST_FINALIZE_MAX_DIM and C * C * p <= 1 << 27
 
 
 def _measured_subset(
