@@ -60,6 +60,44 @@ def test_rows_round_trip_through_csv_and_jsonl(tmp_path: Path) -> None:
         assert "NaN" not in line and "Infinity" not in line
 
 
+def test_text_columns_read_back_as_text_when_every_cell_is_empty(tmp_path: Path) -> None:
+    """``flags`` with nothing flagged (and any other text column left empty) stays text."""
+    rows = [
+        {"epoch": e, "nc1": 0.5, "flags": "", "nc4_method": "", "test_flags": "", "flow": "gd"}
+        for e in range(3)
+    ]
+    RunWriter(tmp_path).write_rows(rows)
+    for name in ("metrics.csv", "metrics.jsonl"):
+        (tmp_path / "other").mkdir(exist_ok=True)
+        (tmp_path / "other" / name).write_bytes((tmp_path / name).read_bytes())
+        run = load_run(tmp_path / "other")
+        (tmp_path / "other" / name).unlink()
+        for column in ("flags", "nc4_method", "test_flags"):
+            assert column not in run.columns, (name, column)
+            assert run.text_columns[column] == ["", "", ""], (name, column)
+        assert run.text_columns["flow"] == ["gd"] * 3
+        assert run.final()["flags"] == ""
+        assert run.columns["nc1"].tolist() == [0.5] * 3
+
+
+def test_every_string_valued_metric_is_a_text_column(tmp_path: Path) -> None:
+    """The string-valued keys of a real NCResult read back as text, even when empty."""
+    import torch
+
+    from ncmse import measure_features
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 4
+    features = torch.randn(40, 6, generator=gen, dtype=torch.float64) + 3.0 * labels[:, None]
+    W = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    row = measure_features(features, labels, W, None, num_classes=4).to_dict()
+    strings = {k: "" for k, v in row.items() if isinstance(v, str)}
+    assert {"flags", "nc4_method"} <= set(strings)
+    RunWriter(tmp_path).write_rows([{"epoch": 0, **strings}, {"epoch": 1, **strings}])
+    run = load_run(tmp_path)
+    assert set(strings) <= set(run.text_columns) and not set(strings) & set(run.columns)
+
+
 def test_summary_keeps_infinity_apart_from_nan(tmp_path: Path) -> None:
     summary = {"kind": "train", "final": {"snr": [math.inf, 1.0], "nc1": math.nan}, "n": 3}
     RunWriter(tmp_path).write_summary(summary)

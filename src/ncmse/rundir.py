@@ -88,6 +88,10 @@ _INF_TEXT = {
 _TRUE = {"true", "True", "TRUE"}
 _FALSE = {"false", "False", "FALSE"}
 _SNR_RE = re.compile(r"^(test_)?snr_(\d+)$")
+#: metrics columns whose values are text whatever their cells hold (also as ``test_<name>``):
+#: the string-valued keys of ``NCResult.to_dict()`` and the UFM's ``flow``; an all-empty
+#: ``flags`` column (nothing flagged) must read back as "" cells, not as NaN
+_TEXT_COLUMNS = frozenset({"nc4_method", "flags", "flow"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,12 +590,20 @@ def _columns(rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[st
     numeric: dict[str, np.ndarray] = {}
     text: dict[str, list[str]] = {}
     for name in names:
+        if name.removeprefix("test_") in _TEXT_COLUMNS:
+            text[name] = [_text_cell(row.get(name)) for row in rows]
+            continue
         cells = [_parse_cell(row.get(name)) for row in rows]
         if all(isinstance(c, float) for c in cells):
             numeric[name] = np.asarray(cells, dtype=np.float64)
         else:
             text[name] = ["" if isinstance(c, float) and math.isnan(c) else str(c) for c in cells]
     return numeric, text
+
+
+def _text_cell(cell: Any) -> str:
+    """A cell of a text column: its text, "" for an empty or null cell."""
+    return "" if cell is None else str(cell).strip()
 
 
 def _all_bool(cells: Iterable[Any]) -> bool:
