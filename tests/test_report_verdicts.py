@@ -13,18 +13,15 @@ import pytest
 from ncmse.claims import CLAIM_IDS
 from ncmse.report import load_run, write_comparison_report, write_run_report
 from ncmse.report.verdicts import (
-    SOURCE_COMPUTED,
-    SOURCE_SUMMARY,
     accuracy_gap_section,
     central_path_section,
     claims_section,
-    run_central_path,
-    run_claims,
     run_gap_records,
     verdicts_csv,
     verdicts_section,
 )
 from ncmse.ufm.closed_form import projected_law
+from ncmse.verdicts import SOURCE_COMPUTED, SOURCE_SUMMARY, run_central_path, run_claims
 
 C, N_PER_CLASS = 4, 50
 EPOCHS = [1, 2, 3, 5, 8, 12, 18, 27, 40]

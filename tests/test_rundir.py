@@ -214,6 +214,29 @@ def test_training_and_ufm_never_import_the_report() -> None:
     assert "matplotlib" not in mods
 
 
+def test_sweep_never_imports_the_report() -> None:
+    """Report and sweep are peers: the CLI asks for the comparison report after a sweep."""
+    import ncmse.sweep
+
+    root = Path(ncmse.sweep.__file__).parent
+    mods = _modules_after(
+        "import " + ", ".join(f"ncmse.sweep.{p.stem}" for p in sorted(root.glob("*.py")))
+    )
+    assert not {m for m in mods if m.startswith("ncmse.report")}
+    assert "matplotlib" not in mods
+    import ast
+
+    for path in root.glob("*.py"):  # imports inside functions count too
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n.startswith("ncmse.report") for n in names), path.name
+
+
 def test_cli_help_and_argument_errors_do_not_import_torch() -> None:
     code = (
         "from ncmse.cli.main import main\n"

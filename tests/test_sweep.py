@@ -299,7 +299,7 @@ def test_local_sweep_survives_crashes_resumes_and_selects_lr(
     spec = _spec(seeds=(0, 1), lrs=(0.01, 0.05, 0.2, 2.0), select_lr=True)
     runs = expand(spec, out)
     _register(runs, tmp_path)
-    options = SweepOptions(out=out, python=str(script), report=False)
+    options = SweepOptions(out=out, python=str(script))
 
     monkeypatch.setenv("FAKE_CRASH", "1")  # every run is killed after its first checkpoint
     assert run_sweep(spec, options) == 1
@@ -334,11 +334,11 @@ def test_restart_uses_overwrite_and_mismatch_is_refused(tmp_path: Path, fake) ->
     runs = expand(spec, out)
     _register(runs, tmp_path)
     _fake_run_dir(runs[0], "running", checkpoint=False)
-    assert run_sweep(spec, SweepOptions(out=out, python=str(script), report=False)) == 0
+    assert run_sweep(spec, SweepOptions(out=out, python=str(script))) == 0
     assert calls()[0][-1] == "--overwrite" and "--overwrite" not in calls()[1]
     other = _spec(seeds=(0, 1), overrides=("epochs=4",))
     with pytest.raises(ConfigError, match="epochs"):
-        run_sweep(other, SweepOptions(out=out, python=str(script), report=False))
+        run_sweep(other, SweepOptions(out=out, python=str(script)))
 
 
 def test_sigterm_stops_the_running_training_and_writes_the_manifest(
@@ -360,7 +360,7 @@ def test_sigterm_stops_the_running_training_and_writes_the_manifest(
 
     threading.Thread(target=terminate_when_training, daemon=True).start()
     with pytest.raises(SweepTerminated):
-        run_sweep(spec, SweepOptions(out=out, python=str(script), report=False))
+        run_sweep(spec, SweepOptions(out=out, python=str(script)))
     child = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # killed and reaped by the sweep
@@ -391,7 +391,7 @@ def test_a_run_held_by_another_process_is_skipped_never_trained_twice(
     try:
         assert orphan.stdout.readline().strip() == "locked"
         assert [p.state for p in plan(spec, out)] == ["busy", "new"]
-        assert run_sweep(spec, SweepOptions(out=out, python=str(script), report=False)) == 1
+        assert run_sweep(spec, SweepOptions(out=out, python=str(script))) == 1
         printed = capsys.readouterr().out
         assert f"in use by pid {orphan.pid}" in printed and "run the sweep again" in printed
         assert [c[-1] for c in calls()] == [str(runs[1].run_dir)]  # only the free run trained
@@ -417,7 +417,6 @@ def test_submitit_local_and_debug_executors(tmp_path: Path, fake) -> None:
             executor=executor,
             slurm=SlurmOptions(gpus=0, time_min=5, parallel=2),
             python=str(script),
-            report=False,
         )
         assert run_sweep(local_spec, options) == 0
         manifest = json.loads((out / "sweep.json").read_text())

@@ -65,7 +65,7 @@ def test_results_csv_and_manifest_carry_verdicts_and_gaps(tmp_path: Path, capsys
     ]
     assert "✗" in format_verdicts(results, gaps)
 
-    assert run_sweep(spec, SweepOptions(out=out, report=False)) == 0  # all done: collect only
+    assert run_sweep(spec, SweepOptions(out=out)) == 0  # all done: collect only
     rows = {r["name"]: r for r in csv.DictReader((out / "results.csv").open())}
     first = rows[runs[0, 0.01].name]
     assert first["claim_snr_equalises"] == "false" and first["claim_identity"] == "true"

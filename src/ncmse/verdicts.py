@@ -3,6 +3,8 @@
 :func:`run_verdicts` is called by the training loop when a run ends (and again on resume), and by
 ``ncmse measure``; it reads only the run's measurement rows, so it can be re-evaluated from
 ``metrics.jsonl`` at any time. :func:`end_of_run_lines` is what the console prints last.
+:func:`run_claims` and :func:`run_central_path` give a loaded run's verdicts: the recorded ones, or
+(for a run that predates them) computed from its rows — used by the report and the sweep.
 """
 
 from __future__ import annotations
@@ -11,9 +13,60 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ncmse.central_path import LAW_SHORT, fit_central_path
-from ncmse.claims import evaluate_claims, format_tally
+from ncmse.claims import evaluate_claims, format_tally, tpt_epoch_of
+from ncmse.rundir import Run
 
-__all__ = ["end_of_run_lines", "run_verdicts"]
+__all__ = [
+    "SOURCE_COMPUTED",
+    "SOURCE_SUMMARY",
+    "end_of_run_lines",
+    "run_central_path",
+    "run_claims",
+    "run_rows",
+    "run_verdicts",
+]
+
+#: where a run's verdicts came from (named on report pages)
+SOURCE_SUMMARY = "recorded in summary.json by the run"
+SOURCE_COMPUTED = "computed by the report from the metrics file (the run did not record them)"
+
+
+def run_rows(run: Run) -> list[dict[str, Any]]:
+    """The measurement rows of a loaded :class:`~ncmse.rundir.Run` (``snr`` as ``snr_j``
+    columns, NaN for empty cells, text columns as text)."""
+    rows: list[dict[str, Any]] = [{} for _ in range(run.num_rows)]
+    for name, values in run.columns.items():
+        for row, value in zip(rows, values):
+            row[name] = float(value)
+    for name, values in run.text_columns.items():
+        for row, value in zip(rows, values):
+            row[name] = value
+    return rows
+
+
+def _summary_tpt(run: Run, rows: Sequence[Mapping[str, Any]]) -> float | None:
+    if "tpt_epoch" in run.summary:
+        return run.tpt_epoch
+    return tpt_epoch_of(rows)
+
+
+def run_claims(run: Run) -> tuple[list[dict[str, Any]], str]:
+    """The run's claims and where they came from (:data:`SOURCE_SUMMARY` or computed)."""
+    recorded = run.summary.get("claims")
+    if isinstance(recorded, list) and recorded and all(isinstance(c, Mapping) for c in recorded):
+        return [dict(c) for c in recorded], SOURCE_SUMMARY
+    rows = run_rows(run)
+    claims = evaluate_claims(rows, loss=run.describe("loss"), tpt_epoch=_summary_tpt(run, rows))
+    return claims, SOURCE_COMPUTED
+
+
+def run_central_path(run: Run) -> tuple[list[dict[str, Any]], str]:
+    """The run's central-path fits (one record per law) and where they came from."""
+    recorded = run.summary.get("central_path_fit")
+    if isinstance(recorded, list) and recorded and all(isinstance(c, Mapping) for c in recorded):
+        return [dict(c) for c in recorded], SOURCE_SUMMARY
+    rows = run_rows(run)
+    return fit_central_path(rows, tpt_epoch=_summary_tpt(run, rows)), SOURCE_COMPUTED
 
 
 def run_verdicts(

@@ -9,7 +9,7 @@ from typing import Any
 
 from ncmse.errors import ConfigError
 
-__all__ = ["add_arguments", "build_options", "build_spec", "run"]
+__all__ = ["add_arguments", "build_options", "build_spec", "run", "write_sweep_report"]
 
 _EXAMPLES = """
     ncmse sweep --preset fashion-cnn-mse fashion-cnn-ce --seeds 0 1 2 --out sweeps/fashion
@@ -219,7 +219,6 @@ def build_options(args: argparse.Namespace, file: dict[str, Any]) -> Any:
         wait=args.wait,
         dry_run=args.dry_run,
         print_commands=args.print_commands,
-        report=not args.no_report,
         python=args.python,
         command=["ncmse", *sys.argv[1:]] if sys.argv[1:2] == ["sweep"] else [],
         pack=int(_pick(getattr(args, "pack", None), file.get("pack"), 1)),
@@ -234,4 +233,29 @@ def run(args: argparse.Namespace) -> int:
     file = load_sweep_file(args.file) if args.file else {}
     spec = build_spec(args, file)
     options = build_options(args, file)
-    return run_sweep(spec, options)
+    status = run_sweep(spec, options)
+    if not (args.no_report or options.dry_run):
+        write_sweep_report(options.out)
+    return status
+
+
+def write_sweep_report(out: Path) -> str | None:
+    """Draw the comparison report of the sweep's finished runs in ``SWEEP_DIR/report`` and name
+    it in ``sweep.json``; a report that cannot be drawn is announced, not raised (the runs and
+    their results are already written)."""
+    from ncmse.errors import NCMSEError
+    from ncmse.sweep.core import finished_run_dirs, record_report
+
+    path = None
+    dirs = finished_run_dirs(out)
+    if dirs:
+        from ncmse.report import write_comparison_report
+
+        try:
+            path = str(write_comparison_report(dirs, out / "report"))
+        except (NCMSEError, OSError, ValueError) as exc:
+            print(f"multi-run report failed: {exc}", file=sys.stdout)
+        else:
+            print(f"report: {path}", file=sys.stdout)
+    record_report(out, path)
+    return path

@@ -27,10 +27,9 @@ from ncmse.report.verdicts import (
     central_path_section,
     claims_section,
     plot_central_path,
-    run_central_path,
-    run_claims,
 )
 from ncmse.rundir import Run, load_run
+from ncmse.verdicts import run_central_path, run_claims
 
 __all__ = ["write_run_report", "run_figures", "files_section"]
 

@@ -19,38 +19,34 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import Normalize
 
-from ncmse.central_path import LAW_SHORT, LAW_TITLES, fit_central_path, fitted_omega, omega_table
+from ncmse.central_path import LAW_SHORT, LAW_TITLES, fitted_omega, omega_table
 from ncmse.claims import (
     CLAIM_IDS,
     GAP_THRESHOLD_PP,
     accuracy_gaps,
-    evaluate_claims,
     tally,
     tpt_epoch_of,
 )
 from ncmse.report.html import format_value, relative_link, table
 from ncmse.report.style import TPT_COLOUR, FigureFile, colour, new_figure, save_figure, set_log_y
+from ncmse.verdicts import (
+    SOURCE_SUMMARY,
+    run_claims,
+    run_rows,
+)
 
 __all__ = [
     "CLAIM_FIGURES",
-    "SOURCE_COMPUTED",
-    "SOURCE_SUMMARY",
     "accuracy_gap_csv",
     "accuracy_gap_section",
     "central_path_section",
     "claims_section",
     "final_test_accuracy",
     "plot_central_path",
-    "run_central_path",
-    "run_claims",
     "run_gap_records",
-    "run_rows",
     "verdicts_csv",
     "verdicts_section",
 ]
-
-SOURCE_SUMMARY = "recorded in summary.json by the run"
-SOURCE_COMPUTED = "computed by the report from the metrics file (the run did not record them)"
 
 #: claim id → names of the run-report figures that show it (first one is linked first)
 CLAIM_FIGURES: dict[str, tuple[str, ...]] = {
@@ -71,43 +67,6 @@ _MARK = {True: "✓", False: "✗", None: "—"}
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
-
-
-def run_rows(run: Any) -> list[dict[str, Any]]:
-    """The measurement rows of a loaded run (``snr`` as ``snr_j`` columns, NaN for empty cells)."""
-    rows: list[dict[str, Any]] = [{} for _ in range(run.num_rows)]
-    for name, values in run.columns.items():
-        for row, value in zip(rows, values):
-            row[name] = float(value)
-    for name, values in run.text_columns.items():
-        for row, value in zip(rows, values):
-            row[name] = value
-    return rows
-
-
-def _summary_tpt(run: Any, rows: Sequence[Mapping[str, Any]]) -> float | None:
-    if "tpt_epoch" in run.summary:
-        return run.tpt_epoch
-    return tpt_epoch_of(rows)
-
-
-def run_claims(run: Any) -> tuple[list[dict[str, Any]], str]:
-    """The run's claims and where they came from (:data:`SOURCE_SUMMARY` or computed)."""
-    recorded = run.summary.get("claims")
-    if isinstance(recorded, list) and recorded and all(isinstance(c, Mapping) for c in recorded):
-        return [dict(c) for c in recorded], SOURCE_SUMMARY
-    rows = run_rows(run)
-    claims = evaluate_claims(rows, loss=run.describe("loss"), tpt_epoch=_summary_tpt(run, rows))
-    return claims, SOURCE_COMPUTED
-
-
-def run_central_path(run: Any) -> tuple[list[dict[str, Any]], str]:
-    """The run's central-path fits (one record per law) and where they came from."""
-    recorded = run.summary.get("central_path_fit")
-    if isinstance(recorded, list) and recorded and all(isinstance(c, Mapping) for c in recorded):
-        return [dict(c) for c in recorded], SOURCE_SUMMARY
-    rows = run_rows(run)
-    return fit_central_path(rows, tpt_epoch=_summary_tpt(run, rows)), SOURCE_COMPUTED
 
 
 def final_test_accuracy(run: Any) -> float | None:

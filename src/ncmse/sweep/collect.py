@@ -17,8 +17,10 @@ import numpy as np
 
 from ncmse.claims import CLAIM_IDS, accuracy_gaps, claim_columns, tally
 from ncmse.errors import NCMSEError
+from ncmse.rundir import load_run
 from ncmse.sweep.grid import RunSpec, preset_stem
 from ncmse.sweep.state import read_summary
+from ncmse.verdicts import run_claims
 
 __all__ = [
     "FINAL_KEYS",
@@ -117,7 +119,7 @@ def collect(runs: Sequence[RunSpec]) -> list[RunResult]:
 def _claims_and_description(
     run: RunSpec, summary: dict[str, Any], status: str
 ) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
-    """The run's verdicts and its dataset/model/loss, read through the report's run loader.
+    """The run's verdicts and its dataset/model/loss, read through :func:`ncmse.rundir.load_run`.
 
     A finished run that predates the verdicts gets them computed from its metrics file; a run
     that cannot be read keeps no verdicts (the sweep still reports its other values).
@@ -130,13 +132,10 @@ def _claims_and_description(
     if status != "finished":
         return (), describe
     try:
-        from ncmse.report import load_run
-        from ncmse.report.verdicts import run_claims
-
         loaded = load_run(run.run_dir)
         claims, _ = run_claims(loaded)
         describe = {k: loaded.describe(k) for k in ("dataset", "model", "loss")}
-    except (ImportError, NCMSEError, OSError, ValueError):
+    except (NCMSEError, OSError, ValueError):
         return (), describe
     return tuple(claims), describe
 

@@ -10,7 +10,8 @@ Layout of a sweep directory::
                                               mean ± std per (preset, lr, wd)
       results.csv                             one row per run: coordinates, status, final values
       lr_selection.json                       with --select-lr / --lr-grid
-      report/report.html                      multi-run report (ncmse.report)
+      report/report.html                      comparison report (drawn by ncmse.report, asked for
+                                              by the CLI after the sweep; named in sweep.json)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ncmse.claims import claim_columns
-from ncmse.errors import BusyError, ConfigError, NCMSEError
+from ncmse.errors import BusyError, ConfigError
 from ncmse.fileio import atomic_write_text
 from ncmse.locking import DirLock, holder
 from ncmse.rundir import rows_to_csv, write_json
@@ -61,7 +62,16 @@ from ncmse.sweep.grid import RunSpec, SweepSpec, expand
 from ncmse.sweep.pack import PackJob, group_packs, pack_job
 from ncmse.sweep.state import config_differences, read_summary, run_state
 
-__all__ = ["EXECUTORS", "PlannedRun", "SweepOptions", "format_plan", "plan", "run_sweep"]
+__all__ = [
+    "EXECUTORS",
+    "PlannedRun",
+    "SweepOptions",
+    "finished_run_dirs",
+    "format_plan",
+    "plan",
+    "record_report",
+    "run_sweep",
+]
 
 #: ``subprocess``: here, one run after the other; the others go through submitit
 EXECUTORS: tuple[str, ...] = ("subprocess", "local", "slurm", "debug")
@@ -90,8 +100,6 @@ class SweepOptions:
         Print the plan only.
     print_commands : bool
         Print the training command of every run that needs one.
-    report : bool
-        Write the multi-run report at the end.
     python : str
         Interpreter of the training processes.
     command : list of str
@@ -107,7 +115,6 @@ class SweepOptions:
     wait: bool | None = None
     dry_run: bool = False
     print_commands: bool = False
-    report: bool = True
     python: str = sys.executable
     command: list[str] = field(default_factory=list)
     pack: int = 1
@@ -138,7 +145,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def read_manifest(out: Path) -> dict[str, Any]:
+def _read_manifest(out: Path) -> dict[str, Any]:
     """``SWEEP_DIR/sweep.json`` or an empty dict."""
     try:
         data = json.loads((out / MANIFEST).read_text())
@@ -147,9 +154,32 @@ def read_manifest(out: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def finished_run_dirs(out: Path) -> list[Path]:
+    """Directories of the runs that ``SWEEP_DIR/sweep.json`` lists as finished, in its order."""
+    runs = _read_manifest(Path(out)).get("runs", [])
+    return [
+        Path(r["run_dir"])
+        for r in runs
+        if isinstance(r, dict) and r.get("status") == "finished" and r.get("run_dir")
+    ]
+
+
+def record_report(out: Path, report: str | None) -> None:
+    """Name the comparison report (its path; None when none was drawn) in ``sweep.json``.
+
+    Holds the sweep lock while it rewrites the manifest, as the sweep itself does.
+    """
+    out = Path(out)
+    with SweepLock(out):
+        manifest = _read_manifest(out)
+        if manifest:
+            manifest["report"] = report
+            _write_json(out / MANIFEST, manifest)
+
+
 def _submitted_jobs(out: Path) -> dict[str, str]:
     """Run name -> SLURM job id of runs an earlier call submitted without waiting."""
-    manifest = read_manifest(out)
+    manifest = _read_manifest(out)
     if manifest.get("executor") != "slurm":
         return {}
     return {
@@ -393,21 +423,6 @@ def _csv_bool(value: Any) -> Any:
     return str(value).lower() if isinstance(value, bool) else value
 
 
-def _write_report(results: Sequence[RunResult], out: Path, stream: TextIO) -> str | None:
-    dirs = [r.run.run_dir for r in results if r.status == "finished"]
-    if not dirs:
-        return None
-    from ncmse.report import write_comparison_report
-
-    try:
-        path = write_comparison_report(dirs, out / "report")
-    except (NCMSEError, OSError, ValueError) as exc:
-        print(f"multi-run report failed: {exc}", file=stream)
-        return None
-    print(f"report: {path}", file=stream)
-    return str(path)
-
-
 def _manifest(
     spec: SweepSpec,
     options: SweepOptions,
@@ -450,7 +465,7 @@ def _finish(
     outcomes: dict[str, JobOutcome],
     stream: TextIO,
 ) -> None:
-    """Collect, print the tables and write manifest, results.csv, lr selection and report."""
+    """Collect, print the tables and write manifest, results.csv and the lr selection."""
     out = options.out
     results = collect([p.run for p in planned])
     groups = group_results(results)
@@ -473,8 +488,6 @@ def _finish(
         )
         manifest["lr_selection"] = "lr_selection.json"
         print("\nselected learning rates:\n" + format_selection(selections), file=stream)
-    if options.report:
-        manifest["report"] = _write_report(results, out, stream)
     _write_json(out / MANIFEST, manifest)
     print(f"manifest: {out / MANIFEST}", file=stream)
 
