@@ -33,6 +33,7 @@ __all__ = [
     "parse_overrides",
     "resolve_config",
     "config_from_dict",
+    "valid_keys",
 ]
 
 #: directory of the shipped presets

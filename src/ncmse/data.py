@@ -30,6 +30,8 @@ from ncmse.errors import DataUnavailableError, InputError
 
 __all__ = [
     "DATASETS",
+    "DIGITS_TRAIN_PER_CLASS",
+    "SYSTEM_IDX_DIRS",
     "DatasetBundle",
     "TensorLoader",
     "balanced_indices",

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: seconds a trainer waits for a run directory's lock before it is refused
-CLAIM_WAIT = 2.0
+_CLAIM_WAIT = 2.0
 #: files ncmse writes at the top of a training run directory
 RUN_FILES: tuple[str, ...] = (
     "config.yaml",
@@ -166,7 +166,7 @@ def claim_run_dir(path: str | os.PathLike[str], *, new: bool, overwrite: bool = 
             "empty it yourself"
         )
     # a short wait: a sweep probing the lock (``is_locked``) holds it for microseconds
-    lock = claim(path, "run directory", wait=CLAIM_WAIT)
+    lock = claim(path, "run directory", wait=_CLAIM_WAIT)
     try:
         remove_stale_temps([path, path / "checkpoints"])
         if new and overwrite:

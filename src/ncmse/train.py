@@ -50,6 +50,7 @@ from ncmse.runtime import configure_torch, environment, resolve_device
 from ncmse.sinks import Checkpoints, Console, TensorBoard
 
 __all__ = [
+    "CHECK_EVERY",
     "CRASH_ENV",
     "RunState",
     "StopCheck",

@@ -10,7 +10,7 @@ import sys
 from ncmse.errors import explain
 
 #: environment variable that turns every error into a full traceback (as ``--debug``)
-DEBUG_ENV = "NCMSE_DEBUG"
+_DEBUG_ENV = "NCMSE_DEBUG"
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -33,7 +33,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug",
         action="store_true",
-        help=f"show the full traceback of every error (also: {DEBUG_ENV}=1)",
+        help=f"show the full traceback of every error (also: {_DEBUG_ENV}=1)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    debug = args.debug or os.environ.get(_DEBUG_ENV, "") not in ("", "0")
     try:
         return int(args._run(args) or 0)
     except Exception as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
 
-DEFAULT_OUT = Path("ncmse-report")
+_DEFAULT_OUT = Path("ncmse-report")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=None,
-        help=f"output folder of the comparison of several runs (default: ./{DEFAULT_OUT})",
+        help=f"output folder of the comparison of several runs (default: ./{_DEFAULT_OUT})",
     )
     parser.add_argument(
         "--embed",
@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
         for run_dir in run_dirs:
             print(write_run_report(run_dir, embed=args.embed))
     if several:
-        out = args.out if args.out is not None else DEFAULT_OUT
+        out = args.out if args.out is not None else _DEFAULT_OUT
         print(write_comparison_report(run_dirs, out, embed=args.embed))
     return 0

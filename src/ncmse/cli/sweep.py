@@ -19,7 +19,7 @@ _EXAMPLES = """
 """
 
 #: keys of the ``slurm:`` mapping of a sweep file
-SLURM_FILE_KEYS = (
+_SLURM_FILE_KEYS = (
     "partition",
     "time",
     "gpus",
@@ -171,10 +171,10 @@ def _slurm_options(args: argparse.Namespace, file: dict[str, Any], executor: str
     from ncmse.sweep.execute import SlurmOptions, parse_time_minutes
 
     conf = dict(file.get("slurm", {}))
-    unknown = sorted(set(conf) - set(SLURM_FILE_KEYS))
+    unknown = sorted(set(conf) - set(_SLURM_FILE_KEYS))
     if unknown:
         raise ConfigError(
-            f"sweep file: unknown slurm key(s) {unknown}; valid: {', '.join(SLURM_FILE_KEYS)}"
+            f"sweep file: unknown slurm key(s) {unknown}; valid: {', '.join(_SLURM_FILE_KEYS)}"
         )
     extra = [f"{k}={v}" for k, v in (conf.get("extra") or {}).items()]
     extra += list(args.slurm_extra or [])

@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
 
 
-def default_dimensions(num_classes: int, n: int | None, p: int | None) -> tuple[int, int]:
+def _default_dimensions(num_classes: int, n: int | None, p: int | None) -> tuple[int, int]:
     """``(n, p)`` for which every valid C works: ``p = max(20, 2 (C − 1))`` (room for the
     C − 1 class-mean directions) and ``n = max(10, ⌈p / C⌉ + 1)`` (so that Σ_W has full rank,
     ``C (n − 1) ≥ p``); given values are kept."""
@@ -125,7 +125,7 @@ def _check_device(name: str) -> str:
     return name
 
 
-def default_out(num_classes: int, root: str | Path = "runs") -> Path:
+def _default_out(num_classes: int, root: str | Path = "runs") -> Path:
     """``runs/ufm-C<C>-<YYYYmmdd-HHMMSS>`` (with a numeric suffix if that exists)."""
     from ncmse.rundir import default_run_dir
 
@@ -138,7 +138,7 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
         raise InputError(
             f"--C {args.num_classes}: the model needs at least 2 classes; use --C 2 or more"
         )
-    n, p = default_dimensions(args.num_classes, args.n, args.p)
+    n, p = _default_dimensions(args.num_classes, args.n, args.p)
     if args.num_records < 1:
         raise InputError(f"--num-records must be >= 1, got {args.num_records}")
     if args.steps < 0:
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from ncmse.ufm.runner import run_ufm
 
     cfg = config_from_args(args)
-    run_dir: Path = args.out if args.out is not None else default_out(cfg.num_classes)
+    run_dir: Path = args.out if args.out is not None else _default_out(cfg.num_classes)
     prepare_run_dir(run_dir, overwrite=args.overwrite)
     print(f"ncmse ufm: run directory {run_dir}", flush=True)
     summary = run_ufm(cfg, run_dir)

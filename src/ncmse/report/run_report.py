@@ -34,7 +34,7 @@ from ncmse.verdicts import run_central_path, run_claims
 __all__ = ["write_run_report", "run_figures", "files_section"]
 
 #: Files of a run directory linked from its report when they exist.
-RUN_FILES = ("metrics.csv", "metrics.jsonl", "omega.csv", "summary.json", "config.yaml")
+_RUN_FILES = ("metrics.csv", "metrics.jsonl", "omega.csv", "summary.json", "config.yaml")
 
 
 def write_run_report(run_dir: str | Path, *, embed: str = "png") -> Path:
@@ -62,7 +62,7 @@ def write_run_report(run_dir: str | Path, *, embed: str = "png") -> Path:
     run = load_run(run_dir)
     figures = run_figures(run)
     out = run.path / "report.html"
-    atomic_write_text(out, render_run_page(run, figures, embed=embed))
+    atomic_write_text(out, _render_run_page(run, figures, embed=embed))
     return out
 
 
@@ -75,7 +75,7 @@ def run_figures(run: Run) -> list[FigureFile]:
     return plot_train_run(run, fig_dir) + plot_central_path(run, fits, fig_dir)
 
 
-def render_run_page(run: Run, figures: Sequence[FigureFile], *, embed: str = "png") -> str:
+def _render_run_page(run: Run, figures: Sequence[FigureFile], *, embed: str = "png") -> str:
     """The HTML page of one run."""
     title = f"ncmse report — {run.label}"
     parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -105,7 +105,7 @@ def render_run_page(run: Run, figures: Sequence[FigureFile], *, embed: str = "pn
 def files_section(run: Run, base_dir: Path) -> str:
     """Links, relative to ``base_dir``, to the data files of ``run``."""
     links = [
-        relative_link(run.path / n, base_dir, n) for n in RUN_FILES if (run.path / n).is_file()
+        relative_link(run.path / n, base_dir, n) for n in _RUN_FILES if (run.path / n).is_file()
     ]
     if not links:
         return ""

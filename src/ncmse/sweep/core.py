@@ -65,7 +65,9 @@ from ncmse.sweep.state import config_differences, read_summary, run_state
 __all__ = [
     "EXECUTORS",
     "PlannedRun",
+    "SweepLock",
     "SweepOptions",
+    "SweepTerminated",
     "finished_run_dirs",
     "format_plan",
     "plan",
@@ -76,10 +78,10 @@ __all__ = [
 #: ``subprocess``: here, one run after the other; the others go through submitit
 EXECUTORS: tuple[str, ...] = ("subprocess", "local", "slurm", "debug")
 #: SLURM job states in which a run must not be submitted again
-ACTIVE_SLURM_STATES: frozenset[str] = frozenset(
+_ACTIVE_SLURM_STATES: frozenset[str] = frozenset(
     {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING"}
 )
-MANIFEST = "sweep.json"
+_MANIFEST = "sweep.json"
 
 
 @dataclass
@@ -148,7 +150,7 @@ def _now() -> str:
 def _read_manifest(out: Path) -> dict[str, Any]:
     """``SWEEP_DIR/sweep.json`` or an empty dict."""
     try:
-        data = json.loads((out / MANIFEST).read_text())
+        data = json.loads((out / _MANIFEST).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -174,7 +176,7 @@ def record_report(out: Path, report: str | None) -> None:
         manifest = _read_manifest(out)
         if manifest:
             manifest["report"] = report
-            _write_json(out / MANIFEST, manifest)
+            _write_json(out / _MANIFEST, manifest)
 
 
 def _submitted_jobs(out: Path) -> dict[str, str]:
@@ -203,7 +205,7 @@ def _active_slurm_jobs(out: Path, jobs: dict[str, str]) -> set[str]:
             state = submitit.SlurmJob(folder=str(out / "submitit" / "%j"), job_id=job_id).state
         except Exception:  # noqa: BLE001 - no SLURM here: the job cannot be active
             continue
-        if str(state).upper() in ACTIVE_SLURM_STATES:
+        if str(state).upper() in _ACTIVE_SLURM_STATES:
             active.add(name)
     return active
 
@@ -471,7 +473,7 @@ def _finish(
     groups = group_results(results)
     manifest = _manifest(spec, options, planned, outcomes, results)
     atomic_write_text(out / "results.csv", _results_csv(results, manifest["accuracy_gaps"]))
-    _write_json(out / MANIFEST, manifest)
+    _write_json(out / _MANIFEST, manifest)
     print("\nfinal values, mean ± std over seeds:\n" + format_groups(groups), file=stream)
     verdicts = format_verdicts(results, manifest["accuracy_gaps"])
     if verdicts:
@@ -488,8 +490,8 @@ def _finish(
         )
         manifest["lr_selection"] = "lr_selection.json"
         print("\nselected learning rates:\n" + format_selection(selections), file=stream)
-    _write_json(out / MANIFEST, manifest)
-    print(f"manifest: {out / MANIFEST}", file=stream)
+    _write_json(out / _MANIFEST, manifest)
+    print(f"manifest: {out / _MANIFEST}", file=stream)
 
 
 def _print_commands(planned: Sequence[PlannedRun], options: SweepOptions, stream: TextIO) -> None:

@@ -43,7 +43,7 @@ def _log_grid(low: float, high: float, num: int) -> tuple[float, ...]:
 PAPER_LR_GRID: tuple[float, ...] = _log_grid(1e-4, 0.25, 25)
 
 #: keys of a sweep YAML file
-SWEEP_FILE_KEYS: tuple[str, ...] = (
+_SWEEP_FILE_KEYS: tuple[str, ...] = (
     "presets",
     "seeds",
     "lr",
@@ -243,11 +243,11 @@ def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     where = f"sweep file {str(p)!r}"
     if not p.is_file():
         raise ConfigError(f"{where} does not exist; pass the path of a sweep YAML file")
-    data = read_yaml_mapping(p, where, f"the keys {', '.join(SWEEP_FILE_KEYS)}")
-    unknown = sorted(set(data) - set(SWEEP_FILE_KEYS))
+    data = read_yaml_mapping(p, where, f"the keys {', '.join(_SWEEP_FILE_KEYS)}")
+    unknown = sorted(set(data) - set(_SWEEP_FILE_KEYS))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(SWEEP_FILE_KEYS)}"
+            f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(_SWEEP_FILE_KEYS)}"
         )
     out: dict[str, Any] = {}
     if "presets" in data:

@@ -37,7 +37,9 @@ from ncmse.ufm.config import FLOWS, METHODS
 
 __all__ = [
     "FLOWS",
+    "MAX_RELATIVE_CHANGE",
     "METHODS",
+    "Recorder",
     "FlowResult",
     "velocity",
     "step_direction",

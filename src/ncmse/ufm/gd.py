@@ -25,7 +25,15 @@ from ncmse.errors import DivergenceError, InputError
 from ncmse.ufm import model
 from ncmse.ufm.flows import small_problem_threads
 
-__all__ = ["GDState", "GDResult", "init_gd", "log_steps", "gd_metrics", "run_gd"]
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "GDState",
+    "GDResult",
+    "init_gd",
+    "log_steps",
+    "gd_metrics",
+    "run_gd",
+]
 
 #: the loss may grow by this factor over its initial value before GD counts as divergent
 DIVERGENCE_FACTOR = 1e6
