@@ -628,3 +628,24 @@ def test_paper_presets_expand_into_the_lr_selection_grid(tmp_path: Path) -> None
         cfg = r.config
         assert (cfg["epochs"], cfg["batch_size"], cfg["momentum"]) == (350, 128, 0.9)
         assert cfg["weight_decay"] == 5e-4 and cfg["measure_test"] is True
+
+
+def test_cli_report_step_names_the_finished_runs_only(tmp_path: Path, capsys) -> None:
+    """The CLI's report step reads the manifest: no finished run → no report, ``report: null``."""
+    from ncmse.cli.sweep import write_sweep_report
+    from ncmse.sweep.core import finished_run_dirs
+
+    runs = [
+        {"name": "a", "status": "finished", "run_dir": str(tmp_path / "runs" / "a")},
+        {"name": "b", "status": "diverged", "run_dir": str(tmp_path / "runs" / "b")},
+        {"name": "c", "status": "finished", "run_dir": str(tmp_path / "runs" / "c")},
+    ]
+    (tmp_path / "sweep.json").write_text(json.dumps({"kind": "sweep", "runs": runs}))
+    assert finished_run_dirs(tmp_path) == [tmp_path / "runs" / "a", tmp_path / "runs" / "c"]
+    for run in runs:
+        run["status"] = "failed"
+    (tmp_path / "sweep.json").write_text(json.dumps({"kind": "sweep", "runs": runs}))
+    assert write_sweep_report(tmp_path) is None
+    manifest = json.loads((tmp_path / "sweep.json").read_text())
+    assert manifest["report"] is None and manifest["runs"] == runs
+    assert not (tmp_path / "report").exists() and not is_locked(tmp_path, ".sweep.lock")
