@@ -24,6 +24,7 @@ from ncmse.losses import LossSpec, build_loss
 __all__ = [
     "Components",
     "build_components",
+    "load_config_dataset",
     "measure_checkpoint",
     "measure_split",
     "scaled_classifier",
@@ -40,6 +41,20 @@ class Components:
     device: torch.device
 
 
+def load_config_dataset(cfg: Config) -> Any:
+    """The dataset a run's config names (:func:`ncmse.data.load_dataset` with its data keys)."""
+    from ncmse.data import load_dataset
+
+    return load_dataset(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+        per_class=cfg.per_class,
+        test_per_class=cfg.test_per_class,
+        seed=cfg.seed,
+    )
+
+
 def build_components(cfg: Config, device: torch.device, *, bundle: Any = None) -> Components:
     """Load the dataset (unless ``bundle`` holds it), build the model (seeded by ``cfg.seed``)
     and the loss.
@@ -49,17 +64,9 @@ def build_components(cfg: Config, device: torch.device, *, bundle: Any = None) -
     DataUnavailableError
         From :func:`ncmse.data.load_dataset` when the dataset is not available offline.
     """
-    from ncmse.data import load_dataset
     from ncmse.models import build_model
 
-    bundle = bundle or load_dataset(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        download=cfg.download,
-        per_class=cfg.per_class,
-        test_per_class=cfg.test_per_class,
-        seed=cfg.seed,
-    )
+    bundle = bundle or load_config_dataset(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(
         cfg.model,

@@ -138,7 +138,7 @@ class PackMember:
 
 def _shared_bundle(cfg: Any, device: torch.device, bundles: dict[tuple, Any]) -> Any:
     """Load each distinct dataset once, on the device (identical loads give identical data)."""
-    from ncmse.data import load_dataset
+    from ncmse.components import load_config_dataset
 
     subset = cfg.per_class is not None or cfg.test_per_class is not None
     key = (
@@ -151,14 +151,7 @@ def _shared_bundle(cfg: Any, device: torch.device, bundles: dict[tuple, Any]) ->
         str(device),
     )
     if key not in bundles:
-        b = load_dataset(
-            cfg.dataset,
-            data_dir=cfg.data_dir,
-            download=cfg.download,
-            per_class=cfg.per_class,
-            test_per_class=cfg.test_per_class,
-            seed=cfg.seed,
-        )
+        b = load_config_dataset(cfg)
         bundles[key] = dataclasses.replace(
             b,
             train_x=b.train_x.to(device),

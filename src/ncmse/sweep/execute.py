@@ -28,6 +28,7 @@ __all__ = [
     "TrainFailedError",
     "make_executor",
     "run_local",
+    "run_logged",
     "shell_command",
     "JobOutcome",
     "SlurmOptions",
@@ -82,6 +83,18 @@ def train_argv(
 def shell_command(argv: Sequence[str]) -> str:
     """``argv`` as one shell-quoted line."""
     return shlex.join(argv)
+
+
+def run_logged(argv: Sequence[str], log_path: Path, env: dict[str, str], note: str = "") -> int:
+    """Run ``argv`` with its output appended to ``log_path`` (after a ``$ command`` line and an
+    optional ``# note``); unbuffered Python, ``env`` over the current environment. Exit status."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    with open(log_path, "a") as log:
+        log.write(f"$ {shell_command(argv)}{f'   # {note}' if note else ''}\n")
+        log.flush()
+        proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, check=False)
+    return proc.returncode
 
 
 @dataclass
@@ -139,13 +152,7 @@ class TrainJob:
         argv = self.argv()
         if argv is None:
             return 0
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        with open(self.log_path, "a") as log:
-            log.write(f"$ {shell_command(argv)}\n")
-            log.flush()
-            proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-        return proc.returncode
+        return run_logged(argv, self.log_path, self.env)
 
     def __call__(self) -> dict[str, Any]:
         """Entry point inside a submitit job: the run's final ``summary.json``.

@@ -12,8 +12,6 @@ SLURM timeout resumes its runs from their checkpoints.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from typing import Any
 
 from ncmse.errors import ConfigError
 from ncmse.fileio import atomic_write_text
-from ncmse.sweep.execute import TO_RUN, TrainFailedError, shell_command
+from ncmse.sweep.execute import TO_RUN, TrainFailedError, run_logged
 from ncmse.sweep.grid import RunSpec
 from ncmse.sweep.state import read_summary, run_state
 
@@ -100,14 +98,7 @@ class PackJob:
         if not members:
             return 0
         atomic_write_text(self.pack_file, json.dumps({"runs": members}, indent=2) + "\n")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        argv = self.argv()
-        with open(self.log_path, "a") as log:
-            log.write(f"$ {shell_command(argv)}   # {len(members)} runs\n")
-            log.flush()
-            proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-        return proc.returncode
+        return run_logged(self.argv(), self.log_path, self.env, f"{len(members)} runs")
 
     def __call__(self) -> dict[str, Any]:
         """Entry point inside a submitit job: each run's final ``summary.json``.
