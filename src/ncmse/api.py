@@ -365,7 +365,7 @@ def measure_stream(
                                   torch.maximum(label_bounds[0][1], bounds[1])])
             ]  # fmt: skip
             labs = labs.clamp(0, C - 1)
-        feats, labs = feats.to(device=dev, dtype=dtype), labs.to(device=dev)
+        feats, labs = feats.to(device=dev), labs.to(device=dev)  # upcast inside the update
         if deferred is not None:
             feats, labs = deferred.route(feats, labs)
         stats.update(feats, labs, validate=False)

@@ -121,6 +121,7 @@ class TiledDecisions:
         self.V, self.beta = V[order].contiguous(), beta[order].contiguous()
         self.redecided = 0
         self._buffers: dict[torch.dtype, torch.Tensor] = {}
+        self._x_buffer: torch.Tensor | None = None
         self._V32 = None
         if precision == "float32":
             vnorm = V.norm(dim=1)
@@ -141,6 +142,17 @@ class TiledDecisions:
             buf = torch.empty(numel, dtype=dtype, device=self.device)
             self._buffers[dtype] = buf
         return buf[:numel]
+
+    def _centred(self, features: torch.Tensor) -> torch.Tensor:
+        """x = h − m₀ in ``dtype``, into a reused buffer (fresh multi-MB tensors page-fault)."""
+        if torch.promote_types(features.dtype, self.dtype) != self.dtype:
+            features = features.to(self.dtype)
+        buf = self._x_buffer
+        if buf is None or buf.numel() < features.numel():
+            buf = torch.empty(features.numel(), dtype=self.dtype, device=self.device)
+            self._x_buffer = buf
+        x = buf[: features.numel()].view(features.shape)
+        return x.copy_(features).sub_(self.centre)  # no temporary for the cast
 
     def _tiles(self) -> list[tuple[int, int]]:
         C, t = self.num_classes, self.tile
@@ -169,7 +181,7 @@ class TiledDecisions:
 
     def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(classifier [B], ncc [B])`` int64 decisions for features [B, p]."""
-        x = features.to(device=self.device, dtype=self.dtype) - self.centre
+        x = self._centred(features.to(self.device))
         if self.precision == "float64" or x.shape[0] == 0:
             return self._exact(x)
         return self._float32(x)
