@@ -16,7 +16,7 @@ from ncmse.stats import _CPU_ROWS, ClassStats, _panels, merge
 
 
 def reference(H: torch.Tensor, y: torch.Tensor, C: int):
-    """(counts, means, Σ_c Σ_i (h − μ_c)(h − μ_c)ᵀ, per-class Σ‖h − μ_c‖²) in float64, two passes."""
+    """(counts, means, pooled within scatter, per-class Σ‖h − μ_c‖²) in float64, two passes."""
     H = H.double()
     counts = torch.bincount(y, minlength=C).double()
     means = torch.zeros(C, H.shape[1], dtype=torch.float64).index_add_(0, y, H) / counts[:, None]
