@@ -888,6 +888,53 @@ def section_compile(rec: Recorder, args, data: Data, mode: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+#: fidelity metrics: (record key, compared on a log scale?)
+FIDELITY_METRICS = (("train_accuracy", False), ("nc1", True), ("loss_perp_ratio", True))
+
+
+def fidelity_verdicts(records: list[dict[str, Any]], reference: str = "fp32") -> list[str]:
+    """Whether each fast variant stays within the seed-to-seed spread of the reference.
+
+    For every variant other than ``reference`` and each metric of :data:`FIDELITY_METRICS`:
+    within ⇔ |mean over the variant's seeds − mean over the reference's seeds| ≤ the reference's
+    seed-to-seed spread (max − min over its seeds); nc1 and L⊥/L, which vary over orders of
+    magnitude, are compared as log10. Needs ≥ 2 reference seeds.
+    """
+    rows = [r for r in records if r.get("section") == "fidelity"]
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        name = r["precision"] + ("+cl" if r["channels_last"] else "")
+        by_variant.setdefault(name, []).append(r)
+    ref = by_variant.get(reference, [])
+    if len(ref) < 2:
+        return [f"fidelity: no verdict ({len(ref)} {reference} seed(s); 2 needed for a spread)"]
+    lines = []
+    for name, runs in by_variant.items():
+        if name == reference:
+            continue
+        parts, held = [], True
+        for key, log in FIDELITY_METRICS:
+
+            def value(r: dict[str, Any], key: str = key, log: bool = log) -> float:
+                v = float(r[key])
+                return math.log10(v) if log else v
+
+            ref_values = [value(r) for r in ref]
+            mean_ref = sum(ref_values) / len(ref_values)
+            mean_fast = sum(value(r) for r in runs) / len(runs)
+            spread = max(ref_values) - min(ref_values)
+            ok = abs(mean_fast - mean_ref) <= spread  # False when any value is NaN
+            held &= ok
+            unit = "log10 " if log else ""
+            parts.append(f"{unit}{key} {mean_fast:.3g} vs {mean_ref:.3g} ± {spread:.2g} "
+                         f"{'within' if ok else 'OUTSIDE'}")  # fmt: skip
+        epochs = sorted({r["epochs_done"] for r in runs + ref})
+        lines.append(f"fidelity {name} vs {reference} ({len(runs)} vs {len(ref)} seeds, epochs "
+                     f"{epochs}): {'within' if held else 'NOT within'} the seed spread: "
+                     + "; ".join(parts))  # fmt: skip
+    return lines
+
+
 def summarise(rec: Recorder) -> None:
     recs = rec.records
     train = [r for r in recs if r.get("section") == "train" and "epoch_s" in r]
@@ -936,6 +983,8 @@ def summarise(rec: Recorder) -> None:
         if "error" in r or "skipped" in r or "stopped" in r:
             lines.append(f"{r.get('section')}: " + str(r.get("error") or r.get("skipped")
                                                       or r.get("stopped")))  # fmt: skip
+    if any(r.get("section") == "fidelity" for r in recs):
+        lines += fidelity_verdicts(recs)
     best = [r["run_350_s"] for r in train if r["preset"] == FASHION]
     base = next((r for r in train if r["preset"] == FASHION and r["variant"] == "today"), None)
     if base:

@@ -47,3 +47,30 @@ def test_bench_gpu_smoke_runs_every_section(tmp_path: Path) -> None:
     assert len(fidelity) == 4 and all(r["epochs_done"] == 2 for r in fidelity)
     text = (tmp_path / "bench_gpu_summary.txt").read_text()
     assert "GPU-hours" in text and "speed-up" in text
+
+
+def _fidelity(precision: str, cl: bool, seed: int, acc: float, nc1: float, perp: float) -> dict:
+    record = {"section": "fidelity", "precision": precision, "channels_last": cl, "seed": seed}
+    return record | {"epochs_done": 30, "train_accuracy": acc, "nc1": nc1, "loss_perp_ratio": perp}
+
+
+def test_fidelity_verdicts_compare_means_with_the_reference_seed_spread() -> None:
+    bench = _load_bench()
+    ref = [_fidelity("fp32", False, 0, 0.90, 0.10, 0.010),
+           _fidelity("fp32", False, 1, 0.92, 0.40, 0.020)]  # fmt: skip
+    close = [_fidelity("tf32", True, 0, 0.91, 0.20, 0.012),
+             _fidelity("tf32", True, 1, 0.915, 0.30, 0.018)]  # fmt: skip
+    # accuracy off by 0.05 (spread 0.02); nc1 ×10 (spread log10 4 ≈ 0.6)
+    far = [_fidelity("bf16", True, 0, 0.86, 2.0, 0.015),
+           _fidelity("bf16", True, 1, 0.86, 2.0, 0.015)]  # fmt: skip
+    lines = bench.fidelity_verdicts(ref + close + far)
+    assert len(lines) == 2
+    tf32, bf16 = lines
+    assert tf32.startswith("fidelity tf32+cl vs fp32") and ": within the seed spread" in tf32
+    assert "NOT within" in bf16
+    assert "train_accuracy" in bf16 and "log10 nc1" in bf16
+    acc, nc1, perp = bf16.split(": ", 1)[1].split("; ")
+    assert acc.endswith("OUTSIDE") and nc1.endswith("OUTSIDE") and perp.endswith("within")
+    nan = [_fidelity("bf16", True, 0, float("nan"), 0.2, 0.01)]
+    assert "NOT within" in bench.fidelity_verdicts(ref + nan)[0]
+    assert "no verdict" in bench.fidelity_verdicts(ref[:1] + close)[0]
