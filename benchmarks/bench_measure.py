@@ -6,6 +6,9 @@
 (c) the floor: one pass accumulating HᵀH in float64 over the same batches
 (d) ncmse.measure_features on the same features held in memory as one [N, p] tensor
 
+(a), (c) and (d) run in interleaved rounds; the table gives each one's best time and the ratios
+of the best times, then the ratio of each round (robust to a change of load during the run).
+
 Prints times and ratios measured in this run, then the peak resident memory of (a) streaming
 N = 50,000 and N = 200,000 features from a generator (each in a fresh subprocess).
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -95,6 +99,30 @@ def best_of(fn, repeats):
     return min(times), value
 
 
+def interleaved(stream, floor, features, repeats: int):
+    """(a), (c), (d) timed in rounds (a, c, d, a, c, d, ...), so that a change of machine load
+    hits all three alike. Returns the best time of each, (a)'s result, and the per-round ratios
+    ((a)/(c), (d)/(c))."""
+    times: list[list[float]] = [[], [], []]
+    result = None
+    for _ in range(repeats):
+        for i, fn in enumerate((stream, floor, features)):
+            t0 = time.perf_counter()
+            value = fn()
+            times[i].append(time.perf_counter() - t0)
+            if i == 0:
+                result = value
+    ratios = (
+        [a / c for a, c in zip(times[0], times[1])],
+        [d / c for d, c in zip(times[2], times[1])],
+    )
+    return min(times[0]), min(times[1]), min(times[2]), result, ratios
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+
+
 def memory_child(n: int, p: int, C: int) -> None:
     """Stream n features from a generator (never materialised), second pass for NC4; print RSS."""
     g = torch.Generator().manual_seed(1)
@@ -117,6 +145,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     ap.add_argument("--memory-child", nargs=3, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds of (a), (c), (d)")
     ap.add_argument(
         "--baseline-large",
         action="store_true",
@@ -143,11 +172,14 @@ def main() -> None:
         g = torch.Generator().manual_seed(3)
         W, b = torch.randn(C, p, generator=g), torch.randn(C, generator=g)
         run_ncmse(batches[:4], W, b, C)  # warm-up
-        t_a, res = best_of(partial(run_ncmse, batches, W, b, C), 3)
-        t_c, _ = best_of(partial(run_floor, batches, p), 3)
         features = torch.cat([h for h, _ in batches])
         labels = torch.cat([y for _, y in batches])
-        t_d, _ = best_of(partial(run_features, features, labels, W, b, C), 3)
+        t_a, t_c, t_d, res, ratios = interleaved(
+            partial(run_ncmse, batches, W, b, C),
+            partial(run_floor, batches, p),
+            partial(run_features, features, labels, W, b, C),
+            repeats=args.repeats,
+        )
         if i == 0 or args.baseline_large:
             t_b, nc1_b = best_of(partial(run_baseline, batches, C, p), 1)
             diff = abs(res.nc1 - nc1_b) / abs(nc1_b)
@@ -157,6 +189,11 @@ def main() -> None:
         print(
             f"{n:>7} {p:>5} {C:>4} | {t_a:>11.3f} {b_cols[0]} {t_c:>11.3f} {t_d:>10.3f} | "
             f"{t_a / t_c:>7.2f} {t_d / t_c:>7.2f} {b_cols[1]} | {b_cols[2]}"
+        )
+        print(
+            f"{'':>18}  per-round ratios (a)/(c): {_fmt(ratios[0])}, median "
+            f"{statistics.median(ratios[0]):.2f}; (d)/(c): {_fmt(ratios[1])}, median "
+            f"{statistics.median(ratios[1]):.2f}"
         )
     print()
     print("peak resident memory of (a) streaming from a generator (p=512, C=10, NC4 by 2nd pass):")
