@@ -156,7 +156,7 @@ def result_from_stats(
         "etf_error_means": pairs.etf_error,
         "etf_error_wm": etf_wm,
     }
-    snr = tuple(float(x) for x in omega)
+    snr = tuple(omega.tolist())  # one device→host copy, not one per value
     if "no_between_class_spread" in flags:  # undefined, never a number that reads as collapse
         values = dict.fromkeys(values, nan)
         snr = (nan,) * len(snr)
@@ -400,7 +400,7 @@ def measure_stream(
             "the loader / stream yielded no batch; check the dataset split and the sampler"
         )
     if label_bounds:
-        low, high = (int(v) for v in label_bounds[0])
+        low, high = label_bounds[0].tolist()
         if low < 0 or high >= C:
             raise LabelError(
                 f"labels must lie in [0, {C}) for num_classes={C}, found values in "

@@ -76,7 +76,7 @@ def check_batch(
             "pass labels.long() of class indices, not one-hot or scores"
         )
     if label_range and labels.numel():
-        low, high = (int(v) for v in torch.aminmax(labels))
+        low, high = torch.stack(torch.aminmax(labels)).tolist()  # one host read
         if low < 0 or high >= num_classes:
             raise LabelError(
                 f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, found "
