@@ -120,8 +120,7 @@ class TiledDecisions:
         order = torch.cat([self._rows(j0, j1) for j0, j1 in self._tiles()])
         self.V, self.beta = V[order].contiguous(), beta[order].contiguous()
         self.redecided = 0
-        self._buffers: dict[torch.dtype, torch.Tensor] = {}
-        self._x_buffer: torch.Tensor | None = None
+        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
         self._V32 = None
         if precision == "float32":
             vnorm = V.norm(dim=1)
@@ -134,25 +133,21 @@ class TiledDecisions:
             self.unit_roundoff = float32_unit_roundoff(self.device)
 
     # -------------------------------------------------------------- helpers
-    def _buffer(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
-        """A reused flat score buffer: a fresh multi-MB tensor per tile costs page faults that
-        rival the GEMM itself on a CPU."""
-        buf = self._buffers.get(dtype)
+    def _buffer(self, numel: int, dtype: torch.dtype, use: str = "scores") -> torch.Tensor:
+        """A reused flat buffer per (use, dtype): a fresh multi-MB tensor per tile or block costs
+        page faults that rival the GEMM itself on a CPU."""
+        buf = self._buffers.get((use, dtype))
         if buf is None or buf.numel() < numel:
             buf = torch.empty(numel, dtype=dtype, device=self.device)
-            self._buffers[dtype] = buf
+            self._buffers[(use, dtype)] = buf
         return buf[:numel]
 
     def _centred(self, features: torch.Tensor) -> torch.Tensor:
-        """x = h − m₀ in ``dtype``, into a reused buffer (fresh multi-MB tensors page-fault)."""
+        """x = h − m₀ in ``dtype``, into a reused buffer (the cast is a copy, no temporary)."""
         if torch.promote_types(features.dtype, self.dtype) != self.dtype:
             features = features.to(self.dtype)
-        buf = self._x_buffer
-        if buf is None or buf.numel() < features.numel():
-            buf = torch.empty(features.numel(), dtype=self.dtype, device=self.device)
-            self._x_buffer = buf
-        x = buf[: features.numel()].view(features.shape)
-        return x.copy_(features).sub_(self.centre)  # no temporary for the cast
+        x = self._buffer(features.numel(), self.dtype, "features").view(features.shape)
+        return x.copy_(features).sub_(self.centre)
 
     def _tiles(self) -> list[tuple[int, int]]:
         C, t = self.num_classes, self.tile
