@@ -19,12 +19,12 @@ from ncmse.rundir import (
     RunWriter,
     from_json,
     load_run,
-    prepare_run_dir,
     read_config,
     read_summary,
     to_json,
     update_summary,
 )
+from ncmse.runguard import claim_run_dir, release_run_dir
 
 QUIET = ["quiet=true", "tensorboard=false", "measure_test=true"]
 
@@ -134,17 +134,20 @@ def test_damaged_files(tmp_path: Path) -> None:
         read_config(tmp_path)
 
 
-def test_prepare_refuses_then_clears_only_run_entries(tmp_path: Path) -> None:
+def test_claim_refuses_then_clears_only_run_entries(tmp_path: Path) -> None:
     run = tmp_path / "r"
-    prepare_run_dir(run, overwrite=False)
+    claim_run_dir(run, new=True, resumable=False)
+    release_run_dir(run)
     (run / "metrics.csv").write_text("x\n")
     (run / "notes.txt").write_text("mine")
-    with pytest.raises(InputError, match="--overwrite"):
-        prepare_run_dir(run, overwrite=False)
+    with pytest.raises(InputError, match="--overwrite") as refused:
+        claim_run_dir(run, new=True, resumable=False)
+    assert "--resume" not in str(refused.value)  # ncmse ufm cannot resume
     with pytest.raises(InputError, match="not an ncmse run directory"):
-        prepare_run_dir(run, overwrite=True)  # no summary/config/checkpoint of ncmse: refused
+        claim_run_dir(run, new=True, overwrite=True)  # no summary/config/checkpoint: refused
     (run / "summary.json").write_text('{"kind": "ufm", "status": "finished"}')
-    prepare_run_dir(run, overwrite=True)
+    claim_run_dir(run, new=True, overwrite=True)
+    release_run_dir(run)
     assert not (run / "metrics.csv").exists() and (run / "notes.txt").exists()
     assert RunWriter(tmp_path / "x", enabled=False).update_summary(a=1) == {"a": 1}
     assert not (tmp_path / "x").exists()  # a disabled writer writes nothing

@@ -152,3 +152,45 @@ def test_no_out_picks_a_run_directory(
     (made,) = (tmp_path / "runs").iterdir()
     assert made.name.startswith("ufm-C3-") and (made / "summary.json").is_file()
     assert str(made.relative_to(tmp_path)) in capsys.readouterr().out
+
+
+def test_a_directory_held_by_another_process_is_not_touched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live run's lock refuses `ncmse ufm --overwrite` before any file of it is removed."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "r"
+    assert main(["ufm", "--out", str(run), *SMALL, "--no-figures"]) == 0
+    before = sorted(p.name for p in run.iterdir())
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from ncmse.locking import DirLock; "
+         "lock = DirLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
+         str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        argv = ["ufm", "--out", str(run), *SMALL, "--no-figures", "--overwrite"]
+        assert main(argv) == 2
+        assert "run directory" in capsys.readouterr().err
+        assert sorted(p.name for p in run.iterdir()) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--lam", "-1"], ["--lam-h", "nan"], ["--lr", "80", "--flow", "projected"]],
+)
+def test_a_failed_run_leaves_no_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    run = tmp_path / "r"
+    assert main(["ufm", "--out", str(run), *SMALL, "--no-figures", *args]) == 2
+    assert capsys.readouterr().err.strip()
+    assert not run.exists()
+    assert main(["ufm", "--out", str(run), *SMALL, "--no-figures"]) == 0  # the path is reusable

@@ -45,14 +45,12 @@ from ncmse.fileio import atomic_write_text
 from ncmse.result import flatten_row
 
 __all__ = [
-    "RUN_ENTRIES",
     "Run",
     "RunWriter",
     "csv_cell",
     "default_run_dir",
     "from_json",
     "load_run",
-    "prepare_run_dir",
     "read_config",
     "read_rows",
     "read_summary",
@@ -63,18 +61,6 @@ __all__ = [
     "write_json",
 ]
 
-#: entries of a run directory that ``--overwrite`` removes (train and ufm)
-RUN_ENTRIES = (
-    "config.yaml",
-    "metrics.csv",
-    "metrics.jsonl",
-    "omega.csv",
-    "summary.json",
-    "checkpoints",
-    "tb",
-    "report.html",
-    "figures",
-)
 #: magnitude at or above which an old file's number is read as ±∞ (old writers clamped to 1e308)
 _OLD_INF = 1e308
 _INF_TEXT = {
@@ -186,49 +172,13 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
     return path
 
 
-def prepare_run_dir(run_dir: str | Path, *, overwrite: bool, resume_hint: bool = False) -> Path:
-    """Create ``run_dir``; refuse a non-empty one unless ``overwrite`` (then clear run entries).
-
-    On ``overwrite`` only the files ncmse wrote are removed (:func:`ncmse.runguard.clear_run_files`)
-    and a directory that is not an ncmse run is refused.
-
-    Raises
-    ------
-    InputError
-        If ``run_dir`` is a file, or non-empty and ``overwrite`` is false.
-    """
-    path = Path(run_dir)
-    if path.exists() and not path.is_dir():
-        raise InputError(
-            f"run directory {str(path)!r} exists and is not a directory; choose another path"
-        )
-    occupied = path.is_dir() and any(path.iterdir())
-    if occupied and not overwrite:
-        resume = f"pass --resume {path} to continue it, " if resume_hint else ""
-        raise InputError(
-            f"run directory {str(path)!r} already exists and is not empty; {resume}"
-            "pass --overwrite to replace its files, or choose a new path"
-        )
-    if occupied:
-        from ncmse.runguard import clear_run_files, is_ncmse_run
-
-        if not is_ncmse_run(path):
-            raise InputError(
-                f"--overwrite refused: {str(path)!r} is not an ncmse run directory and is not "
-                "empty; choose another path or empty it yourself"
-            )
-        clear_run_files(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 class RunWriter:
     """Writes the files of one run directory; every write is atomic and visible at its call.
 
     Parameters
     ----------
     path : path
-        The run directory (created by :func:`prepare_run_dir` or an earlier run).
+        The run directory (claimed by :func:`ncmse.runguard.claim_run_dir`).
     enabled : bool
         False on processes that must not write (DDP ranks ≠ 0): every method is then a no-op.
 

@@ -56,15 +56,6 @@ RUN_FOLDERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _own_entry(name: str) -> bool:
-    return (
-        name in RUN_FILES
-        or name in RUN_FOLDERS
-        or name == LOCK_NAME
-        or TEMP_PATTERN.match(name) is not None
-    )
-
-
 def _visible_entries(path: Path) -> list[Path]:
     """Entries of ``path`` other than the lock file and stale temporary files."""
     return [e for e in path.iterdir() if e.name != LOCK_NAME and TEMP_PATTERN.match(e.name) is None]
@@ -121,7 +112,9 @@ def clear_run_files(path: Path) -> list[Path]:
     return kept
 
 
-def claim_run_dir(path: str | os.PathLike[str], *, new: bool, overwrite: bool = False) -> DirLock:
+def claim_run_dir(
+    path: str | os.PathLike[str], *, new: bool, overwrite: bool = False, resumable: bool = True
+) -> DirLock:
     """Lock the run directory ``path`` for this process and make it ready to write.
 
     Parameters
@@ -132,6 +125,9 @@ def claim_run_dir(path: str | os.PathLike[str], *, new: bool, overwrite: bool = 
         A new run (``ncmse train --out``); False for ``--resume``.
     overwrite : bool
         New run only: replace the ncmse run that is there.
+    resumable : bool
+        Whether the command can continue an occupied directory (``ncmse train --resume``; not
+        ``ncmse ufm``): only then does the refusal suggest ``--resume``.
 
     Returns
     -------
@@ -155,9 +151,10 @@ def claim_run_dir(path: str | os.PathLike[str], *, new: bool, overwrite: bool = 
     if path.exists() and not path.is_dir():
         raise InputError(f"run directory {str(path)!r} exists and is not a directory")
     if new and path.is_dir() and _visible_entries(path) and not overwrite:
+        resume = f"pass --resume {path} to continue it, " if resumable else "pass "
         raise InputError(
-            f"run directory {str(path)!r} already exists; pass --resume {path} to continue "
-            "it, --overwrite to replace it, or --out with a new path"
+            f"run directory {str(path)!r} already exists; {resume}--overwrite to replace it, "
+            "or --out with a new path"
         )
     if new and overwrite and path.is_dir() and _visible_entries(path) and not is_ncmse_run(path):
         raise InputError(

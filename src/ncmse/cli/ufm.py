@@ -143,6 +143,9 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
         raise InputError(f"--num-records must be >= 1, got {args.num_records}")
     if args.steps < 0:
         raise InputError(f"--steps must be >= 0, got {args.steps}")
+    for flag, value in (("--lam", args.lam), ("--lam-h", args.lam_h)):
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{flag} must be a finite number >= 0, got {value}")
     if args.omega0 and len(args.omega0) != args.num_classes - 1:
         raise InputError(
             f"--omega0 has {len(args.omega0)} values but C - 1 = {args.num_classes - 1} are "
@@ -174,12 +177,24 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment, write the run directory, then the report (figures drawn once)."""
-    from ncmse.rundir import prepare_run_dir
-    from ncmse.ufm.runner import run_ufm
+    from ncmse.runguard import claim_run_dir, release_run_dir, remove_new_run_dir
 
     cfg = config_from_args(args)
     run_dir: Path = args.out if args.out is not None else _default_out(cfg.num_classes)
-    prepare_run_dir(run_dir, overwrite=args.overwrite)
+    claim_run_dir(run_dir, new=True, overwrite=args.overwrite, resumable=False)
+    try:
+        return _run_claimed(cfg, args, run_dir)
+    except BaseException:
+        remove_new_run_dir(run_dir)  # a failed run leaves no half-written directory behind
+        raise
+    finally:
+        release_run_dir(run_dir)
+
+
+def _run_claimed(cfg: UFMConfig, args: argparse.Namespace, run_dir: Path) -> int:
+    """The experiment and its report, in a run directory this process has claimed."""
+    from ncmse.ufm.runner import run_ufm
+
     print(f"ncmse ufm: run directory {run_dir}", flush=True)
     summary = run_ufm(cfg, run_dir)
     for name, info in summary["flows"].items():
