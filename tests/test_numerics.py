@@ -378,7 +378,7 @@ def test_flags_are_one_csv_column():
     H, y, W = _degenerate("collapsed")
     row = quiet(ncmse.measure_features, H, y, W, None, num_classes=3).to_dict()
     flat = flatten_row(row)
-    assert flat["flags"] == "within_class_singular"
+    assert flat["flags"] == "within_class_singular;total_covariance_singular"  # λ = 0: Σ_T rank 2
     assert not any(k.startswith("flags_") for k in flat)
     clean = ncmse.measure_features(*clusters(0, 3, 4)[:3], None, num_classes=3)
     assert clean.flags == () and clean.to_dict()["flags"] == ""
@@ -475,3 +475,45 @@ def test_training_records_first_epoch_of_each_flag():
         "no_between_class_spread": 5,
         "test_x": 5,
     }
+
+
+# ------------------------------------------------- the LS solve: never a silent truncation
+def test_ridge_solve_is_never_truncated_float32_statistics():
+    """Σ_T + λI (λ > 0) has no null space: however ill-conditioned, it is solved exactly, also
+    from float32 statistics whose rank tolerance (max(p, C)·eps32·100) exceeds its conditioning.
+    (Before: a truncated pseudo-inverse, loss_ls 10–100× off with no flag.)"""
+    C, p = 4, 6
+    H, y, W, b = clusters(11, C, p, n=30, spread=0.004, sep=2.0)
+    ref = mp_decomposition(H.numpy(), y.numpy(), W.numpy(), b.numpy(), C, 1e-5)
+    r = quiet(ncmse.measure_features, H, y, W, b, num_classes=C, lam=1e-5, dtype=torch.float32)
+    assert "total_covariance_singular" not in r.flags
+    for name in DECOMPOSITION:
+        assert getattr(r, name) == pytest.approx(ref[name], rel=1e-3), name
+
+
+def test_ridge_solve_with_a_constant_feature_at_scale():
+    """λ > 0, one constant feature, features ×1e6: Σ_T + λI is positive definite; §3 matches a
+    60-digit evaluation to 1e-8."""
+    C, p = 3, 4
+    H, y, W, b = clusters(12, C, p, n=15, spread=1.0, sep=2.0)
+    H[:, 2] = 0.7
+    H = H * 1e6
+    r = quiet(ncmse.measure_features, H, y, W, b, num_classes=C, lam=1e-3)
+    ref = mp_decomposition(H.numpy(), y.numpy(), W.numpy(), b.numpy(), C, 1e-3)
+    assert "total_covariance_singular" not in r.flags
+    for name in DECOMPOSITION:
+        assert getattr(r, name) == pytest.approx(ref[name], rel=1e-8), name
+
+
+def test_minimum_norm_ls_is_flagged():
+    """λ = 0 and Σ_T below the rank tolerance (a discriminative direction of tiny variance): the
+    minimum-norm LS classifier is an approximation there, and the result says so."""
+    C, p = 3, 4
+    H, y, W, b = clusters(13, C, p, n=20, spread=1.0, sep=2.0)
+    H[:, 3] = 1e-9 * y.double() + 1e-11 * torch.randn(len(y), dtype=torch.float64)
+    with pytest.warns(ncmse.NCMSEWarning, match="total_covariance_singular"):
+        r = ncmse.measure_features(H, y, W, b, num_classes=C, lam=0.0)
+    assert "total_covariance_singular" in r.flags
+    assert "total_covariance_singular" in r.to_dict()["flags"].split(";")
+    regular = quiet(ncmse.measure_features, *clusters(13, C, p, n=20)[:3], b, num_classes=C)
+    assert "total_covariance_singular" not in regular.flags

@@ -130,7 +130,6 @@ def result_from_stats(
 
     nc1, rank = measures.nc1(sigma_w, mbar, rtol=rtol_)
     omega, singular = measures.whitened_spectrum(sigma_w, mbar, rtol=rtol_)
-    flags = _flags(means, mbar, rank, singular, rtol_)
     weights = counts / N
     moments = lstsq.Moments(weights=weights, means=means, sigma_w=sigma_w, num_samples=int(N))
     # the pairwise quantities in tiles of classes (memory O(C·p + tile²), never a C×C matrix):
@@ -142,6 +141,7 @@ def result_from_stats(
     mu_g = means.mean(dim=0)
     fit, etf_wm = pairwise.cross_pass(W, mbar_rows, W @ mu_g + b, weights, etf=True)
     dec = lstsq.decompose(moments, W, b, lam, rtol=rtol_, fit_residual=fit)
+    flags = _flags(means, mbar, rank, singular, rtol_, min_norm_ls=dec.min_norm_ls)
     nan = float("nan")
     values = {
         "nc1": nc1,
@@ -196,9 +196,16 @@ def _warn(message: str) -> None:
 
 
 def _flags(
-    means: torch.Tensor, mbar: torch.Tensor, rank: int, singular: bool, rtol: float
+    means: torch.Tensor,
+    mbar: torch.Tensor,
+    rank: int,
+    singular: bool,
+    rtol: float,
+    *,
+    min_norm_ls: bool = False,
 ) -> tuple[str, ...]:
-    """The SPEC §2 degenerate-feature flags, in :data:`ncmse.result.FLAGS` order."""
+    """The SPEC §2 degenerate-feature flags (and ``total_covariance_singular``, the LS solve's),
+    in :data:`ncmse.result.FLAGS` order."""
     p, C = mbar.shape
     flags = []
     if measures.no_between_class_spread(means, mbar, rtol) or rank == 0:
@@ -207,6 +214,8 @@ def _flags(
         flags.append("within_class_singular")
     if rank < min(p, C - 1) and not flags[:1] == ["no_between_class_spread"]:
         flags.append("between_class_rank_deficient")
+    if min_norm_ls:
+        flags.append("total_covariance_singular")
     return tuple(flags)
 
 

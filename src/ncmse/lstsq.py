@@ -84,7 +84,13 @@ class Moments:
 
 @dataclass(frozen=True)
 class Decomposition:
-    """The SPEC §3 decomposition at one (W, b, H, λ). All values are Python floats."""
+    """The SPEC §3 decomposition at one (W, b, H, λ). The losses are Python floats.
+
+    ``min_norm_ls``: Σ_T + λI was below the rank tolerance and the LS classifier is the
+    minimum-norm one (exact for a truly singular Σ_T at λ = 0, e.g. dead features; an
+    approximation when Σ_T is merely ill-conditioned) — reported as the flag
+    ``total_covariance_singular``.
+    """
 
     loss: float
     loss_nc1: float
@@ -92,9 +98,11 @@ class Decomposition:
     loss_perp: float
     loss_ls: float
     lam: float
+    min_norm_ls: bool = False
 
     def to_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
+        """The losses and λ."""
+        return {k: v for k, v in self.__dict__.items() if k != "min_norm_ls"}
 
 
 def _check_lam(lam: object) -> float:
@@ -114,16 +122,23 @@ def _check_lam(lam: object) -> float:
 class _SymmetricSolver:
     """Solves S x = r for a symmetric positive semi-definite S: Cholesky when S is numerically
     regular (scale-free test: min diag(L)² > rtol · max diag(L)²), otherwise the pseudo-inverse
-    through ``eigh`` (eigenvalues ≤ rtol·λ_max dropped), i.e. the minimum-norm solution."""
+    through ``eigh`` (eigenvalues ≤ rtol·λ_max dropped), i.e. the minimum-norm solution.
 
-    def __init__(self, S: torch.Tensor, rtol: float) -> None:
+    ``definite=True`` declares S positive definite in exact arithmetic (Σ_T + λI with λ > 0): the
+    Cholesky solve is then used whenever the factorisation succeeds, however ill-conditioned S
+    is. Truncating such an S would change the answer (it has no null space), so the
+    pseudo-inverse is only the last resort when the factorisation itself fails.
+    """
+
+    def __init__(self, S: torch.Tensor, rtol: float, *, definite: bool = False) -> None:
         self.chol, self.eig = None, None
         L, info = torch.linalg.cholesky_ex(S)
         d2 = L.diagonal().square()
+        floor = 0.0 if definite else rtol
         if (
             int(info) == 0
             and bool(torch.isfinite(d2).all())
-            and float(d2.min()) > rtol * float(d2.max())
+            and float(d2.min()) > floor * float(d2.max())
         ):
             self.chol = L
             return
@@ -185,7 +200,7 @@ def ls_classifier(
     which are the same for all minimisers. The minimum-norm minimiser is returned.
     """
     lam = _check_lam(lam)
-    W_ls, b_ls, _ = _solve_ls(moments, lam, _rtol(moments, rtol))
+    W_ls, b_ls, *_ = _solve_ls(moments, lam, _rtol(moments, rtol))
     return W_ls, b_ls
 
 
@@ -199,15 +214,16 @@ def _rtol(moments: Moments, rtol: float | None) -> float:
 
 def _solve_ls(
     moments: Moments, lam: float, rtol: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(W_LS, b_LS, Σ_T) by the Schur complement of the constant coordinate (see ls_classifier)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """(W_LS, b_LS, Σ_T, minimum-norm?) by the Schur complement of the constant coordinate (see
+    ls_classifier); the flag says that Σ_T + λI was solved by its truncated pseudo-inverse."""
     pi, m = moments.weights, moments.mean
     sigma_t = moments.total_covariance()
     S0 = sigma_t
     if lam:
         S0 = sigma_t.clone()
         S0.diagonal().add_(lam)
-    solve = _SymmetricSolver(S0, rtol)
+    solve = _SymmetricSolver(S0, rtol, definite=lam > 0)
     beta = lam / (1.0 + lam)
     rhs = ((moments.means - m) + beta * m).T * pi  # [p, C]
     if not beta:
@@ -218,7 +234,7 @@ def _solve_ls(
         X = X - u @ (beta * (m @ X) / (1.0 + beta * (m @ u))).unsqueeze(0)
     W_ls = X.T.contiguous()
     b_ls = (pi - W_ls @ m) / (1.0 + lam)
-    return W_ls, b_ls, sigma_t
+    return W_ls, b_ls, sigma_t, solve.singular
 
 
 def mse_loss(
@@ -285,9 +301,9 @@ def decompose(
     b = b.to(moments.means)
     m = moments.mean
     if ls is None:
-        W_ls, b_ls, sigma_t = _solve_ls(moments, lam, _rtol(moments, rtol))
+        W_ls, b_ls, sigma_t, min_norm = _solve_ls(moments, lam, _rtol(moments, rtol))
     else:
-        (W_ls, b_ls), sigma_t = ls, moments.total_covariance()
+        (W_ls, b_ls), sigma_t, min_norm = ls, moments.total_covariance(), False
 
     loss_nc1 = 0.5 * (
         float((W_ls @ moments.sigma_w * W_ls).sum())
@@ -310,6 +326,7 @@ def decompose(
         loss_perp=loss_perp,
         loss_ls=loss_nc1 + loss_nc23,
         lam=lam,
+        min_norm_ls=min_norm,
     )
 
 

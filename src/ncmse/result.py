@@ -95,6 +95,11 @@ FLAGS: dict[str, str] = {
         "rank of the centred class means M̄ is below min(p, C − 1) (coinciding or collinear "
         "class means); nc1 uses the pseudo-inverse on the spanned subspace"
     ),
+    "total_covariance_singular": (
+        "Σ_T + λI is singular within the rank tolerance; the LS classifier is the minimum-norm "
+        "one: exact when Σ_T is truly singular at λ = 0 (dead or duplicated features), otherwise "
+        "loss_nc1, loss_nc23 and loss_perp are approximate"
+    ),
 }
 
 
