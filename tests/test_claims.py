@@ -218,6 +218,26 @@ def test_snr_equalisation_fails_when_the_spread_grows():
     assert c["holds"] is None and "single" in c["note"]
 
 
+def test_c2_means_at_zero_throughout_count_as_fallen():
+    """C = 2: equinorm/equiangular/max-angle of two centred means are 0 up to rounding."""
+    rows = collapse_rows(num_omega=1)
+    for name, (first, last) in {"equinorm_means": (0.0, 0.0), "equiangular_means": (0.0, 0.0),
+                                "maxangle_means": (0.0, 2.2e-16)}.items():  # fmt: skip
+        rows[0][name], rows[-1][name] = first, last
+    c = verdicts(rows)["nc2_nc3_nc4_fall"]
+    assert c["value"] == 5 and c["holds"] is True
+    rows[-1]["maxangle_means"] = 1e-3  # a real rise from 0 is still "did not fall"
+    assert verdicts(rows)["nc2_nc3_nc4_fall"]["holds"] is False
+
+
+def test_a_single_measurement_decides_no_first_vs_last_claim():
+    rows = collapse_rows()[-1:]
+    c = by_id(evaluate_claims(rows, loss="mse", tpt_epoch=rows[0]["epoch"]))
+    for cid in ("perp_falls", "nc1_falls", "nc2_nc3_nc4_fall"):
+        assert c[cid]["holds"] is None and "single measurement" in c[cid]["note"], cid
+    assert c["identity"]["holds"] is True and c["tpt_reached"]["holds"] is True
+
+
 def test_no_rows():
     claims = evaluate_claims([], loss="mse", tpt_epoch=None)
     assert [c["holds"] for c in claims] == [None] * len(CLAIM_IDS)

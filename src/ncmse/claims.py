@@ -340,9 +340,15 @@ def evaluate_claims(
                 _claim("perp_small", float(np.median(ratios)), _PERP_SMALL, "<=", note=note)
             )
 
+    # first-vs-last claims need two measurements: one row compared with itself decides nothing
+    single = "" if len(rows) > 1 else (
+        f"a single measurement (epoch {_epoch_text(first)}): nothing to compare"
+    )  # fmt: skip
+
     # perp_falls: L_⊥/L last ÷ first
-    if not square:
-        claims.append(_claim("perp_falls", None, 1.0, "<", note=square_note, applicable=False))
+    if not square or single:
+        claims.append(_claim("perp_falls", None, 1.0, "<", note=square_note or single,
+                             applicable=False))  # fmt: skip
     else:
         a, b = _perp_ratio(first), _perp_ratio(last)
         note = f"L_⊥/L {a:.4g} at epoch {_epoch_text(first)} → {b:.4g} at {_epoch_text(last)}"
@@ -350,8 +356,12 @@ def evaluate_claims(
 
     # nc1_falls: first ÷ last
     a, b = _number(first.get("nc1")), _number(last.get("nc1"))
-    note = f"nc1 {a:.4g} at epoch {_epoch_text(first)} → {b:.4g} at {_epoch_text(last)}"
-    claims.append(_claim("nc1_falls", _ratio(a, b), _NC1_FACTOR, ">=", note=note))
+    if single:
+        claims.append(_claim("nc1_falls", None, _NC1_FACTOR, ">=", note=single,
+                             applicable=False))  # fmt: skip
+    else:
+        note = f"nc1 {a:.4g} at epoch {_epoch_text(first)} → {b:.4g} at {_epoch_text(last)}"
+        claims.append(_claim("nc1_falls", _ratio(a, b), _NC1_FACTOR, ">=", note=note))
 
     # nc1_falls_after_tpt: TPT ÷ last
     after_note = _after_tpt(rows, tpt_row, tpt_note)
@@ -365,7 +375,11 @@ def evaluate_claims(
         )
         claims.append(_claim("nc1_falls_after_tpt", _ratio(a, b), 1.0, ">", note=note))
 
-    claims.append(_fall_claim(first, last))
+    if single:
+        claims.append(_claim("nc2_nc3_nc4_fall", None, float(len(_FALL_METRICS)), "==",
+                             note=single, applicable=False))  # fmt: skip
+    else:
+        claims.append(_fall_claim(first, last))
 
     # snr_equalises: (ω_max/ω_min) last ÷ TPT
     k = omega_of(last).size
@@ -405,14 +419,18 @@ def _after_tpt(rows: Sequence[Mapping[str, Any]], tpt_row: int | None, tpt_note:
     return ""
 
 
+#: a scale-free metric this close to 0 at both ends is at its collapsed value, not "did not fall"
+_AT_ZERO = 1e-12
+
+
 def _fall_claim(first: Mapping[str, Any], last: Mapping[str, Any]) -> dict[str, Any]:
     fell, stayed, undefined = [], [], []
     for name in _FALL_METRICS:
         a, b = _number(first.get(name)), _number(last.get(name))
         if math.isnan(a) or math.isnan(b):
             undefined.append(name)
-        elif b < a or (name == "nc4" and b <= a):
-            fell.append(name)
+        elif b < a or (name == "nc4" and b <= a) or max(abs(a), abs(b)) <= _AT_ZERO:
+            fell.append(name)  # a metric at 0 throughout (e.g. equinorm of C = 2 means) held
         else:
             stayed.append(name)
     total = len(_FALL_METRICS)
