@@ -125,3 +125,23 @@ def test_metric_single_process_matches_measure_features():
     no_cache.update(H, y)
     r = no_cache.compute()
     assert r.nc4_method == "unavailable" and r.nc4 != r.nc4  # NaN without kept features
+
+
+def test_objective_ignores_an_empty_shard_batch():
+    """Under DDP the last global batch can leave a rank an empty batch: its criterion (a mean
+    over zero samples, NaN) must add nothing to the rank's objective sum."""
+    from torch import nn
+
+    from ncmse.components import _ObjectiveLoader
+
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(5, 3, generator=g)
+    y = torch.tensor([0, 2, 1, 1, 0])
+    target = nn.functional.one_hot(y, 3).double()
+    criterion = nn.MSELoss()
+    batches = [(out[:3], y[:3]), (out[3:], y[3:]), (out[:0], y[:0])]
+    loader = _ObjectiveLoader(batches)
+    for xb, _ in loader:
+        loader.add(lambda o, t: criterion(o, nn.functional.one_hot(t, 3).to(o)), xb)
+    expected = float(((out.double() - target) ** 2).mean(dim=1).mean())
+    assert loader.objective(world_size=1) == pytest.approx(expected, rel=1e-6)  # float32 loss

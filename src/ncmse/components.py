@@ -196,8 +196,8 @@ class _ObjectiveLoader:
         self.labels = None
 
     def add(self, criterion: nn.Module, output: torch.Tensor) -> None:
-        if self.passes != 1 or self.labels is None:
-            return
+        if self.passes != 1 or self.labels is None or len(self.labels) == 0:
+            return  # an empty shard batch (DDP) adds nothing; its mean loss would be NaN
         y = self.labels.to(output.device)
         value = criterion(output, y).detach().double() * len(y)
         self.total = value if self.total is None else self.total + value
