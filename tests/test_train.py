@@ -159,6 +159,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     assert summary["status"] == "diverged" and "NaN" in summary["error"]
 
 
+def test_divergence_names_the_epoch_of_the_checkpoint_actually_kept(tmp_path: Path) -> None:
+    """checkpoint_every=2: a divergence in epoch 4 keeps the checkpoint of epoch 2, not 3."""
+    cfg = resolve_config("tiny", [*QUIET, "epochs=5", "measure_test=false", "checkpoint_every=2"])
+    trainer = Trainer.from_config(cfg, tmp_path)
+    trainer.step.criterion = _PoisonAfter(trainer.step.criterion, trainer, epoch=4, at=1)
+    with pytest.raises(DivergenceError, match="epoch 4.*last good checkpoint \\(epoch 2\\)"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+
+
 @pytest.mark.parametrize("at", [3, CHECK_EVERY + 2])
 def test_divergence_stops_mid_epoch_without_a_progress_bar(tmp_path: Path, at: int) -> None:
     """quiet / non-TTY: the stop check still runs every CHECK_EVERY steps, not at the epoch end."""

@@ -274,6 +274,7 @@ class Trainer:
         self.schedule = set(measurement_epochs(cfg.epochs, cfg.measure_points, cfg.measure_epochs))
         self.writer = writer
         self.checkpoints = checkpoints
+        self.checkpoint_epoch: int | None = None  # epoch of the last checkpoint saved or loaded
         self.console = console or Console(enabled=False)
         self.tensorboard = tensorboard
         self.state = RunState()
@@ -449,8 +450,8 @@ class Trainer:
         """Write the ``diverged`` summary and raise :class:`DivergenceError`."""
         ckpt = self.checkpoints
         where = (
-            f"the last good checkpoint (epoch {self.state.epoch}) is kept at {ckpt.path}"
-            if ckpt is not None and ckpt.exists()
+            f"the last good checkpoint (epoch {self.checkpoint_epoch}) is kept at {ckpt.path}"
+            if ckpt is not None and ckpt.exists() and self.checkpoint_epoch is not None
             else "no checkpoint was written yet"
         )
         msg = (
@@ -552,6 +553,7 @@ class Trainer:
         """Hand :meth:`state_dict` to the checkpoint sink (rank 0 writes)."""
         if self.checkpoints is not None:
             self.checkpoints.save(self.state_dict())
+            self.checkpoint_epoch = self.state.epoch
 
     def restore(self) -> bool:
         """Load the run's checkpoint if there is one; returns whether there was."""
@@ -559,6 +561,7 @@ class Trainer:
         if ckpt is None:
             return False
         self.load_state_dict(ckpt)
+        self.checkpoint_epoch = self.state.epoch
         if self.state.rows:
             self.console.nc1 = self.state.rows[-1].get("nc1")
         return True
