@@ -70,6 +70,13 @@ def test_train_records_claims_prints_tally_and_measure_recomputes(tmp_path: Path
     assert "not stored in summary.json" in capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text())["claims"] == []
 
+    # verdicts of an earlier checkpoint (prev.pt) never replace those of the run's last one
+    prev = out / "checkpoints" / "prev.pt"
+    assert prev.is_file()
+    assert main(["measure", str(prev)]) == 0
+    assert "not the run's last checkpoint" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["claims"] == []
+
 
 @pytest.mark.slow
 def test_resumed_run_recomputes_its_verdicts(tmp_path: Path) -> None:

@@ -69,6 +69,12 @@ def _store_verdicts(result: dict, checkpoint: str) -> str:
                                           else None)  # fmt: skip
     if run_dir is None or not (run_dir / "summary.json").is_file():
         return ""
+    last = run_dir / "checkpoints" / "last.pt"
+    if Path(result["checkpoint"]).resolve() != last.resolve():  # prev.pt, asked for or fallen back
+        return (
+            f" (not stored in summary.json: measured from {result['checkpoint']}, not the run's "
+            "last checkpoint, whose verdicts the summary holds)"
+        )
     try:
         with hold(run_dir, "run directory"):
             update_summary(run_dir, claims=result["claims"],
