@@ -162,6 +162,17 @@ def test_perp_claims_are_null_on_cross_entropy_runs():
     assert c["perp_falls"]["holds"] is True
 
 
+def test_perp_claims_are_null_when_the_decomposition_is_approximate():
+    """lam_exact false (rescaled MSE with k ≠ 1, or another λ than training's): no L_⊥ verdict."""
+    rows = collapse_rows()
+    exact = by_id(evaluate_claims(rows, loss="rescaled_mse", tpt_epoch=8))
+    assert exact["perp_small"]["holds"] is True and exact["perp_falls"]["holds"] is True
+    c = by_id(evaluate_claims(rows, loss="rescaled_mse", tpt_epoch=8, lam_exact=False))
+    for cid in ("perp_small", "perp_falls"):
+        assert c[cid]["holds"] is None and "approximate" in c[cid]["note"], cid
+    assert c["nc1_falls"]["holds"] is True and c["identity"]["holds"] is True
+
+
 def test_nc1_thresholds():
     rows = collapse_rows()
     rows[-1]["nc1"] = rows[0]["nc1"] / 100.0

@@ -109,3 +109,15 @@ def test_end_of_run_lines() -> None:
         "step-then-renormalise: no fit (ω do not grow after TPT)"
     )
     assert lines[2] == "claims: 1/2 hold; failing: snr_equalises; report: r/report.html"
+
+
+def test_an_approximate_decomposition_gets_no_l_perp_verdict(tmp_path: Path) -> None:
+    """A rescaled MSE with k ≠ 1 records lam_exact false, and its L_⊥ claims are not applicable."""
+    out = tmp_path / "r"
+    sets = _sets("report=false", "epochs=2", "loss=rescaled_mse", "rescale_k=2", "rescale_m=1")
+    assert main(["train", "--config", "tiny", *sets, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lam_exact"] is False
+    claims = {c["id"]: c for c in summary["claims"]}
+    for cid in ("perp_small", "perp_falls"):
+        assert claims[cid]["holds"] is None and "approximate" in claims[cid]["note"], cid

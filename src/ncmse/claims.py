@@ -274,7 +274,11 @@ def _identity(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_claims(
-    rows: Sequence[Mapping[str, Any]], *, loss: str | None, tpt_epoch: int | float | None
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    loss: str | None,
+    tpt_epoch: int | float | None,
+    lam_exact: bool = True,
 ) -> list[dict[str, Any]]:
     """The SPEC §7 verdicts of one run.
 
@@ -291,6 +295,10 @@ def evaluate_claims(
     tpt_epoch : int or None
         The run's TPT epoch (summary.json ``tpt_epoch``; :func:`tpt_epoch_of` computes it from the
         rows), None when training error never reached zero.
+    lam_exact : bool
+        Whether the rows' decomposition is that of the objective the run minimised
+        (summary.json ``lam_exact``; false for a rescaled MSE with k ≠ 1 or a λ other than
+        training's). When false the L_⊥ claims are not applicable.
 
     Returns
     -------
@@ -307,11 +315,19 @@ def evaluate_claims(
         ]  # fmt: skip
     first, last = rows[0], rows[-1]
     tpt_row, tpt_note = _tpt_row(rows, tpt_epoch)
-    square = kind in SQUARE_LOSSES
-    square_note = (
-        "" if square else f"not a square-loss run (loss {kind}): the MSE decomposition does not "
-        "describe what it optimised"
-    )  # fmt: skip
+    square = kind in SQUARE_LOSSES and bool(lam_exact)
+    if kind not in SQUARE_LOSSES:
+        square_note = (
+            f"not a square-loss run (loss {kind}): the MSE decomposition does not describe what "
+            "it optimised"
+        )
+    elif not lam_exact:
+        square_note = (
+            "the decomposition is only approximate for this run (lam_exact false: a rescaled MSE "
+            "with k ≠ 1, or a λ other than the one training applied)"
+        )
+    else:
+        square_note = ""
     claims = [_identity(rows)]
 
     tpt_value = None if tpt_epoch is None else int(tpt_epoch)

@@ -24,6 +24,7 @@ from ncmse.losses import LossSpec, build_loss
 __all__ = [
     "Components",
     "build_components",
+    "config_loss",
     "load_config_dataset",
     "measure_checkpoint",
     "measure_split",
@@ -75,16 +76,20 @@ def build_components(cfg: Config, device: torch.device, *, bundle: Any = None) -
         image_size=bundle.image_size,
         **cfg.model_kwargs,
     ).to(device)
-    loss = build_loss(
+    return Components(bundle, model, config_loss(cfg, bundle.num_classes), device)
+
+
+def config_loss(cfg: Config, num_classes: int) -> LossSpec:
+    """The training criterion of a config and the λ of its decomposition."""
+    return build_loss(
         cfg.loss,
-        num_classes=bundle.num_classes,
+        num_classes=num_classes,
         weight_decay=cfg.weight_decay,
         reduction=cfg.mse_reduction,
         rescale_k=cfg.rescale_k,
         rescale_m=cfg.rescale_m,
         lam=cfg.lam,
     )
-    return Components(bundle, model, loss, device)
 
 
 @contextlib.contextmanager
@@ -260,8 +265,8 @@ def measure_checkpoint(
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda but CUDA is not available here; use --device cpu or auto")
     ckpt, used = load_checkpoint(checkpoint, fix="pass another checkpoint, or train the run again")
-    cfg = config_from_dict(ckpt["config"], where=f"the config stored in {used}")
-    cfg = dataclasses.replace(cfg, device=device, lam=cfg.lam if lam is None else lam)
+    run_cfg = config_from_dict(ckpt["config"], where=f"the config stored in {used}")
+    cfg = dataclasses.replace(run_cfg, device=device, lam=run_cfg.lam if lam is None else lam)
     comps = build_components(cfg, resolve_device(cfg.device))
     comps.model.load_state_dict(ckpt["model"])
     bundle = comps.bundle
@@ -290,5 +295,8 @@ def measure_checkpoint(
     if rows:  # the run's verdicts (SPEC §7, §9), recomputed from its rows up to this checkpoint
         from ncmse.verdicts import run_verdicts
 
-        out.update(run_verdicts(rows, loss=cfg.loss, tpt_epoch=ckpt.get("tpt_epoch")))
+        out.update(
+            run_verdicts(rows, loss=cfg.loss, tpt_epoch=ckpt.get("tpt_epoch"),
+                         lam_exact=config_loss(run_cfg, bundle.num_classes).exact)
+        )  # fmt: skip
     return out

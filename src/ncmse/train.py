@@ -517,7 +517,10 @@ class Trainer:
         if status != "running":  # SPEC §7 verdicts and the §9 fit, from the training-split rows
             from ncmse.verdicts import run_verdicts
 
-            summary.update(run_verdicts(rows, loss=self.cfg.loss, tpt_epoch=self.state.tpt_epoch))
+            summary.update(
+                run_verdicts(rows, loss=self.cfg.loss, tpt_epoch=self.state.tpt_epoch,
+                             lam_exact=self.loss_spec.exact)
+            )  # fmt: skip
         return summary
 
     def state_dict(self) -> dict[str, Any]:

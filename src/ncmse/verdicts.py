@@ -56,7 +56,12 @@ def run_claims(run: Run) -> tuple[list[dict[str, Any]], str]:
     if isinstance(recorded, list) and recorded and all(isinstance(c, Mapping) for c in recorded):
         return [dict(c) for c in recorded], SOURCE_SUMMARY
     rows = run_rows(run)
-    claims = evaluate_claims(rows, loss=run.describe("loss"), tpt_epoch=_summary_tpt(run, rows))
+    claims = evaluate_claims(
+        rows,
+        loss=run.describe("loss"),
+        tpt_epoch=_summary_tpt(run, rows),
+        lam_exact=run.summary.get("lam_exact", True) is not False,
+    )
     return claims, SOURCE_COMPUTED
 
 
@@ -70,7 +75,11 @@ def run_central_path(run: Run) -> tuple[list[dict[str, Any]], str]:
 
 
 def run_verdicts(
-    rows: Sequence[Mapping[str, Any]], *, loss: str | None, tpt_epoch: float | None
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    loss: str | None,
+    tpt_epoch: float | None,
+    lam_exact: bool = True,
 ) -> dict[str, Any]:
     """``{"claims": [...], "central_path_fit": [...]}`` of a run's training-split rows.
 
@@ -82,9 +91,11 @@ def run_verdicts(
         The loss the run trained with (``mse``, ``ce``, ``rescaled_mse``).
     tpt_epoch : float or None
         First measured epoch with zero training error (None: never).
+    lam_exact : bool
+        Whether the decomposition is exact for the run's objective (see evaluate_claims).
     """
     return {
-        "claims": evaluate_claims(rows, loss=loss, tpt_epoch=tpt_epoch),
+        "claims": evaluate_claims(rows, loss=loss, tpt_epoch=tpt_epoch, lam_exact=lam_exact),
         "central_path_fit": fit_central_path(rows, tpt_epoch=tpt_epoch),
     }
 
