@@ -341,16 +341,17 @@ def test_identical_class_means_are_flagged():
     assert r.snr[1] == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("C,p", [(4, 4), (12, 5)])  # C > p: more classes than directions
 @pytest.mark.parametrize("offset", [0.0, 1e3])
-def test_singular_within_class_covariance_gives_generalised_singular_values(offset):
+def test_singular_within_class_covariance_gives_generalised_singular_values(offset, C, p):
     """ω of a singular Σ_W: +inf along means outside range(Σ_W), the ε → 0 limit of
     svd((Σ_W + εI)^{-1/2} M̄) otherwise, the same for every tolerance."""
-    C, p, n = 4, 4, 30
+    n = 30
     g = torch.Generator().manual_seed(5)
     y = torch.arange(C).repeat_interleave(n)
     mu = torch.randn(C, p, dtype=torch.float64, generator=g)
     noise = torch.randn(C * n, p, dtype=torch.float64, generator=g)
-    noise[:, 3] = 0.0  # no within-class spread along e_3; the means do vary along it
+    noise[:, p - 1] = 0.0  # no within-class spread along e_{p-1}; the means do vary along it
     H = mu[y] + noise + offset
     W = torch.randn(C, p, dtype=torch.float64, generator=g)
     omegas = []
@@ -368,7 +369,7 @@ def test_singular_within_class_covariance_gives_generalised_singular_values(offs
     Sw = (Z.T @ Z / len(y)).numpy()
     Mbar = (mu_hat - mu_hat.mean(0)).T.numpy()
     ev, Q = np.linalg.eigh(Sw + 1e-12 * np.eye(p))
-    ref = np.linalg.svd(Q @ np.diag(ev**-0.5) @ Q.T @ Mbar, compute_uv=False)[: C - 1]
+    ref = np.linalg.svd(Q @ np.diag(ev**-0.5) @ Q.T @ Mbar, compute_uv=False)[: min(p, C - 1)]
     assert ref[0] > 1e5
     np.testing.assert_allclose(om[1:], ref[1:], rtol=1e-6)
 

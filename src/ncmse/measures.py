@@ -208,15 +208,22 @@ def whitened_spectrum(
     coords = evecs.T @ mbar  # M̄ in the eigenbasis of Σ_W, [p, C]
     null_part = coords[~in_range]
     scale = float(mbar.norm())
+    whitened = coords[in_range] / evals[in_range].sqrt().unsqueeze(1)  # [r_R, C]
+    r0 = 0
     if null_part.numel() and scale > 0.0:
-        _, s0, vh0 = torch.linalg.svd(null_part, full_matrices=True)
+        # thin SVD: never a C×C basis (C may be a vocabulary); the finite values are those of
+        # the whitened means restricted to null(Zᵀ M̄), i.e. with the r0 leading right singular
+        # directions V0 projected out: X (I − V0ᵀV0) has the singular values of X·basis, plus
+        # r0 zeros, which are dropped below
+        _, s0, vh0 = torch.linalg.svd(null_part, full_matrices=False)
         r0 = int((s0 > rtol * scale).sum())
+        if r0:
+            v0 = vh0[:r0]
+            whitened = whitened - (whitened @ v0.T) @ v0
+    if whitened.numel():
+        finite_sv = torch.linalg.svdvals(whitened)[: min(whitened.shape[0], C - r0)]
     else:
-        vh0 = torch.eye(C, dtype=mbar.dtype, device=mbar.device)
-        r0 = 0
-    basis = vh0[r0:].T  # [C, C − r0]: combinations of the means inside range(Σ_W)
-    finite = coords[in_range] @ basis / evals[in_range].sqrt().unsqueeze(1)
-    finite_sv = torch.linalg.svdvals(finite) if finite.numel() else finite.new_zeros(0)
+        finite_sv = whitened.new_zeros(0)
     inf = torch.full((r0,), math.inf, dtype=mbar.dtype, device=mbar.device)
     omega = torch.cat([inf, finite_sv])
     if omega.numel() < k:
