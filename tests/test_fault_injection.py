@@ -115,6 +115,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return runs
 
 
+def _status(run: Path) -> str | None:
+    """summary.json's status (None while it is missing or being replaced)."""
+    try:
+        return json.loads((run / "summary.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
 def _kill_and_resume(run: Path, site: str, log: Path) -> dict[str, object]:
     """Kill a run at ``site``, then bring it to the end; returns what happened."""
     killed = _run(_train_argv("--out", str(run)), log, env={"NCMSE_FAULT_AT": site})
@@ -132,8 +140,8 @@ def _kill_and_resume(run: Path, site: str, log: Path) -> dict[str, object]:
                 DirLock(run).acquire().release()
             except BusyError:
                 pass
-            else:
-                second_refused = False
+            else:  # granted: only legitimate once the trainer has finished and let go
+                second_refused = second_refused and _status(run) == "finished"
         time.sleep(0.02)
     resumed.join()
     outcome["second_refused"] = second_refused
@@ -218,6 +226,7 @@ def test_sweep_killed_alone_leaves_an_orphan_trainer_that_is_never_doubled(
     deadline = time.monotonic() + 120
     while is_locked(run_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert not is_locked(run_dir), "the resumed orphan did not finish within 120 s"
     final = _subprocess(_sweep_cmd(out, "0"))
     assert final.returncode == 0, final.stdout + final.stderr
     log = (out / "logs" / f"{run_dir.name}.log").read_text()

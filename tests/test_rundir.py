@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -186,7 +187,11 @@ def test_comparison_report_of_real_runs(ce_run: Path, tmp_path: Path) -> None:
     assert not (mse / "report.html").exists()
     page = write_comparison_report([ce_run, mse], tmp_path / "cmp")
     text = page.read_text()
-    assert "CE" in text and "MSE" in text
+    for run, loss in ((ce_run, "ce"), (mse, "mse")):  # one verdict row per run, with its loss
+        row = rf"<tr><td>(<a [^>]*>)?{run.name}(</a>)?</td><td>{loss}</td>"
+        assert len(re.findall(row, text)) == 1, run
+    # claim 4 pairs the two runs (same dataset, model, seed) in one row of the accuracy gap
+    assert f"<td>{mse.name}</td><td>{ce_run.name}</td>" in text
 
 
 @pytest.mark.slow
