@@ -295,7 +295,7 @@ def test_deferred_rows_hold_exactly_the_first_m_minus_1_rows(m):
 # ------------------------------------------------------------------- through the API
 import ncmse  # noqa: E402
 from ncmse import decide  # noqa: E402
-from ncmse.errors import EmptyClassError, InputError  # noqa: E402
+from ncmse.errors import EmptyClassError, InputError, LabelError, ShapeError  # noqa: E402
 
 SCALARS = (
     "accuracy", "loss", "nc1", "nc1_trace_ratio", "cdnv", "equinorm_means", "equinorm_classifier",
@@ -408,6 +408,10 @@ def test_metric_min_samples_matches_the_api():
     want = ncmse.measure_features(H, y, W, b, num_classes=W.shape[0], lam=0.01, min_samples=2)
     _assert_same(got, want)
     assert got.num_classes_excluded == want.num_classes_excluded == 4
+    with pytest.raises(ShapeError, match="dimension"):
+        metric.update(H[:5, :-1], y[:5])
+    with pytest.raises(LabelError):
+        metric.update(H[:5], y[:5] + W.shape[0])
 
 
 @pytest.mark.parametrize("onehot_max", [1024, 0])  # one-hot GEMMs, then index_put_

@@ -30,9 +30,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
 from ncmse import lstsq
 from ncmse.api import result_from_stats
 from ncmse.decide import TiledDecisions
-from ncmse.errors import EmptyDataError, InputError
+from ncmse.errors import EmptyDataError, InputError, ShapeError
 from ncmse.result import NCResult
-from ncmse.stats import ClassStats, merge
+from ncmse.stats import ClassStats, check_batch, merge
 from ncmse.subset import check_min_samples
 
 __all__ = ["NeuralCollapseMetric"]
@@ -116,6 +116,18 @@ class NeuralCollapseMetric(Metric):
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Add a batch of features ``[B, p]`` and integer labels ``[B]``."""
         stats = self._as_stats()
+        if self.min_samples is not None:
+            # compute() measures the kept features and labels (the measured classes are only
+            # known at the end); statistics of every class would be thrown away
+            check_batch(features, labels, self.num_classes)
+            if features.shape[1] != self.dim:
+                raise ShapeError(
+                    f"features have dimension {features.shape[1]} but the classifier expects "
+                    f"{self.dim}"
+                )
+            self.features.append(features.detach().to(device=stats.device, dtype=stats.dtype))
+            self.labels.append(labels.detach().to(device=stats.device, dtype=torch.long))
+            return
         stats.update(features, labels)
         for name, value in stats.state_tensors().items():
             setattr(self, name, value)
@@ -130,8 +142,6 @@ class NeuralCollapseMetric(Metric):
         self.correct += ((h @ W.T + b).argmax(dim=1) == labels.to(h.device)).sum()
         if self.keep_features:  # only the features: NC4 compares two decisions, not the labels
             self.features.append(features.detach().to(W.dtype))
-        if self.min_samples is not None:
-            self.labels.append(labels.detach().to(device=W.device, dtype=torch.long))
 
     def forward(self, *args, **kwargs) -> None:
         """Accumulate only: NC metrics of a single batch are not meaningful."""
