@@ -459,3 +459,19 @@ def test_measure_model_with_min_samples_equals_measure_features():
     assert (got.num_classes_excluded, got.num_samples_excluded) == (2, 1)
     with pytest.raises(EmptyClassError):
         ncmse.measure(model, loader, lam=0.05)
+
+
+def test_decisions_of_many_samples_are_taken_in_blocks():
+    """More samples than one block: the same decisions as a dense float64 argmax."""
+    from ncmse.decide import TiledDecisions
+
+    g = torch.Generator().manual_seed(3)
+    C, p, N = 7, 5, 2500
+    means = torch.randn(C, p, dtype=F64, generator=g)
+    W, b = torch.randn(C, p, dtype=F64, generator=g), torch.randn(C, dtype=F64, generator=g)
+    H = torch.randn(N, p, dtype=F64, generator=g)
+    rule = TiledDecisions(W, b, means, means.mean(dim=0))
+    assert N > rule.block_rows
+    cls, ncc = rule(H)
+    assert torch.equal(cls, (H @ W.T + b).argmax(dim=1))
+    assert torch.equal(ncc, torch.cdist(H, means).argmin(dim=1))

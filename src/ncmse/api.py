@@ -45,8 +45,6 @@ __all__ = [
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 #: rows gathered before a statistics update (see measure_stream)
 _BLOCK_ROWS = 1024
-#: bytes of decision scores per chunk of samples (rows × 2·class-tile × 8)
-_DECISION_BYTES = 64 * 1024**2
 
 _Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -444,11 +442,9 @@ def measure_stream(
         )
     # accuracy and NC4 against the final class means, tiled over classes (TiledDecisions)
     rule = TiledDecisions(Wd, bd, means.to(torch.float64), means.to(torch.float64).mean(dim=0))
-    rows = max(_BLOCK_ROWS, _DECISION_BYTES // (16 * min(stats.num_classes, rule.tile)))
     counts = torch.zeros(2, dtype=torch.float64, device=dev)  # [correct, nc4 mismatches]
-    if dev.type == "cpu":  # cache-sized chunks on a CPU (small batches gathered, large ones cut)
-        rows = min(rows, _BLOCK_ROWS)
-    for features, labels in _chunks(source, rows, gather=True):
+    # the rule's block size (small batches gathered, large ones cut)
+    for features, labels in _chunks(source, rule.block_rows, gather=True):
         cls, ncc = rule(features.to(dev))
         y = labels.to(dev)
         if label_map is None:

@@ -39,6 +39,9 @@ __all__ = ["TiledDecisions", "float32_unit_roundoff", "DEFAULT_CLASS_TILE"]
 #: classes per tile of the decision GEMMs
 DEFAULT_CLASS_TILE = 4096
 
+#: bytes of the score buffers of one block of samples on an accelerator (CPU: 1024-row blocks)
+_BLOCK_BYTES = 64 * 1024**2
+
 
 def float32_unit_roundoff(device: torch.device | None = None) -> float:
     """Unit roundoff of float32 matmuls under the current precision settings (conservative)."""
@@ -174,9 +177,26 @@ class TiledDecisions:
             arg = torch.where(better, idx.T + j0, arg)
         return arg[0], arg[1]
 
+    @property
+    def block_rows(self) -> int:
+        """Samples decided at a time: 1024 on a CPU (cache-sized), else as many as keep the
+        ``[rows, 2·tile]`` float64 scores within 64 MB (≥ 1024)."""
+        if self.device.type == "cpu":
+            return 1024
+        return max(1024, _BLOCK_BYTES // (16 * min(self.num_classes, self.tile)))
+
     def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(classifier [B], ncc [B])`` int64 decisions for features [B, p]."""
-        x = self._centred(features.to(self.device))
+        """``(classifier [B], ncc [B])`` int64 decisions for features [B, p], in blocks of
+        :attr:`block_rows` samples (memory independent of B)."""
+        features = features.to(self.device)
+        rows = self.block_rows
+        if features.shape[0] <= rows:
+            return self._decide(features)
+        parts = [self._decide(features[i : i + rows]) for i in range(0, features.shape[0], rows)]
+        return torch.cat([c for c, _ in parts]), torch.cat([n for _, n in parts])
+
+    def _decide(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._centred(features)
         if self.precision == "float64" or x.shape[0] == 0:
             return self._exact(x)
         return self._float32(x)
