@@ -21,6 +21,7 @@ import torch
 
 from ncmse import pairwise
 from ncmse.errors import InputError, SingularCovarianceError
+from ncmse.measures import cholesky_regular
 
 __all__ = [
     "Moments",
@@ -133,13 +134,7 @@ class _SymmetricSolver:
     def __init__(self, S: torch.Tensor, rtol: float, *, definite: bool = False) -> None:
         self.chol, self.eig = None, None
         L, info = torch.linalg.cholesky_ex(S)
-        d2 = L.diagonal().square()
-        floor = 0.0 if definite else rtol
-        if (
-            int(info) == 0
-            and bool(torch.isfinite(d2).all())
-            and float(d2.min()) > floor * float(d2.max())
-        ):
+        if cholesky_regular(L, info, 0.0 if definite else rtol):
             self.chol = L
             return
         evals, evecs = torch.linalg.eigh(S)

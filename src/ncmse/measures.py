@@ -31,8 +31,7 @@ __all__ = [
     "etf_error",
     "snr",
     "whitened_spectrum",
-    "decisions",
-    "Decisions",
+    "cholesky_regular",
 ]
 
 
@@ -199,7 +198,7 @@ def whitened_spectrum(
     k = min(p, C - 1)
     rtol = default_rtol(p, C, sigma_w.dtype) if rtol is None else rtol
     L, info = torch.linalg.cholesky_ex(sigma_w)
-    if _cholesky_regular(L, info, rtol):
+    if cholesky_regular(L, info, rtol):
         x = torch.linalg.solve_triangular(L, mbar, upper=False)
         return torch.linalg.svdvals(x)[:k], False
     evals, evecs = torch.linalg.eigh(sigma_w)
@@ -231,48 +230,11 @@ def whitened_spectrum(
     return omega[:k], True
 
 
-def _cholesky_regular(L: torch.Tensor, info: torch.Tensor, rtol: float) -> bool:
-    """Whether a Cholesky factor is of a numerically regular matrix (scale-free criterion)."""
+def cholesky_regular(L: torch.Tensor, info: torch.Tensor, rtol: float) -> bool:
+    """Whether a Cholesky factor (from ``torch.linalg.cholesky_ex``) is of a numerically regular
+    matrix: it factorised, and min diag(L)² > rtol · max diag(L)² (scale-free; rtol = 0 accepts
+    any successful factorisation)."""
     if int(info) != 0:
         return False
     d2 = L.diagonal().square()
     return bool(torch.isfinite(d2).all()) and float(d2.min()) > rtol * float(d2.max())
-
-
-class Decisions:
-    """Classifier decision argmax(W h + b) (bias included) and nearest-class-mean decision.
-
-    The nearest-mean scores are taken about μ_G (m_c = μ_c − μ_G): ``argmin_c ‖h − μ_c‖² =
-    argmax_c (hᵀm_c − μ_Gᵀm_c − ½‖m_c‖²)``. The products then have the size ‖h‖·‖m_c‖, not
-    ‖μ_c‖², so a common offset of the features costs a factor offset/spread in rounding, not its
-    square. Both decisions come from one fused GEMM ``h [W; M̄ᵀ]ᵀ`` per batch: no per-sample loop
-    and no ‖h‖² term to cancel.
-
-    Parameters
-    ----------
-    W : [C, p], b : [C], means : [C, p]   (the dtype of ``means`` is the compute dtype)
-    """
-
-    def __init__(self, W: torch.Tensor, b: torch.Tensor, means: torch.Tensor) -> None:
-        self.num_classes = W.shape[0]
-        centre = means.mean(dim=0)
-        centred = means - centre
-        self.proj = torch.cat([W.to(means), centred]).T.contiguous()  # [p, 2C]
-        ncc_offset = -(centred @ centre) - 0.5 * (centred * centred).sum(dim=1)
-        self.offset = torch.cat([b.to(means), ncc_offset])
-
-    def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(classifier [B], ncc [B])`` int64 decisions for features [B, p]."""
-        scores = torch.addmm(self.offset, features.to(self.proj), self.proj)
-        C = self.num_classes
-        return scores[:, :C].argmax(dim=1), scores[:, C:].argmax(dim=1)
-
-
-def decisions(
-    features: torch.Tensor,
-    W: torch.Tensor,
-    b: torch.Tensor,
-    means: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-shot :class:`Decisions`: (argmax(Wh + b), argmin_c ‖h − μ_c‖) of features [B, p]."""
-    return Decisions(W, b, means)(features)
