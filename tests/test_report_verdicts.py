@@ -153,6 +153,18 @@ def test_run_without_tpt_says_why_there_is_no_fit(tmp_path):
     assert "not a square-loss run" in section and "failing: <code>tpt_reached</code>" in section
 
 
+def test_accuracy_gap_pairs_finished_runs_only(tmp_path):
+    """A diverged run's last test accuracy is not the method's: no gap, as in the sweep table."""
+    dirs = [
+        write_run(tmp_path / "mse0", loss="mse", seed=0, accuracy=0.10,
+                  summary_extra={"status": "diverged"}),
+        write_run(tmp_path / "ce0", loss="ce", seed=0, accuracy=0.905),
+    ]  # fmt: skip
+    gaps = run_gap_records([load_run(d) for d in dirs])
+    assert all(g["holds"] is None and g["value"] is None for g in gaps)
+    assert not any(g.get("mse_run") == "mse0" for g in gaps)
+
+
 def test_comparison_tabulates_verdicts_and_pairs_mse_with_ce(tmp_path):
     dirs = [
         write_run(tmp_path / "mse0", loss="mse", seed=0, accuracy=0.900),

@@ -85,7 +85,9 @@ def final_test_accuracy(run: Any) -> float | None:
 
 
 def run_gap_records(runs: Sequence[Any]) -> list[dict[str, Any]]:
-    """:func:`ncmse.claims.accuracy_gaps` of loaded runs (named by their directory)."""
+    """:func:`ncmse.claims.accuracy_gaps` of the finished ones of loaded runs (named by their
+    directory): a diverged or interrupted run's accuracy is not the method's, and the sweep
+    table pairs finished runs only."""
     records = [
         {
             "name": run.path.name,
@@ -96,6 +98,7 @@ def run_gap_records(runs: Sequence[Any]) -> list[dict[str, Any]]:
             "test_accuracy": final_test_accuracy(run),
         }
         for run in runs
+        if run.summary.get("status") == "finished"
     ]
     return accuracy_gaps(records)
 
