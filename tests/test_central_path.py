@@ -152,3 +152,11 @@ def test_csv_form_rows_and_explicit_n():
 def test_doctests():
     failures, tests = doctest.testmod(ncmse.central_path)
     assert tests > 0 and failures == 0
+
+
+def test_a_non_finite_epoch_is_a_reason_not_an_error():
+    epochs, omega = trajectory("projected", 2.0e3, 8.0)
+    epochs = np.asarray(epochs, dtype=float).copy()
+    epochs[2] = np.nan
+    fit = fit_law(law_for_flow("projected", N, C), epochs, omega)
+    assert fit["kappa"] is None and "epochs are not finite" in fit["reason"]

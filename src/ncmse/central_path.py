@@ -145,8 +145,8 @@ def fit_law(law: Law, epochs: ArrayLike, omega: ArrayLike) -> dict[str, Any]:
         return _record(
             law, n, c, e0, reason="ω not finite and positive at epoch " + ", ".join(bad[:5])
         )
-    if np.any(np.diff(e) <= 0):
-        return _record(law, n, c, e0, reason="measurement epochs are not increasing")
+    if not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
+        return _record(law, n, c, e0, reason="measurement epochs are not finite and increasing")
     dt = e[1:] - e[0]
     w0 = w[0]
     target = np.log(w[1:])  # (T-1, k)
