@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,24 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ufm") / "run"
     assert main(["ufm", "--out", str(out), *SMALL, "--rel-step", "0.05"]) == 0
     return out
+
+
+@contextlib.contextmanager
+def _held_by_another_process(run: Path) -> Iterator[None]:
+    """A child process holds ``run``'s lock for the block."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from ncmse.locking import DirLock; "
+         "lock = DirLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
+         str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_run_directory_contents(run_dir: Path) -> None:
@@ -158,28 +180,14 @@ def test_a_directory_held_by_another_process_is_not_touched(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A live run's lock refuses `ncmse ufm --overwrite` before any file of it is removed."""
-    import subprocess
-    import sys
-
     run = tmp_path / "r"
     assert main(["ufm", "--out", str(run), *SMALL, "--no-figures"]) == 0
     before = sorted(p.name for p in run.iterdir())
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from ncmse.locking import DirLock; "
-         "lock = DirLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
-         str(run)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with _held_by_another_process(run):
         argv = ["ufm", "--out", str(run), *SMALL, "--no-figures", "--overwrite"]
         assert main(argv) == 2
         assert "run directory" in capsys.readouterr().err
         assert sorted(p.name for p in run.iterdir()) == before
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 @pytest.mark.parametrize(
@@ -194,3 +202,16 @@ def test_a_failed_run_leaves_no_directory(
     assert capsys.readouterr().err.strip()
     assert not run.exists()
     assert main(["ufm", "--out", str(run), *SMALL, "--no-figures"]) == 0  # the path is reusable
+
+
+def test_report_of_a_run_another_process_writes_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ncmse report RUN` takes the run directory's lock for its page and figures."""
+    run = tmp_path / "r"
+    assert main(["ufm", "--out", str(run), *SMALL, "--no-figures"]) == 0
+    with _held_by_another_process(run):
+        assert main(["report", str(run)]) == 2
+        assert "run directory" in capsys.readouterr().err
+        assert not (run / "report.html").exists()
+    assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()

@@ -39,9 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for (run_dir, _, _), result in zip(runs, results):
         if result.get("status") == "finished" and _wants_report(run_dir):
-            from ncmse.report import write_run_report
+            from ncmse.cli.report import write_run_report_locked
 
-            write_run_report(run_dir)
+            write_run_report_locked(run_dir)
     ok = all(r.get("status") in ("finished", "diverged") for r in results)
     return 0 if ok else 1
 

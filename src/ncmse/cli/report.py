@@ -38,15 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def write_run_report_locked(run_dir: str | Path, **options: object) -> Path:
+    """``write_run_report`` while holding the run directory's lock: the page and figures are files
+    of the run, and a run directory has one writer at a time (BusyError otherwise)."""
+    from ncmse.locking import hold
+    from ncmse.report import write_run_report
+
+    with hold(run_dir, "run directory", wait=2.0):
+        return write_run_report(run_dir, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the reports; print the path of each page written. Returns the exit status."""
-    from ncmse.report import write_comparison_report, write_run_report
+    from ncmse.report import write_comparison_report
 
     run_dirs: list[Path] = list(args.run_dirs)
     several = len(run_dirs) > 1 or args.out is not None
     if not (several and args.no_run_reports):
         for run_dir in run_dirs:
-            print(write_run_report(run_dir, embed=args.embed))
+            print(write_run_report_locked(run_dir, embed=args.embed))
     if several:
         out = args.out if args.out is not None else _DEFAULT_OUT
         print(write_comparison_report(run_dirs, out, embed=args.embed))

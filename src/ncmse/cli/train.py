@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir, summary = run_training(cfg, args.out, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         if cfg.report:
-            from ncmse.report import write_run_report
+            from ncmse.cli.report import write_run_report_locked
 
-            write_run_report(run_dir)
+            write_run_report_locked(run_dir)
         _print_summary(summary, run_dir)
     return 0
 
