@@ -150,12 +150,13 @@ def claim_run_dir(
         )
     if path.exists() and not path.is_dir():
         raise InputError(f"run directory {str(path)!r} exists and is not a directory")
+    resume = f"pass --resume {path} to continue it, " if resumable else "pass "
+    occupied = InputError(
+        f"run directory {str(path)!r} already exists; {resume}--overwrite to replace it, "
+        "or --out with a new path"
+    )
     if new and path.is_dir() and _visible_entries(path) and not overwrite:
-        resume = f"pass --resume {path} to continue it, " if resumable else "pass "
-        raise InputError(
-            f"run directory {str(path)!r} already exists; {resume}--overwrite to replace it, "
-            "or --out with a new path"
-        )
+        raise occupied
     if new and overwrite and path.is_dir() and _visible_entries(path) and not is_ncmse_run(path):
         raise InputError(
             f"--overwrite refused: {str(path)!r} is not an ncmse run directory (no summary.json, "
@@ -165,6 +166,8 @@ def claim_run_dir(
     # a short wait: a sweep probing the lock (``is_locked``) holds it for microseconds
     lock = claim(path, "run directory", wait=_CLAIM_WAIT)
     try:
+        if new and not overwrite and _visible_entries(path):
+            raise occupied  # filled by another process between the check above and the lock
         remove_stale_temps([path, path / "checkpoints"])
         if new and overwrite:
             kept = clear_run_files(path)

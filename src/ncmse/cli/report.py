@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "write_run_report_locked"]
 
 _DEFAULT_OUT = Path("ncmse-report")
 
@@ -40,10 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def write_run_report_locked(run_dir: str | Path, **options: object) -> Path:
     """``write_run_report`` while holding the run directory's lock: the page and figures are files
-    of the run, and a run directory has one writer at a time (BusyError otherwise)."""
-    from ncmse.locking import hold
+    of the run, and a run directory has one writer at a time (BusyError otherwise).
+
+    A directory without ncmse's lock file was never claimed by a writer: the report is written
+    without creating one (a refused or failed report leaves nothing behind).
+    """
+    from ncmse.locking import LOCK_NAME, hold
     from ncmse.report import write_run_report
 
+    if not (Path(run_dir) / LOCK_NAME).is_file():
+        return write_run_report(run_dir, **options)
     with hold(run_dir, "run directory", wait=2.0):
         return write_run_report(run_dir, **options)
 
