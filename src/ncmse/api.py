@@ -37,7 +37,6 @@ __all__ = [
     "measure_stream",
     "measure",
     "result_from_stats",
-    "find_classifier",
     "DEFAULT_MEMORY_BUDGET",
 ]
 
@@ -549,17 +548,6 @@ def _measured_subset(
     return restricted, Wk, bk, label_map, excluded
 
 
-def find_classifier(model: nn.Module) -> nn.Linear:
-    """The last ``nn.Linear`` in ``model.modules()`` (the final layer of standard classifiers)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise InputError(
-            f"{type(model).__name__} has no nn.Linear layer; pass classifier=<the final linear "
-            "layer> to ncmse.measure"
-        )
-    return linears[-1]
-
-
 def measure(
     model: nn.Module,
     loader: Iterable,
@@ -576,9 +564,21 @@ def measure(
 ) -> NCResult:
     """Measure collapse of a model's last-layer features on a loader of ``(inputs, labels)``.
 
-    The input of ``classifier`` (default: the last ``nn.Linear``) is hooked as the features; the
-    model runs in eval mode under ``torch.no_grad`` on its own device, and its previous mode is
-    restored afterwards. ``accuracy`` and ``nc4`` use the layer's decision ``argmax(W h + b)``.
+    The input of ``classifier`` is hooked as the features; the model runs in eval mode under
+    ``torch.no_grad`` on its own device, and its previous mode is restored afterwards.
+    ``accuracy`` and ``nc4`` use the layer's decision ``argmax(W h + b)``.
+
+    The default classifier is found by execution: the ``nn.Linear`` whose output is the model's
+    output on the first batch (not the last one defined: an auxiliary head defined after the
+    classifier is never taken for it). A model returning a tuple or dict, logits transformed after
+    the last layer, or several layers producing the output: an :class:`~ncmse.errors.InputError`
+    asking for ``classifier=``.
+
+    Each sample is measured once: the padding a ``DistributedSampler`` (``drop_last=False``)
+    adds to make the shards equal is dropped (the last rows of a rank's pass). A loader that
+    repeats or leaves out samples (sampling with replacement, ``drop_last=True``, a custom sampler
+    whose shards do not add up to the dataset under a process group) gives a
+    :class:`~ncmse.errors.SamplingWarning` (see :mod:`ncmse.sampling`).
 
     Parameters
     ----------
@@ -586,71 +586,28 @@ def measure(
     loader : iterable of (x, y) batches; a re-iterable one (a DataLoader, a list) is read twice
         when the features exceed ``memory_budget_bytes``, a single-use one (a generator) raises
         :class:`~ncmse.errors.InputError` then
-    classifier : the final linear layer, if it is not the last nn.Linear
+    classifier : the final linear layer (default: found by execution, see above)
     num_classes : C; default ``classifier.out_features``
     lam : λ of the MSE decomposition (SPEC §3)
     min_samples : measure only the classes with at least this many samples (None: all classes
         must be present); see :func:`measure_stream`
     """
+    from ncmse.frontend import measure_model
+
     check_min_samples(min_samples)
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    layer = classifier if classifier is not None else find_classifier(inner)
-    if not isinstance(layer, nn.Linear):
-        raise InputError(f"classifier must be an nn.Linear, got {type(layer).__name__}")
-    C = _check_num_classes(layer.out_features if num_classes is None else num_classes)
-    if layer.out_features != C:
-        raise ShapeError(
-            f"the classifier has {layer.out_features} outputs but num_classes={C}; pass the "
-            "matching classifier or num_classes"
-        )
-    try:
-        model_device = next(inner.parameters()).device
-    except StopIteration:
-        model_device = torch.device("cpu")
-    dev = torch.device(device) if device is not None else model_device
-
-    captured: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        captured.append(inputs[0].detach().flatten(1))
-
-    def feature_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batch in loader:
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise InputError(
-                    f"the loader must yield (inputs, labels) pairs; got {type(batch).__name__}"
-                )
-            x, y = batch[0], batch[1]
-            captured.clear()
-            inner(x.to(model_device, non_blocking=True))
-            if len(captured) != 1:
-                raise InputError(
-                    f"the classifier layer ran {len(captured)} times in one forward pass; pass "
-                    "classifier=<the final nn.Linear> explicitly"
-                )
-            yield captured[0], torch.as_tensor(y).to(captured[0].device)
-
-    # a single-use loader (generator, iterator) stays single-use: measure_stream then caches it
-    # under the budget or raises, instead of reading an exhausted iterator a second time
-    batches = feature_batches() if isinstance(loader, Iterator) else feature_batches
-    was_training = inner.training
-    handle = layer.register_forward_pre_hook(hook)
-    inner.eval()
-    try:
-        with torch.no_grad():
-            return measure_stream(
-                batches,
-                layer.weight,
-                layer.bias,
-                num_classes=C,
-                lam=lam,
-                memory_budget_bytes=memory_budget_bytes,
-                rtol=rtol,
-                device=dev,
-                dtype=dtype,
-                distributed=distributed,
-                min_samples=min_samples,
-            )
-    finally:
-        handle.remove()
-        inner.train(was_training)
+    _check_options(lam, rtol, dtype)  # before the first batch is read
+    if not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 0:
+        raise InputError(f"memory_budget_bytes must be an integer ≥ 0, got {memory_budget_bytes!r}")
+    return measure_model(
+        model,
+        loader,
+        classifier=classifier,
+        num_classes=num_classes,
+        distributed=distributed,
+        device=device,
+        lam=lam,
+        memory_budget_bytes=memory_budget_bytes,
+        dtype=dtype,
+        rtol=rtol,
+        min_samples=min_samples,
+    )

@@ -18,6 +18,7 @@ __all__ = [
     "DataUnavailableError",
     "DivergenceError",
     "NCMSEWarning",
+    "SamplingWarning",
     "BusyError",
     "CheckpointError",
     "explain",
@@ -70,6 +71,10 @@ class DivergenceError(NCMSEError, FloatingPointError):
 
 class NCMSEWarning(UserWarning):
     """A result that is valid but needs care: e.g. degenerate features (see ``NCResult.flags``)."""
+
+
+class SamplingWarning(NCMSEWarning):
+    """A loader that may not give each sample of its dataset exactly once (see ncmse.sampling)."""
 
 
 class BusyError(NCMSEError):

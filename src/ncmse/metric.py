@@ -13,6 +13,23 @@ Multi-process synchronisation: the state is not additive (each process keeps its
 :mod:`ncmse.stats`), so every state is declared with ``dist_reduce_fx=None``; torchmetrics then
 gathers the per-process states stacked along a new leading axis, and :meth:`compute` merges them
 exactly with :func:`ncmse.stats.merge`.
+
+DistributedSampler padding: with ``drop_last=False`` (Lightning's default under DDP), a
+``DistributedSampler`` repeats up to R − 1 samples so that the R shards have equal length; fed as
+they come, those samples are counted twice and every quantity is that of a different data set
+(N + pad samples). The padding is the last rows of a rank's pass, whatever the shuffle; pass
+``valid`` to leave it out::
+
+    from ncmse.sampling import real_samples
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        loader = self.trainer.val_dataloaders                 # its sampler: the DistributedSampler
+        start = batch_idx * loader.batch_size                 # the batch's first row in this pass
+        self.nc.update(self.features(x), y, valid=real_samples(loader.sampler, start, len(y)))
+
+(``start`` is the position of the batch's first row in the rank's pass: ``batch_idx *
+batch_size`` for a fixed batch size.) :func:`ncmse.measure` drops the padding itself.
 """
 
 from __future__ import annotations
@@ -113,8 +130,17 @@ class NeuralCollapseMetric(Metric):
         return ClassStats.from_state(self.num_classes, self.dim, tensors)
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch of features ``[B, p]`` and integer labels ``[B]``."""
+    def update(
+        self, features: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> None:
+        """Add a batch of features ``[B, p]`` and integer labels ``[B]``.
+
+        ``valid`` : bool ``[B]``, optional — the rows to add (True); the others are ignored. Pass
+        ``ncmse.sampling.real_samples(sampler, batch_idx * batch_size, B)`` to leave out the
+        padding of a ``DistributedSampler`` (see the module docstring).
+        """
+        if valid is not None:
+            features, labels = _valid_rows(features, labels, valid)
         stats = self._as_stats()
         if self.min_samples is not None:
             # compute() measures the kept features and labels (the measured classes are only
@@ -202,6 +228,19 @@ class NeuralCollapseMetric(Metric):
         )
         result.nc4_method = "cache"
         return result
+
+
+def _valid_rows(
+    features: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of a batch that ``valid`` (bool ``[B]``) marks True."""
+    valid = torch.as_tensor(valid)
+    if valid.dtype != torch.bool or valid.ndim != 1 or valid.shape[0] != labels.shape[0]:
+        raise ShapeError(
+            f"valid must be a bool mask of shape [B] = [{labels.shape[0]}] (True: a real sample), "
+            f"got {valid.dtype} {tuple(valid.shape)}"
+        )
+    return features[valid.to(features.device)], labels[valid.to(labels.device)]
 
 
 def _gathered(state: object) -> object:

@@ -1,0 +1,181 @@
+"""``ncmse.measure(model, loader)``: which samples it counts (DistributedSampler padding, loaders
+that drop or repeat samples) and which layer it takes as the classifier (issues 19 and 21)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorDataset
+
+import ncmse
+from ncmse.errors import SamplingWarning
+from ncmse.sampling import real_samples
+
+C, P, N_ODD = 4, 6, 101
+
+
+def _data(n: int = N_ODD):
+    """Float64 inputs, labels and an MLP whose final layer is ``model[-1]``."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randperm(n, generator=g) % C
+    X = 2 * torch.randn(C, 5, generator=g, dtype=torch.float64)[y]
+    X = X + torch.randn(n, 5, generator=g, dtype=torch.float64)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, P), nn.Tanh(), nn.Linear(P, C)).double()
+    return X, y, model
+
+
+def _reference(X, y, model, lam=0.01):
+    """The float64 single-process result on the unpadded data."""
+    with torch.no_grad():
+        feats = model[:-1](X)
+    return ncmse.measure_features(feats, y, model[-1].weight, model[-1].bias, num_classes=C,
+                                  lam=lam)  # fmt: skip
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    for name, value in want.items():
+        if isinstance(value, float):
+            assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    assert got["num_samples"] == want["num_samples"]
+
+
+class _ListSampler(Sampler):
+    """A custom sampler: the given indices, in order."""
+
+    def __init__(self, indices):
+        self.indices = list(indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def _sampling_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, SamplingWarning)]
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        from ncmse.metric import NeuralCollapseMetric
+
+        X, y, model = _data()
+        ds = TensorDataset(X, y)
+        sampler = DistributedSampler(ds, shuffle=True, seed=3)
+        loader = DataLoader(ds, batch_size=16, sampler=sampler)
+        out = {}
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            out["measure"] = ncmse.measure(model, loader, lam=0.01).to_dict()
+            out["measure_second_pass"] = ncmse.measure(
+                model, loader, lam=0.01, memory_budget_bytes=0
+            ).to_dict()
+        out["measure_warnings"] = _sampling_warnings(record)
+        masked = NeuralCollapseMetric(model[-1], lam=0.01, keep_features=True)
+        unmasked = NeuralCollapseMetric(model[-1], lam=0.01)
+        with torch.no_grad():
+            for i, (xb, yb) in enumerate(loader):
+                feats = model[:-1](xb)
+                masked.update(feats, yb, valid=real_samples(sampler, i * 16, len(yb)))
+                unmasked.update(feats, yb)
+        out["metric"] = masked.compute().to_dict()
+        out["metric_unmasked"] = unmasked.compute().to_dict()
+        # a custom sampler that gives every rank the whole dataset: each sample counted twice
+        overlapping = DataLoader(ds, batch_size=16, sampler=_ListSampler(range(N_ODD)))
+        disjoint = DataLoader(ds, batch_size=16, sampler=_ListSampler(range(rank, N_ODD, world)))
+        for name, source in (("overlapping", overlapping), ("disjoint", disjoint)):
+            with warnings.catch_warnings(record=True) as record:
+                warnings.simplefilter("always")
+                out[name] = ncmse.measure(model, source, lam=0.01).to_dict()
+            out[f"{name}_warnings"] = _sampling_warnings(record)
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(out, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_distributed_sampler_padding_is_measured_once(tmp_path):
+    """Issue 21 item 1: N = 101 on 2 ranks, DistributedSampler pads one duplicate; every result
+    must equal the single-process float64 result on the 101 samples."""
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    X, y, model = _data()
+    want = _reference(X, y, model).to_dict()
+    for rank in range(2):
+        with open(tmp_path / f"rank{rank}.json") as f:
+            got = json.load(f)
+        for key in ("measure", "measure_second_pass", "metric", "disjoint"):
+            _assert_same(got[key], want)
+        assert got["measure_warnings"] == [] and got["disjoint_warnings"] == []
+        # negative controls: the padding is real, and a custom sampler repeating samples warns
+        assert got["metric_unmasked"]["num_samples"] == N_ODD + 1
+        assert got["overlapping"]["num_samples"] == 2 * N_ODD
+        assert len(got["overlapping_warnings"]) == 1
+        assert "202 samples" in got["overlapping_warnings"][0]
+        assert "101" in got["overlapping_warnings"][0]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("rank", [0, 1])
+def test_one_shard_of_a_distributed_sampler_drops_its_padding(rank, shuffle):
+    """Without a process group (distributed=False) a rank measures its shard: the sampler's
+    indices less the padding, whatever the shuffle."""
+    X, y, model = _data()
+    ds = TensorDataset(X, y)
+    sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=shuffle, seed=5)
+    indices = list(sampler)
+    real = indices[: len(range(rank, N_ODD, 2))]
+    assert len(indices) - len(real) == rank  # rank 1 holds the one padded duplicate
+    loader = DataLoader(ds, batch_size=8, sampler=sampler)
+    got = ncmse.measure(model, loader, lam=0.01, distributed=False).to_dict()
+    _assert_same(got, _reference(X[real], y[real], model).to_dict())
+    mask = torch.cat([real_samples(sampler, s, 8) for s in range(0, len(indices), 8)])
+    assert mask[: len(indices)].tolist() == [i < len(real) for i in range(len(indices))]
+
+
+def test_loaders_that_drop_or_repeat_samples_warn():
+    X, y, model = _data(n=104)
+    ds = TensorDataset(X, y)
+    quiet = [
+        DataLoader(ds, batch_size=8, drop_last=True),  # 104 = 13 batches of 8: nothing dropped
+        DataLoader(ds, batch_size=10, sampler=DistributedSampler(ds, 2, 0, drop_last=True)),
+        DataLoader(ds, batch_size=10, shuffle=True),
+    ]
+    loud = {
+        "drop_last=True": DataLoader(ds, batch_size=10, drop_last=True),
+        "replacement": DataLoader(
+            ds, batch_size=10, sampler=torch.utils.data.RandomSampler(ds, replacement=True)
+        ),  # fmt: skip
+        "drop_last=True)": DataLoader(
+            TensorDataset(X[:103], y[:103]),
+            batch_size=10,
+            sampler=DistributedSampler(TensorDataset(X[:103], y[:103]), 2, 0, drop_last=True),
+        ),
+    }
+    for loader in quiet:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            ncmse.measure(model, loader, distributed=False)
+        assert _sampling_warnings(record) == []
+    for words, loader in loud.items():
+        with pytest.warns(SamplingWarning, match=words.replace("(", r"\(").replace(")", r"\)")):
+            ncmse.measure(model, loader, distributed=False)
+
+
+def test_a_shard_measured_without_a_process_group_warns():
+    X, y, model = _data()
+    ds = TensorDataset(X, y)
+    loader = DataLoader(ds, batch_size=16, sampler=DistributedSampler(ds, 2, 1))
+    with pytest.warns(SamplingWarning, match="50 of the 101 samples"):
+        r = ncmse.measure(model, loader)
+    assert r.num_samples == 50
