@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorDataset
 
 import ncmse
-from ncmse.errors import SamplingWarning
+from ncmse.errors import InputError, SamplingWarning
 from ncmse.sampling import real_samples
 
 C, P, N_ODD = 4, 6, 101
@@ -179,3 +179,128 @@ def test_a_shard_measured_without_a_process_group_warns():
     with pytest.warns(SamplingWarning, match="50 of the 101 samples"):
         r = ncmse.measure(model, loader)
     assert r.num_samples == 50
+
+
+# ----------------------------------------------------------------------------- the classifier
+class _AuxAfter(nn.Module):
+    """``fc`` is the classifier; ``aux`` (defined after it) is a training-only auxiliary head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.body = nn.Sequential(nn.Linear(5, P), nn.Tanh())
+        self.fc = nn.Linear(P, C)
+        self.aux = nn.Linear(5, C)
+        self.aux_logits = None
+
+    def forward(self, x):
+        self.aux_logits = self.aux(x)  # for an auxiliary loss; not the model's output
+        return self.fc(self.body(x))
+
+
+class _HeadFirst(nn.Module):
+    """The head is defined before the body (the last nn.Linear defined is the body's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.head = nn.Linear(P, C)
+        self.body = nn.Sequential(nn.Linear(5, 14), nn.Tanh(), nn.Linear(14, P), nn.Tanh())
+
+    def forward(self, x):
+        return self.head(self.body(x)).view(x.shape[0], C)  # a same-shape view is still logits
+
+
+class _Wrapped(nn.Linear):
+    """A Linear subclass that delegates to an inner Linear: two layers produce one tensor."""
+
+    def __init__(self) -> None:
+        super().__init__(P, C)
+        self.inner = nn.Linear(P, C)
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+class _Ambiguous(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.kind = kind
+        self.body = nn.Sequential(nn.Linear(5, P), nn.Tanh())
+        self.fc = _Wrapped() if kind == "wrapped" else nn.Linear(P, C)
+        self.aux = nn.Linear(P, C)
+
+    def forward(self, x):
+        h = self.body(x)
+        logits = self.fc(h)
+        if self.kind == "tuple":
+            return logits, self.aux(h)
+        if self.kind == "dict":
+            return {"logits": logits}
+        if self.kind == "scaled":
+            return 2 * logits
+        if self.kind == "in_place":
+            return logits.add_(self.aux(h))
+        return logits
+
+
+def _float_loader(n: int = 120):
+    g = torch.Generator().manual_seed(6)
+    y = torch.randperm(n, generator=g) % C
+    X = 2 * torch.randn(C, 5, generator=g)[y] + torch.randn(n, 5, generator=g)
+    return X, y, DataLoader(TensorDataset(X, y), batch_size=32)
+
+
+def _features_result(model, head, body, X, y):
+    with torch.no_grad():
+        feats = body(X)
+    return ncmse.measure_features(feats, y, head.weight, head.bias, num_classes=C, lam=0.01)
+
+
+@pytest.mark.parametrize("model_type", [_AuxAfter, _HeadFirst])
+def test_the_classifier_is_the_layer_whose_output_the_model_returns(model_type):
+    """Issue 19 item 4: the layer is found by execution, not by definition order."""
+    X, y, loader = _float_loader()
+    model = model_type()
+    head = model.fc if model_type is _AuxAfter else model.head
+    want = _features_result(model, head, model.body, X, y).to_dict()
+    _assert_same(ncmse.measure(model, loader, lam=0.01).to_dict(), want)
+    # the explicit classifier gives the same, and measuring the auxiliary head stays possible
+    _assert_same(ncmse.measure(model, loader, lam=0.01, classifier=head).to_dict(), want)
+    if model_type is _AuxAfter:
+        aux = ncmse.measure(model, loader, lam=0.01, classifier=model.aux).to_dict()
+        _assert_same(aux, _features_result(model, model.aux, nn.Identity(), X, y).to_dict())
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("tuple", "returns a tuple"),
+        ("dict", "returns a dict"),
+        ("wrapped", "several nn.Linear layers produce the model's output"),
+        ("scaled", "no nn.Linear .* produces its output"),
+        ("in_place", "no nn.Linear .* produces its output"),
+    ],
+)
+def test_an_undecidable_classifier_asks_for_it(kind, message):
+    X, y, loader = _float_loader()
+    model = _Ambiguous(kind)
+    with pytest.raises(InputError, match=message) as info:
+        ncmse.measure(model, loader)
+    assert "classifier=" in str(info.value) and "\n" not in str(info.value)
+    if kind in ("tuple", "dict", "scaled"):  # named explicitly, it is measured
+        got = ncmse.measure(model, loader, lam=0.01, classifier=model.fc).to_dict()
+        _assert_same(got, _features_result(model, model.fc, model.body, X, y).to_dict())
+
+
+def test_a_plain_model_is_unchanged_and_its_mode_restored():
+    """Positive control: a standard classifier (Sequential ending in its head) is found."""
+    X, y, loader = _float_loader()
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(5, P), nn.Dropout(0.3), nn.Tanh(), nn.Linear(P, C))
+    model.train()
+    got = ncmse.measure(model, loader, lam=0.01).to_dict()
+    assert model.training
+    model.eval()
+    _assert_same(got, _features_result(model, model[-1], model[:-1], X, y).to_dict())
