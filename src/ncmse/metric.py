@@ -64,7 +64,8 @@ class NeuralCollapseMetric(Metric):
         The final layer; its *current* weights are read by :meth:`compute` (and by :meth:`update`
         for the accuracy of each batch).
     num_classes : int, optional
-        Defaults to ``classifier.out_features``.
+        Must equal ``classifier.out_features`` (the default); anything else is a
+        :class:`~ncmse.errors.ShapeError` at construction.
     lam : float
         λ of the MSE decomposition (SPEC §3).
     keep_features : bool
@@ -100,7 +101,12 @@ class NeuralCollapseMetric(Metric):
             )
         if not isinstance(classifier, nn.Linear):
             raise InputError(f"classifier must be an nn.Linear, got {type(classifier).__name__}")
-        C = classifier.out_features if num_classes is None else int(num_classes)
+        C = classifier.out_features
+        if num_classes is not None and num_classes != C:
+            raise ShapeError(
+                f"num_classes={num_classes!r} but the classifier has out_features={C} (one "
+                "output per class); pass num_classes=classifier.out_features or the matching layer"
+            )
         p = classifier.in_features
         # a tuple keeps the layer out of the sub-modules (its parameters are not this metric's
         # state) and, unlike a closure, pickles
