@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
     ) from exc
 
 from ncmse import lstsq
-from ncmse.api import result_from_stats
+from ncmse.api import _warn, result_from_stats
 from ncmse.decide import TiledDecisions
 from ncmse.errors import EmptyDataError, InputError, ShapeError
 from ncmse.result import NCResult
@@ -61,21 +61,35 @@ class NeuralCollapseMetric(Metric):
     Parameters
     ----------
     classifier : nn.Linear
-        The final layer; its *current* weights are read by :meth:`compute` (and by :meth:`update`
-        for the accuracy of each batch).
+        The final layer. Every quantity is that of its weights at :meth:`compute` (see "One set of
+        weights" below).
     num_classes : int, optional
         Must equal ``classifier.out_features`` (the default); anything else is a
         :class:`~ncmse.errors.ShapeError` at construction.
     lam : float
         λ of the MSE decomposition (SPEC §3).
     keep_features : bool
-        Keep the features (gathered across processes) so that :meth:`compute` can measure NC4
-        against the final class means. Costs N·p floats; without it ``nc4`` is NaN.
+        Keep the features and labels (gathered across processes) so that :meth:`compute` can
+        decide every sample with the final class means (NC4) and the weights at compute
+        (accuracy). Costs N·p floats; without it ``nc4`` is NaN.
     min_samples : int, optional
         Measure only the classes with at least this many samples over all processes (see
         :func:`ncmse.measure_stream`). The decisions over the measured classes are known only at
         :meth:`compute`, so this needs ``keep_features=True``; :meth:`compute` then measures the
         kept features (labels kept with them) exactly as :func:`ncmse.measure_features` does.
+
+    Notes
+    -----
+    One set of weights: the statistics of the features do not depend on the classifier, so NC2–3,
+    the loss and its decomposition, and the classifier geometry are those of the weights at
+    :meth:`compute`. Accuracy is too: with ``keep_features=True`` every kept sample is decided at
+    :meth:`compute`; without, the correct decisions are counted at :meth:`update`, and if the
+    weights changed between two updates or after the last one (an optimiser step, ``copy_``,
+    ``load_state_dict`` or a new parameter object, detected through the parameters' identity and
+    version counters, without reading them) ``accuracy`` is NaN, with an
+    :class:`~ncmse.NCMSEWarning`, rather than the accuracy of other weights. The features
+    themselves are what was given to :meth:`update`: fed during training, they come from a
+    network that changed between batches.
     """
 
     full_state_update = False
@@ -120,10 +134,16 @@ class NeuralCollapseMetric(Metric):
         self.add_state(
             "correct", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum"
         )
-        if keep_features:
+        if keep_features:  # accuracy and nc4 are decided at compute(), by the weights then
             self.add_state("features", default=[], dist_reduce_fx="cat")
-        if self.min_samples is not None:
             self.add_state("labels", default=[], dist_reduce_fx="cat")
+        else:  # accuracy is counted at update(): 1 where the weights changed between updates
+            self.add_state(
+                "weights_changed",
+                default=torch.zeros((), dtype=torch.float64),
+                dist_reduce_fx="max",
+            )
+        self._weights_seen: _WeightsKey | None = None
 
     def _get_classifier(self) -> nn.Linear:
         return self._classifier[0]
@@ -163,7 +183,15 @@ class NeuralCollapseMetric(Metric):
         stats.update(features, labels)
         for name, value in stats.state_tensors().items():
             setattr(self, name, value)
+        if self.keep_features:
+            self.features.append(features.detach().to(device=stats.device, dtype=stats.dtype))
+            self.labels.append(labels.detach().to(device=stats.device, dtype=torch.long))
+            return
         layer = self._get_classifier()
+        key = _WeightsKey.of(layer)
+        if self._weights_seen is not None and not self._weights_seen.same(key):
+            self.weights_changed.fill_(1.0)
+        self._weights_seen = key
         W = layer.weight.detach().to(device=stats.device, dtype=stats.dtype)
         b = (
             layer.bias.detach().to(W)
@@ -172,8 +200,6 @@ class NeuralCollapseMetric(Metric):
         )
         h = features.detach().to(W)
         self.correct += ((h @ W.T + b).argmax(dim=1) == labels.to(h.device)).sum()
-        if self.keep_features:  # only the features: NC4 compares two decisions, not the labels
-            self.features.append(features.detach().to(W.dtype))
 
     def forward(self, *args, **kwargs) -> None:
         """Accumulate only: NC metrics of a single batch are not meaningful."""
@@ -197,23 +223,49 @@ class NeuralCollapseMetric(Metric):
             b = torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
         if self.min_samples is not None:
             return self._compute_subset(W, b, stats.dtype)
-        mismatch, method = None, "unavailable"
+        correct, mismatch, method = self._update_time_accuracy(layer), None, "unavailable"
         if self.keep_features:
             data = _gathered(self.features)
             if isinstance(data, torch.Tensor) and data.numel():
                 means = stats.class_means().to(torch.float64)
                 rule = TiledDecisions(W.double(), b.double(), means, means.mean(dim=0))
                 cls, ncc = rule(data)
+                labels = _gathered(self.labels).to(cls.device)
+                correct = float((cls == labels).sum())
                 mismatch, method = float((cls != ncc).sum()), "cache"
         return result_from_stats(
             stats,
             W,
             b,
             lam=self.lam,
-            correct=float(self.correct),
+            correct=correct,
             nc4_mismatch=mismatch,
             nc4_method=method,
         )
+
+    def reset(self) -> None:
+        """Clear the state (and the record of the weights the accuracy was counted with)."""
+        super().reset()
+        self._weights_seen = None
+
+    def _update_time_accuracy(self, layer: nn.Linear) -> float | None:
+        """The correct decisions counted at update(), or None (accuracy NaN, with a warning) when
+        the weights changed between the updates or since the last one: that count would be the
+        accuracy of other weights than every other quantity's."""
+        if self.keep_features:
+            return None
+        changed = bool(self.weights_changed.max() > 0)
+        if self._weights_seen is not None and not self._weights_seen.same(_WeightsKey.of(layer)):
+            changed = True
+        if not changed:
+            return float(self.correct)
+        _warn(
+            "ncmse: NeuralCollapseMetric: accuracy is NaN: the classifier's weights changed "
+            "between update() calls or since the last one, so the decisions counted at update() "
+            "are not those of the weights compute() measures with; pass keep_features=True to "
+            "decide every sample with the weights at compute()"
+        )
+        return None
 
     def _compute_subset(self, W: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> NCResult:
         """Every quantity over the classes with ≥ min_samples samples, from the kept features."""
@@ -234,6 +286,29 @@ class NeuralCollapseMetric(Metric):
         )
         result.nc4_method = "cache"
         return result
+
+
+class _WeightsKey:
+    """Which weights a classifier holds, without reading them: the parameter objects (held, so
+    that a freed one's address cannot be reused by a new one), their storage and their version
+    counters (bumped by every in-place change: an optimiser step, ``copy_``, ``load_state_dict``).
+    """
+
+    def __init__(self, params: tuple[torch.Tensor | None, ...]) -> None:
+        self.params = params
+        self.marks = tuple(
+            None if t is None else (t.data_ptr(), t._version, t.device) for t in params
+        )
+
+    @classmethod
+    def of(cls, layer: nn.Linear) -> _WeightsKey:
+        return cls((layer.weight, layer.bias))
+
+    def same(self, other: _WeightsKey) -> bool:
+        return (
+            all(a is b for a, b in zip(self.params, other.params, strict=True))
+            and self.marks == other.marks
+        )
 
 
 def _valid_rows(
