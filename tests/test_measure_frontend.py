@@ -60,6 +60,16 @@ class _ListSampler(Sampler):
         return len(self.indices)
 
 
+class _Stream(torch.utils.data.IterableDataset):
+    """An iterable dataset that shards itself by rank."""
+
+    def __init__(self, X, y, rank, world):
+        self.X, self.y, self.rank, self.world = X, y, rank, world
+
+    def __iter__(self):
+        return zip(self.X[self.rank :: self.world], self.y[self.rank :: self.world])
+
+
 def _sampling_warnings(record) -> list[str]:
     return [str(w.message) for w in record if issubclass(w.category, SamplingWarning)]
 
@@ -98,6 +108,11 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                 warnings.simplefilter("always")
                 out[name] = ncmse.measure(model, source, lam=0.01).to_dict()
             out[f"{name}_warnings"] = _sampling_warnings(record)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            stream = DataLoader(_Stream(X, y, rank, world), batch_size=16)
+            out["iterable"] = ncmse.measure(model, stream, lam=0.01).to_dict()
+        out["iterable_warnings"] = _sampling_warnings(record)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(out, f)
     finally:
@@ -123,6 +138,9 @@ def test_distributed_sampler_padding_is_measured_once(tmp_path):
         assert len(got["overlapping_warnings"]) == 1
         assert "202 samples" in got["overlapping_warnings"][0]
         assert "101" in got["overlapping_warnings"][0]
+        # an IterableDataset cannot be checked: measured as given, with a warning saying so
+        _assert_same(got["iterable"], want)
+        assert len(got["iterable_warnings"]) == 1 and "cannot check" in got["iterable_warnings"][0]
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -303,4 +321,6 @@ def test_a_plain_model_is_unchanged_and_its_mode_restored():
     got = ncmse.measure(model, loader, lam=0.01).to_dict()
     assert model.training
     model.eval()
-    _assert_same(got, _features_result(model, model[-1], model[:-1], X, y).to_dict())
+    want = _features_result(model, model[-1], model[:-1], X, y).to_dict()
+    _assert_same(got, want)
+    _assert_same(ncmse.measure(nn.DataParallel(model), loader, lam=0.01).to_dict(), want)

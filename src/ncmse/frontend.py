@@ -29,6 +29,8 @@ from ncmse.result import NCResult
 __all__ = ["final_linear", "measure_model"]
 
 _ASK = "pass classifier=<the final nn.Linear> to ncmse.measure"
+#: wrappers run through their ``.module`` (one process, one device: no replicas of the hooks)
+_WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 
 
 def final_linear(model: nn.Module, inputs: torch.Tensor) -> nn.Linear:
@@ -99,7 +101,7 @@ def measure_model(
 ) -> NCResult:
     """The implementation of :func:`ncmse.measure` (see there); ``options`` go to
     :func:`ncmse.measure_stream`."""
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inner = model.module if isinstance(model, _WRAPPERS) else model
     if classifier is not None and not isinstance(classifier, nn.Linear):
         raise InputError(f"classifier must be an nn.Linear, got {type(classifier).__name__}")
     try:

@@ -116,6 +116,12 @@ def plan(loader: Any, *, distributed: bool, auto: bool = True) -> SamplePlan:
         )
         return SamplePlan(source=type(sampler).__name__)
     size = _dataset_length(loader)
+    if size is None and distributed:
+        _warn(
+            "the loader's dataset has no length, so ncmse cannot check that the processes "
+            "measure each sample exactly once; give each rank a disjoint shard (an "
+            "IterableDataset must split its stream by torch.distributed.get_rank() itself)"
+        )
     if dropped or size is None:
         return SamplePlan(source=type(sampler).__name__)
     if distributed or isinstance(sampler, (SequentialSampler, RandomSampler)):
