@@ -324,3 +324,21 @@ def test_a_plain_model_is_unchanged_and_its_mode_restored():
     want = _features_result(model, model[-1], model[:-1], X, y).to_dict()
     _assert_same(got, want)
     _assert_same(ncmse.measure(nn.DataParallel(model), loader, lam=0.01).to_dict(), want)
+
+
+def test_a_classifier_run_twice_per_batch_is_an_error():
+    """A layer applied twice (e.g. weight tying by reuse) has no single input to measure."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(5, C)
+            self.fc = nn.Linear(C, C)
+
+        def forward(self, x):
+            return self.fc(self.fc(self.body(x)))
+
+    _, _, loader = _float_loader()
+    with pytest.raises(InputError, match="ran 2 times in one forward pass") as info:
+        ncmse.measure(Twice(), loader)
+    assert "measure_stream" in str(info.value)

@@ -214,6 +214,8 @@ class _Features:
         self.model(x.to(self.device, non_blocking=True))
         if len(self.captured) != 1:
             raise InputError(
-                f"the classifier layer ran {len(self.captured)} times in one forward pass; {_ASK}"
+                f"the classifier layer ran {len(self.captured)} times in one forward pass (once "
+                "expected); pass classifier=<a final nn.Linear that runs once per batch>, or "
+                "compute the features yourself and call ncmse.measure_stream"
             )
         return self.captured[0]
