@@ -342,3 +342,12 @@ def test_a_classifier_run_twice_per_batch_is_an_error():
     with pytest.raises(InputError, match="ran 2 times in one forward pass") as info:
         ncmse.measure(Twice(), loader)
     assert "measure_stream" in str(info.value)
+
+
+def test_an_explicit_shard_measurement_does_not_warn():
+    X, y, model = _data()
+    ds = TensorDataset(X, y)
+    loader = DataLoader(ds, batch_size=16, sampler=DistributedSampler(ds, 2, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplingWarning)
+        assert ncmse.measure(model, loader, distributed=False).num_samples == 50

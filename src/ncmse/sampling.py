@@ -162,7 +162,7 @@ def _distributed_plan(
         _warn(
             f"no process group is initialised, so this process measures its DistributedSampler "
             f"shard only ({real} of the {n} samples); initialise torch.distributed in every rank "
-            "for the result over the whole dataset"
+            "for the result over the whole dataset (distributed=False: the shard, no warning)"
         )
     expected = (covered if distributed else real) if exact else None
     return SamplePlan(real=real, expected=expected, source="a DistributedSampler")
