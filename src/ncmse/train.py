@@ -426,9 +426,9 @@ class Trainer:
             row: dict[str, Any] = {
                 "epoch": epoch,
                 "lr": lr,
-                "flow_time": self.state.flow_time,
                 "wall_time": self.wall_time(),
                 "train_error": 1.0 - train["accuracy"],
+                "flow_time": self.state.flow_time,
             }
             row.update(train)
             if self.cfg.measure_test:
@@ -527,7 +527,7 @@ class Trainer:
 
             summary.update(
                 run_verdicts(rows, loss=self.cfg.loss, tpt_epoch=self.state.tpt_epoch,
-                             lam_exact=self.loss_spec.exact)
+                             lam_exact=self.loss_spec.exact, config=self.cfg.to_dict())
             )  # fmt: skip
         return summary
 
