@@ -381,7 +381,7 @@ def test_the_console_line_says_the_verdict_the_factor_and_the_baseline():
     line = describe_fit(jumped[0])
     assert line.startswith("central path (projected flow law): does not follow — κ = ")
     rms, rms0 = jumped[0]["rms_log_residual"], jumped[0]["rms_log_residual_frozen"]
-    assert f"rms residual ×{math.exp(rms):#.3g} (natural log {rms:.2g})" in line
+    assert f"rms residual ×{math.exp(rms):#.3g} (natural log {rms:.3g})" in line
     assert f"vs ×{math.exp(rms0):#.3g} holding ω at their TPT values" in line
     assert "learning-rate drops" in line and "better" not in line
     good = describe_fit(fit_default(default_rows(law))[0])

@@ -356,7 +356,7 @@ def _fit_log_kappa(
 
 
 def _factor(rms: float) -> str:
-    return f"×{math.exp(rms):#.3g} (natural log {rms:.2g})"
+    return f"×{math.exp(rms):#.3g} (natural log {rms:.3g})"
 
 
 def _agreement(rms: float, rms0: float) -> str:
@@ -620,7 +620,7 @@ def describe_fit(record: Mapping[str, Any]) -> str:
         return f"{head}{verdict} — {record.get('reason')}"
     text = (
         f"{head}{verdict_word(record)} — κ = {float(record['kappa']):.3g}, rms residual "
-        f"×{math.exp(float(rms)):#.3g} (natural log {float(rms):.2g})"
+        f"×{math.exp(float(rms)):#.3g} (natural log {float(rms):.3g})"
     )
     if rms0 is not None:
         text += f" vs ×{math.exp(float(rms0)):#.3g} holding ω at their TPT values"
