@@ -96,10 +96,20 @@ def test_end_of_run_lines() -> None:
         "tpt_epoch": 3,
         "lam": 0.0025,
         "central_path_fit": [
-            {"law": "projected", "kappa": 1234.5, "rms_log_residual": 0.0412,
-             "rms_log_residual_frozen": 0.5, "follows": True, "reason": "r"},
-            {"law": "variant", "kappa": None, "follows": False,
-             "reason": "ω do not grow after TPT"},
+            {
+                "law": "projected",
+                "kappa": 1234.5,
+                "rms_log_residual": 0.0412,
+                "rms_log_residual_frozen": 0.5,
+                "follows": True,
+                "reason": "r",
+            },
+            {
+                "law": "variant",
+                "kappa": None,
+                "follows": False,
+                "reason": "ω do not grow after TPT",
+            },
         ],
         "claims": [{"id": "identity", "holds": True}, {"id": "snr_equalises", "holds": False}],
     }
