@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ncmse.central_path import CLOCK_RECONSTRUCTED
 from ncmse.claims import CLAIM_IDS
 from ncmse.report import load_run, write_comparison_report, write_run_report
 from ncmse.report.verdicts import (
@@ -82,6 +83,11 @@ def write_run(path: Path, *, loss: str, seed: int, accuracy: float, tpt: bool = 
                "dataset": "toy", "model": "mlp", "seed": seed}  # fmt: skip
     summary.update(summary_extra or {})
     (path / "summary.json").write_text(json.dumps(summary))
+    # no flow_time column (an older run): τ is rebuilt from the schedule, lr 0.1 × 10 steps per
+    # epoch (N = 200, batch 20) and no drop, so τ = epoch
+    (path / "config.yaml").write_text(
+        "epochs: 40\nlr: 0.1\nlr_milestones: []\nbatch_size: 20\n", encoding="utf-8"
+    )
     return path
 
 
@@ -105,13 +111,14 @@ def test_old_run_gets_claims_and_fit_computed_from_its_files(tmp_path):
         "projected", N_PER_CLASS, C, TPT)  # fmt: skip
     # csv holds repr(float): the fit of the file recovers the generating κ
     assert projected["kappa"] == pytest.approx(KAPPA, rel=1e-6)
+    assert projected["follows"] is True and projected["clock_source"] == CLOCK_RECONSTRUCTED
     assert fits[1]["rms_log_residual"] > 1e-3  # the other law does not fit exactly
 
 
 def test_recorded_verdicts_win_over_recomputation(tmp_path):
     recorded = [{"id": "identity", "statement": "s", "value": 1.0, "threshold": 1e-10,
                  "relation": "<=", "holds": False, "note": "recorded"}]  # fmt: skip
-    fit = [{"law": "projected", "n": 1, "C": 2, "e0": 3, "kappa": 42.0,
+    fit = [{"law": "projected", "n": 1, "C": 2, "e0": 3, "clock": "lr_steps", "kappa": 42.0,
             "rms_log_residual": 0.5, "points": 7, "reason": None}]  # fmt: skip
     run = load_run(
         write_run(tmp_path / "r", loss="mse", seed=0, accuracy=0.9,
@@ -119,6 +126,14 @@ def test_recorded_verdicts_win_over_recomputation(tmp_path):
     )  # fmt: skip
     assert run_claims(run) == (recorded, SOURCE_SUMMARY)
     assert run_central_path(run) == (fit, SOURCE_SUMMARY)
+    # a fit recorded on the epoch clock (no "clock") is stale: refitted on flow time
+    stale = [{k: v for k, v in f.items() if k != "clock"} for f in fit]
+    (tmp_path / "r" / "summary.json").write_text(
+        json.dumps({**json.loads((tmp_path / "r" / "summary.json").read_text()),
+                    "central_path_fit": stale})
+    )  # fmt: skip
+    fits, source = run_central_path(load_run(tmp_path / "r"))
+    assert source == SOURCE_COMPUTED and fits[0]["kappa"] == pytest.approx(KAPPA, rel=1e-6)
 
 
 def test_run_report_opens_with_the_claims_table(tmp_path):
@@ -141,6 +156,7 @@ def test_run_report_opens_with_the_claims_table(tmp_path):
     path_html = text[text.index('id="central-path"') : text.index("<h2>Figures</h2>")]
     assert 'id="fig-central_path"' in path_html
     assert "3000" in path_html  # κ of the projected law
+    assert "follows</span>" in path_html and "natural log" in path_html
 
 
 def test_run_without_tpt_says_why_there_is_no_fit(tmp_path):

@@ -41,12 +41,13 @@ def test_train_records_claims_prints_tally_and_measure_recomputes(tmp_path: Path
     fits = summary["central_path_fit"]
     assert [f["law"] for f in fits] == ["projected", "variant"]
     assert all(f["n"] == 120 and f["C"] == 10 for f in fits)  # digits: 120 per class
-    assert all((f["kappa"] is None) == bool(f["reason"]) for f in fits)
+    assert all(f["reason"] and f["clock"] == "lr_steps" for f in fits)
+    assert all((f["kappa"] is None) == (f["rms_log_residual"] is None) for f in fits)
     # the console ends with the tally, naming report.html
     assert printed[-1].startswith("claims: ") and printed[-1].endswith(
         f"report: {out / 'report.html'}"
     )
-    assert printed[-2].startswith("central path (SPEC §9): ")
+    assert any(line.startswith("central path (") for line in printed[-4:-1])
     assert (out / "report.html").is_file()
 
     # ncmse measure recomputes them from the checkpoint's rows and stores them in summary.json
@@ -95,8 +96,20 @@ def test_end_of_run_lines() -> None:
         "tpt_epoch": 3,
         "lam": 0.0025,
         "central_path_fit": [
-            {"law": "projected", "kappa": 1234.5, "rms_log_residual": 0.0412},
-            {"law": "variant", "kappa": None, "reason": "ω do not grow after TPT"},
+            {
+                "law": "projected",
+                "kappa": 1234.5,
+                "rms_log_residual": 0.0412,
+                "rms_log_residual_frozen": 0.5,
+                "follows": True,
+                "reason": "r",
+            },
+            {
+                "law": "variant",
+                "kappa": None,
+                "follows": False,
+                "reason": "ω do not grow after TPT",
+            },
         ],
         "claims": [{"id": "identity", "holds": True}, {"id": "snr_equalises", "holds": False}],
     }
@@ -105,10 +118,13 @@ def test_end_of_run_lines() -> None:
         "final (epoch 7): train_error 0, nc1 0.5, L_perp/L 0.01, tpt_epoch 3, lam 0.0025"
     )
     assert lines[1] == (
-        "central path (SPEC §9): projected flow: κ = 1234, rms log residual 0.0412; "
-        "step-then-renormalise: no fit (ω do not grow after TPT)"
+        "central path (projected flow law): follows — κ = 1.23e+03, rms residual ×1.04 "
+        "(natural log 0.0412) vs ×1.65 holding ω at their TPT values"
     )
-    assert lines[2] == "claims: 1/2 hold; failing: snr_equalises; report: r/report.html"
+    assert lines[2] == (
+        "central path (step-then-renormalise law): does not follow — ω do not grow after TPT"
+    )
+    assert lines[3] == "claims: 1/2 hold; failing: snr_equalises; report: r/report.html"
 
 
 def test_an_approximate_decomposition_gets_no_l_perp_verdict(tmp_path: Path) -> None:

@@ -297,6 +297,7 @@ def measure_checkpoint(
 
         out.update(
             run_verdicts(rows, loss=cfg.loss, tpt_epoch=ckpt.get("tpt_epoch"),
-                         lam_exact=config_loss(run_cfg, bundle.num_classes).exact)
+                         lam_exact=config_loss(run_cfg, bundle.num_classes).exact,
+                         config=run_cfg.to_dict())
         )  # fmt: skip
     return out

@@ -47,6 +47,7 @@ from ncmse.errors import BusyError, ConfigError, DivergenceError, InputError, No
 from ncmse.rundir import RunWriter, default_run_dir, read_config
 from ncmse.runguard import claim_run_dir, release_run_dir, remove_new_run_dir
 from ncmse.runtime import configure_torch, environment, resolve_device
+from ncmse.schedule import flow_times, lr_milestones
 from ncmse.sinks import Checkpoints, Console, TensorBoard
 
 __all__ = [
@@ -109,11 +110,6 @@ def measurement_epochs(
             break
         raw += 1
     return chosen
-
-
-def lr_milestones(epochs: int, fractions: list[float]) -> list[int]:
-    """Epoch indices (scheduler steps) at which the learning rate is multiplied by ``lr_gamma``."""
-    return sorted({max(1, int(round(f * epochs))) for f in fractions})
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,6 +197,8 @@ class RunState:
     wall_time: float = 0.0
     tpt_epoch: int | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: τ = Σ η over the optimiser steps taken so far (SPEC §9's clock)
+    flow_time: float = 0.0
 
 
 class Trainer:
@@ -276,6 +274,7 @@ class Trainer:
         self.checkpoints = checkpoints
         self.checkpoint_epoch: int | None = None  # epoch of the last checkpoint saved or loaded
         self.console = console or Console(enabled=False)
+        self.epoch_steps = 0  # optimiser steps taken in the current (last) epoch
         self.tensorboard = tensorboard
         self.state = RunState()
         self._t0 = time.perf_counter()
@@ -342,7 +341,7 @@ class Trainer:
         for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
             lr = self.lr
             objective = self.train_epoch(epoch)
-            self.end_epoch(epoch, lr, objective)
+            self.end_epoch(epoch, lr, objective, steps=self.epoch_steps)
             if crash_after is not None and epoch == int(crash_after):
                 os._exit(3)
         return self.finish()
@@ -355,8 +354,13 @@ class Trainer:
         if self.state.epoch == 0 and 0 in self.schedule and not self.state.rows:
             self.record(self.measure_row(0, self.lr))
 
-    def end_epoch(self, epoch: int, lr: float, objective: float) -> None:
+    def end_epoch(
+        self, epoch: int, lr: float, objective: float, *, steps: int | None = None
+    ) -> None:
         """After training epoch ``epoch`` at ``lr``: stop if diverged, schedule, measure, save.
+
+        ``steps``: optimiser steps the epoch took at ``lr`` (default: every batch of the loader);
+        the flow time τ advances by ``lr × steps``.
 
         Raises
         ------
@@ -365,6 +369,7 @@ class Trainer:
         """
         if not math.isfinite(objective):
             self.stop_diverged(epoch, "training objective")
+        self.state.flow_time += lr * (len(self.train_loader) if steps is None else steps)
         self.scheduler.step()
         self.state.epoch = epoch
         if epoch in self.schedule:
@@ -384,10 +389,12 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
+        self.epoch_steps = 0
         self.console.start_epoch(epoch, self.cfg.epochs, steps)
         try:
             for i, (xb, yb) in enumerate(self.train_loader, start=1):
                 objective, right = self.step(xb, yb)
+                self.epoch_steps = i
                 total += objective * len(yb)
                 correct += right
                 seen += len(yb)
@@ -421,6 +428,7 @@ class Trainer:
                 "lr": lr,
                 "wall_time": self.wall_time(),
                 "train_error": 1.0 - train["accuracy"],
+                "flow_time": self.state.flow_time,
             }
             row.update(train)
             if self.cfg.measure_test:
@@ -519,7 +527,7 @@ class Trainer:
 
             summary.update(
                 run_verdicts(rows, loss=self.cfg.loss, tpt_epoch=self.state.tpt_epoch,
-                             lam_exact=self.loss_spec.exact)
+                             lam_exact=self.loss_spec.exact, config=self.cfg.to_dict())
             )  # fmt: skip
         return summary
 
@@ -533,6 +541,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "wall_time": self.wall_time(),
             "tpt_epoch": self.state.tpt_epoch,
+            "flow_time": self.state.flow_time,
             "rows": self.state.rows,
             "config": self.cfg.to_dict(),
             "lam": self.loss_spec.lam,
@@ -547,10 +556,22 @@ class Trainer:
         restore_rng(ckpt["rng"])
         if hasattr(self.step, "invalidate"):  # a captured graph holds the replaced tensors
             self.step.invalidate()
+        epoch = int(ckpt["epoch"])
         self.state = RunState(
-            int(ckpt["epoch"]), float(ckpt["wall_time"]), ckpt["tpt_epoch"], list(ckpt["rows"])
+            epoch,
+            float(ckpt["wall_time"]),
+            ckpt["tpt_epoch"],
+            list(ckpt["rows"]),
+            flow_time=self._checkpoint_flow_time(ckpt, epoch),
         )
         self._t0 = time.perf_counter()
+
+    def _checkpoint_flow_time(self, ckpt: dict[str, Any], epoch: int) -> float:
+        """τ at the checkpoint's epoch: stored, or (a checkpoint from before τ was stored)
+        reconstructed from the run's schedule as it trained (its config, this loader's length)."""
+        if ckpt.get("flow_time") is not None:
+            return float(ckpt["flow_time"])
+        return float(flow_times(self.cfg.to_dict(), len(self.train_loader))[epoch])
 
     def save_checkpoint(self) -> None:
         """Hand :meth:`state_dict` to the checkpoint sink (rank 0 writes)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ncmse.central_path import LAW_SHORT, fit_central_path
+from ncmse.central_path import describe_fit, fit_central_path, is_current_fit
 from ncmse.claims import evaluate_claims, format_tally, tpt_epoch_of
 from ncmse.rundir import Run
 
@@ -66,12 +66,17 @@ def run_claims(run: Run) -> tuple[list[dict[str, Any]], str]:
 
 
 def run_central_path(run: Run) -> tuple[list[dict[str, Any]], str]:
-    """The run's central-path fits (one record per law) and where they came from."""
+    """The run's central-path fits (one record per law) and where they came from.
+
+    Records of an older version (fitted on epochs, no ``clock``) are stale: the fit is redone
+    on the flow-time clock, τ from the rows or reconstructed from the run's config.
+    """
     recorded = run.summary.get("central_path_fit")
-    if isinstance(recorded, list) and recorded and all(isinstance(c, Mapping) for c in recorded):
+    if is_current_fit(recorded):
         return [dict(c) for c in recorded], SOURCE_SUMMARY
     rows = run_rows(run)
-    return fit_central_path(rows, tpt_epoch=_summary_tpt(run, rows)), SOURCE_COMPUTED
+    fits = fit_central_path(rows, tpt_epoch=_summary_tpt(run, rows), config=run.config)
+    return fits, SOURCE_COMPUTED
 
 
 def run_verdicts(
@@ -80,6 +85,7 @@ def run_verdicts(
     loss: str | None,
     tpt_epoch: float | None,
     lam_exact: bool = True,
+    config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``{"claims": [...], "central_path_fit": [...]}`` of a run's training-split rows.
 
@@ -93,10 +99,13 @@ def run_verdicts(
         First measured epoch with zero training error (None: never).
     lam_exact : bool
         Whether the decomposition is exact for the run's objective (see evaluate_claims).
+    config : mapping, optional
+        The run's config: its learning-rate schedule (the drops, and τ for rows without
+        ``flow_time``) for the central-path fit.
     """
     return {
         "claims": evaluate_claims(rows, loss=loss, tpt_epoch=tpt_epoch, lam_exact=lam_exact),
-        "central_path_fit": fit_central_path(rows, tpt_epoch=tpt_epoch),
+        "central_path_fit": fit_central_path(rows, tpt_epoch=tpt_epoch, config=config),
     }
 
 
@@ -128,20 +137,15 @@ def end_of_run_lines(summary: Mapping[str, Any], report: Any = None) -> list[str
         parts.append(f"lam {summary['lam']:g}")
     lines = [f"final (epoch {final.get('epoch', '?')}): " + ", ".join(parts)]
     fits = summary.get("central_path_fit") or []
-    if fits:
-        texts = []
-        for fit in fits:
-            name = LAW_SHORT.get(str(fit.get("law")), str(fit.get("law")))
-            if fit.get("kappa") is None:
-                texts.append(f"{name}: no fit ({fit.get('reason')})")
-            else:
-                texts.append(
-                    f"{name}: κ = {fit['kappa']:.4g}, rms log residual "
-                    f"{fit['rms_log_residual']:.3g}"
-                )
-        if all(f.get("kappa") is None for f in fits) and len({f.get("reason") for f in fits}) == 1:
-            texts = [f"no fit ({fits[0].get('reason')})"]
-        lines.append("central path (SPEC §9): " + "; ".join(texts))
+    if (
+        fits
+        and all(f.get("kappa") is None for f in fits)
+        and len({(f.get("reason"), f.get("follows")) for f in fits}) == 1
+    ):
+        verdict = "does not follow" if fits[0].get("follows") is False else "no fit"
+        lines.append(f"central path (SPEC §9): {verdict} — {fits[0].get('reason')}")
+    else:
+        lines.extend(describe_fit(fit) for fit in fits)
     claims = summary.get("claims")
     if claims:
         lines.append(format_tally(claims, report=report))

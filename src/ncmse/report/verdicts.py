@@ -19,7 +19,15 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import Normalize
 
-from ncmse.central_path import LAW_SHORT, LAW_TITLES, fitted_omega, omega_table
+from ncmse.central_path import (
+    FOLLOWS_MAX_RMS,
+    LAW_SHORT,
+    LAW_TITLES,
+    clock_of,
+    fitted_omega,
+    omega_table,
+    verdict_word,
+)
 from ncmse.claims import (
     CLAIM_IDS,
     GAP_THRESHOLD_PP,
@@ -180,52 +188,84 @@ def claims_section(
 
 
 def central_path_section(fits: Sequence[Mapping[str, Any]], source: str, figure: str = "") -> str:
-    """The *Central path* section: κ and residual per law, the reason where there is no fit."""
-    rows = []
+    """The *Central path* section: the verdict per law in words, the residual as a factor, the
+    κ = 0 baseline, the last ω_max/ω_min measured and predicted, and the reason."""
+    verdicts, rows = [], []
     for fit in fits:
         name = str(fit.get("law"))
-        kappa = fit.get("kappa")
-        n = fit.get("n")
+        kappa, n = fit.get("kappa"), fit.get("n")
         per_n = kappa / n if kappa is not None and isinstance(n, (int, float)) and n else None
+        rms, rms0 = fit.get("rms_log_residual"), fit.get("rms_log_residual_frozen")
+        word = verdict_word(fit) if kappa is not None or fit.get("follows") is False else "no fit"
+        css = {True: "ok", False: "bad"}.get(fit.get("follows"), "na")
+        verdicts.append(
+            f'<li><strong>{html.escape(LAW_TITLES.get(name, name))}: <span class="verdict '
+            f'{css}">{html.escape(word)}</span></strong>'
+            + (
+                f" — rms residual of ln ω {html.escape(_factor_text(rms))} against "
+                f"{html.escape(_factor_text(rms0))} holding ω at their TPT values"
+                if rms is not None and rms0 is not None
+                else ""
+            )
+            + f". {html.escape(str(fit.get('reason') or ''))}</li>"
+        )
         rows.append(
             [
                 LAW_TITLES.get(name, name),
-                fit.get("n"),
-                fit.get("C"),
+                word,
                 fit.get("e0"),
                 _value_text(kappa) if kappa is not None else "—",
                 _value_text(per_n) if per_n is not None else "—",
-                fit.get("rms_log_residual"),
-                fit.get("rms_log_residual_kappa0"),
+                _factor_text(rms),
+                _factor_text(rms0),
+                _ratio_text(fit.get("ratio_last_measured")),
+                _ratio_text(fit.get("ratio_last_predicted")),
                 fit.get("points"),
-                fit.get("reason") or "",
             ]
         )
     headers = (
         "law",
-        "n",
-        "C",
+        "verdict",
         "e0 (TPT measurement)",
-        "κ (flow time per epoch)",
+        "κ (law time per unit of τ)",
         "κ / n",
-        "rms log residual",
-        "rms log residual at κ = 0",
+        "rms residual of ln ω",
+        "… holding ω fixed (κ = 0)",
+        "last ω_max/ω_min measured",
+        "… predicted",
         "points",
-        "no fit because",
     )
+    clocks = {str(f.get("clock_source")) for f in fits if f.get("clock_source")}
+    clock = f" τ here: {'; '.join(sorted(clocks))}." if clocks else ""
     return (
         '<h2 id="central-path">Central path</h2>\n'
-        "<p>SPEC §9: from the first measurement at or after TPT (epoch e0), the measured ω_j are "
-        "compared with the closed-form ω dynamics of the unconstrained features model, "
-        "ω_j(e) ≈ law.omega(κ·(e − e0), ω(e0)), with one time scale κ per law fitted by least "
-        "squares on log ω over all j and e > e0. The residual says how well a single time scale "
-        "describes the run (a learning-rate drop changes SGD's time scale); “at κ = 0” is the "
-        "residual of ω frozen at ω(e0). Every coefficient of a law is proportional to n, so κ/n "
-        "compares runs of different sizes. "
+        "<p>SPEC §9: does the network follow the unconstrained features model's ω dynamics after "
+        "TPT? Time is gradient-flow time τ = Σ learning rate over the optimiser steps (so a "
+        "learning-rate drop slows it), not epochs. From the first measurement at or after TPT "
+        "(epoch e0), ω_j(e) ≈ law.omega(κ·(τ(e) − τ(e0)), ω(e0)) with one time scale κ per law, "
+        "fitted by least squares on ln ω over all j and e > e0. A law is followed when its rms "
+        f"residual of ln ω is at most {FOLLOWS_MAX_RMS:g} (a factor "
+        f"×{math.exp(FOLLOWS_MAX_RMS):.3f}) and at most half that of ω held at their TPT values. "
+        "Residuals are shown as factors exp(rms) with the rms of the natural log in brackets."
+        f"{html.escape(clock)} "
         f'<span class="note">Source: {html.escape(source)}.</span></p>\n'
+        + ("<ul>" + "".join(verdicts) + "</ul>\n" if verdicts else "")
         + table(headers, rows)
         + (figure or "")
     )
+
+
+def _factor_text(rms: Any) -> str:
+    """``×2.32 (ln 0.84)``: an rms of ln ω as the factor it stands for; ``—`` when absent."""
+    if not isinstance(rms, (int, float)) or isinstance(rms, bool) or not math.isfinite(rms):
+        return "—"
+    return f"×{math.exp(rms):#.3g} (natural log {rms:.3g})"
+
+
+def _ratio_text(value: Any) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return "—"
+    return f"{value:#.3g}"
 
 
 def verdicts_section(runs: Sequence[Any], out: Path) -> str:
@@ -354,78 +394,106 @@ def plot_central_path(
     *,
     formats: Sequence[str] = ("png", "svg"),
 ) -> list[FigureFile]:
-    """Measured vs fitted ω_j(epoch) per law and ω_max/ω_min, TPT marked (SPEC §9).
+    """Measured vs fitted ω_j(τ) per law and ω_max/ω_min, learning-rate drops marked (SPEC §9).
 
     One panel per law (measured ω_j as markers, the law's ω_j from e0 on as lines of the same
-    colour) and a panel of ω_max/ω_min measured and predicted by each law. Returns no figure
-    when the run has no ω measured.
+    colour, the verdict in the title) and a panel of ω_max/ω_min measured and predicted by each
+    law; the abscissa is flow time τ (epochs when the run has none, with the reason). Returns no
+    figure when the run has no ω measured.
     """
     rows = run_rows(run)
     epochs, omega = omega_table(rows)
-    keep = np.isfinite(epochs) & np.any(np.isfinite(omega), axis=1) if omega.size else None
+    clock = clock_of(rows, run.config)
+    x_all = clock.tau if clock.tau is not None else epochs
+    keep = np.isfinite(x_all) & np.any(np.isfinite(omega), axis=1) if omega.size else None
     if keep is None or not keep.any():
         return []
-    epochs, omega = epochs[keep], omega[keep]
+    epochs, omega, x = epochs[keep], omega[keep], x_all[keep]
     k = omega.shape[1]
     cmap, norm = colormaps["viridis"], Normalize(0, max(k - 1, 1))
-    tpt = run.tpt_epoch if "tpt_epoch" in run.summary else tpt_epoch_of(rows)
+    marks = _time_marks(run, rows, clock, epochs, x)
+    xlabel = (
+        "flow time τ = Σ learning rate × steps"
+        if clock.tau is not None
+        else f"epoch ({clock.reason})"
+    )
     fig, axes = new_figure(ncols=len(fits) + 1, width=4.6, height=3.8, suptitle=True)
     ratio_ax = axes[0, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         measured_ratio = np.max(omega, axis=1) / np.min(omega, axis=1)
-    ratio_ax.plot(epochs, measured_ratio, "o", color="black", markersize=3, label="measured")
+    ratio_ax.plot(x, measured_ratio, "o", color="black", markersize=3, label="measured")
     for index, fit in enumerate(fits):
         ax = axes[0, index]
         for j in range(k):
             y = np.where(omega[:, j] > 0, omega[:, j], np.nan)
-            ax.plot(epochs, y, "o", markersize=2.5, color=cmap(norm(j)), alpha=0.85,
+            ax.plot(x, y, "o", markersize=2.5, color=cmap(norm(j)), alpha=0.85,
                     label=f"ω_{j + 1} measured" if k <= 4 else None)  # fmt: skip
         name = str(fit.get("law"))
-        title = f"{LAW_SHORT.get(name, name)}: " + (
-            f"κ = {fit['kappa']:.3g}, rms = {fit['rms_log_residual']:.2g}"
-            if fit.get("kappa") is not None
-            else "no fit"
-        )
-        if fit.get("kappa") is not None:
+        fitted = fit.get("kappa") is not None and clock.tau is not None
+        if fitted:
+            word = verdict_word(fit)
+            title = (
+                f"{LAW_SHORT.get(name, name)}: {word} (×{math.exp(fit['rms_log_residual']):#.3g})"
+            )
+        else:
+            title = f"{LAW_SHORT.get(name, name)}: no fit"
+        if fitted:
             start = int(np.nonzero(epochs >= float(fit["e0"]))[0][0])
-            dense = np.unique(np.r_[np.linspace(epochs[start], epochs[-1], 200), epochs[start:]])
-            pred = fitted_omega(fit, dense, omega[start])
+            elapsed = np.unique(
+                np.r_[np.linspace(0.0, x[-1] - x[start], 400), x[start:] - x[start]]
+            )
+            pred = fitted_omega(fit, elapsed, omega[start])
             for j in range(k):
-                ax.plot(dense, pred[:, j], "-", lw=1.2, color=cmap(norm(j)))
+                ax.plot(x[start] + elapsed, pred[:, j], "-", lw=1.2, color=cmap(norm(j)))
             ax.plot([], [], "-", color="grey", label="law, fitted κ")
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.max(pred, axis=1) / np.min(pred, axis=1)
-            ratio_ax.plot(
-                dense,
-                ratio,
-                "-",
-                color=colour(index),
-                lw=1.5,
-                label=f"{LAW_SHORT.get(name, name)} law",
-            )
+            ratio_ax.plot(x[start] + elapsed, ratio, "-", color=colour(index), lw=1.5,
+                          label=f"{LAW_SHORT.get(name, name)} law")  # fmt: skip
         else:
             ax.text(0.03, 0.03, _wrap(str(fit.get("reason") or "")), transform=ax.transAxes,
                     fontsize="x-small", color=TPT_COLOUR, va="bottom")  # fmt: skip
-        _finish(ax, tpt, title=title, ylabel="ω_j (log scale)")
-    _finish(ratio_ax, tpt, title="ω_max / ω_min: measured vs laws", ylabel="ω_max / ω_min")
+        _finish(ax, marks, title=title, ylabel="ω_j (log scale)", xlabel=xlabel)
+    _finish(ratio_ax, marks, title="ω_max / ω_min: measured vs laws", ylabel="ω_max / ω_min",
+            xlabel=xlabel)  # fmt: skip
     ratio_ax.axhline(1.0, color="black", lw=0.8, alpha=0.5)
     fig.suptitle(f"Central path (SPEC §9) — {run.label}")
     caption = (
-        "Measured SNR singular values ω_j (markers) and the closed-form ω dynamics of the "
-        "unconstrained features model started from the measured ω at the TPT measurement with "
-        "one fitted time scale κ (lines), for the projected flow (SPEC §5.3) and "
-        "step-then-renormalise (SPEC §5.4); right: ω_max/ω_min, which the laws take to 1."
+        "Measured SNR singular values ω_j (markers) against flow time τ = Σ learning rate over "
+        "the optimiser steps, and the closed-form ω dynamics of the unconstrained features model "
+        "started from the measured ω at the TPT measurement with one fitted time scale κ (lines), "
+        "for the projected flow (SPEC §5.3) and step-then-renormalise (SPEC §5.4); titles give "
+        "the verdict and the rms residual as a factor. Right: ω_max/ω_min, which the laws take "
+        "to 1. Dashed vertical lines: learning-rate drops; dotted: the TPT measurement."
     )
     return [
         save_figure(
             fig,
             out_dir,
             "central_path",
-            title="Central path: measured vs fitted ω",
+            title="Central path: measured vs fitted ω against flow time",
             caption=caption,
             formats=formats,
         )  # fmt: skip
     ]
+
+
+def _time_marks(
+    run: Any, rows: Sequence[Mapping[str, Any]], clock: Any, epochs: np.ndarray, x: np.ndarray
+) -> list[tuple[float, str, str]]:
+    """Vertical lines of the central-path figure: (abscissa, style, label) of the TPT
+    measurement and of each learning-rate drop."""
+    marks = []
+    tpt = run.tpt_epoch if "tpt_epoch" in run.summary else tpt_epoch_of(rows)
+    if tpt is not None:
+        after = np.nonzero(epochs >= float(tpt))[0]
+        if after.size:
+            e0 = epochs[after[0]]
+            marks.append((float(x[after[0]]), ":", f"TPT measurement (epoch {e0:g})"))
+    for i, (m, t) in enumerate(zip(clock.drop_epochs, clock.drop_tau)):
+        at = float(t) if clock.tau is not None else float(m)
+        marks.append((at, "--", "learning-rate drops" if i == 0 else ""))
+    return marks
 
 
 def _wrap(text: str, width: int = 48) -> str:
@@ -439,13 +507,16 @@ def _wrap(text: str, width: int = 48) -> str:
     return "\n".join([*lines, line] if line else lines)
 
 
-def _finish(ax: Any, tpt: float | None, *, title: str, ylabel: str) -> None:
+def _finish(
+    ax: Any, marks: Sequence[tuple[float, str, str]], *, title: str, ylabel: str, xlabel: str
+) -> None:
     if any(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any() for line in ax.lines):
         set_log_y(ax)
-    if tpt is not None:
-        ax.axvline(tpt, color=TPT_COLOUR, ls=":", lw=1.4, label=f"TPT (epoch {tpt:g})")
+    for at, style, label in marks:
+        color = TPT_COLOUR if style == ":" else "grey"
+        ax.axvline(at, color=color, ls=style, lw=1.2, label=label or None)
     ax.set_title(title, fontsize="medium")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
