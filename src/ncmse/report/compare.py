@@ -175,7 +175,8 @@ def accuracy_table(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[str, 
     Returns
     -------
     dict
-        ``{(configuration, dataset, model): {loss_key: AccuracyCell}}`` in first-seen order.
+        ``{(configuration, dataset, model): {loss_key: AccuracyCell}}``, sorted by dataset,
+        model and configuration label.
     """
     labels = distinct_labels([r.path for r in runs])
     entries = [
@@ -200,7 +201,7 @@ def accuracy_table(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[str, 
             )
             for loss, group in sorted(by_loss.items(), key=lambda kv: _loss_order(kv[0]))
         }
-    return table_
+    return dict(sorted(table_.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])))
 
 
 def plot_overlays(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
