@@ -480,13 +480,30 @@ def many_runs(tmp_path_factory) -> list[Path]:
 
 def test_accuracy_table_mean_and_std_over_seeds(many_runs: list[Path]) -> None:
     cells = accuracy_table([load_run(d) for d in many_runs])
-    assert list(cells) == [("cifar10", "resnet18"), ("mnist", "resnet18"), ("mnist", "vgg11")]
+    keys = [("cifar10", "resnet18"), ("mnist", "resnet18"), ("mnist", "vgg11")]
+    assert list(cells) == [(f"{d}/{m}", d, m) for d, m in keys]
     for (dataset, model, loss), accs in ACCURACIES.items():
-        cell = cells[(dataset, model)][loss]
+        cell = cells[(f"{dataset}/{model}", dataset, model)][loss]
         assert cell.mean == pytest.approx(np.mean(accs))
         assert cell.std == pytest.approx(np.std(accs, ddof=1) if len(accs) > 1 else 0.0)
-    assert cells[("mnist", "resnet18")]["mse"].text() == "99.20 ± 0.14 % (n = 2)"
-    assert list(cells[("mnist", "vgg11")]) == ["mse", "ce"]
+    assert cells[("mnist/resnet18", "mnist", "resnet18")]["mse"].text() == "99.20 ± 0.14 % (n = 2)"
+    assert list(cells[("mnist/vgg11", "mnist", "vgg11")]) == ["mse", "ce"]
+
+
+def test_accuracy_table_keeps_configurations_apart(tmp_path: Path) -> None:
+    """Seeds are averaged only over runs whose configurations agree: a different weight decay
+    on the same dataset/model is another row, not another seed."""
+    dirs = [
+        write_train_run(tmp_path / f"r{i}", seed=i, test_accuracy=acc, keep=("test_accuracy",))
+        for i, acc in enumerate((0.90, 0.92, 0.50))
+    ]
+    config = yaml.safe_load((dirs[2] / "config.yaml").read_text())
+    config["weight_decay"] = 5e-3
+    (dirs[2] / "config.yaml").write_text(yaml.safe_dump(config))
+    cells = accuracy_table([load_run(d) for d in dirs])
+    assert len(cells) == 2
+    by_wd = {label.split("weight_decay=")[1]: row["mse"] for (label, _, _), row in cells.items()}
+    assert by_wd["0.0005"].values == (0.90, 0.92) and by_wd["0.005"].values == (0.50,)
 
 
 @pytest.fixture(scope="module")

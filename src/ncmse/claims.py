@@ -73,6 +73,7 @@ __all__ = [
     "format_tally",
     "loss_kind",
     "omega_of",
+    "outcome_of",
     "tally",
     "tpt_epoch_of",
 ]
@@ -460,6 +461,15 @@ def _fall_claim(first: Mapping[str, Any], last: Mapping[str, Any]) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 # summaries
 # --------------------------------------------------------------------------------------------
+
+
+def outcome_of(claim):
+    if claim.get("holds") is True:
+        return "holds"
+    if claim.get("holds") is False:
+        return "fails"
+    reason = claim.get("reason") or claim.get("note") or ""
+    return "not applicable" if reason.startswith("not applicable") else "inconclusive"
 
 
 def tally(claims: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:

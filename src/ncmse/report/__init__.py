@@ -5,8 +5,9 @@ Public API
 write_run_report(run_dir) -> Path
     Figures into ``RUN_DIR/figures/`` (PNG and SVG) and ``RUN_DIR/report.html``.
 write_comparison_report(run_dirs, out_dir) -> Path
-    Overlays, datasets × networks grids (MSE vs CE) and the final test-accuracy table of several
-    runs, in ``out_dir/report.html``.
+    Verdicts per run and "holds in k of n" over seeds, claim 4 over paired seeds
+    (:mod:`ncmse.pairing`), overlays, datasets × networks grids (MSE vs CE) and the final
+    test-accuracy table of several runs, in ``out_dir/report.html``.
 load_run(run_dir) -> Run
     The parsed contents of a run directory.
 

@@ -1,8 +1,10 @@
-"""Several runs side by side: overlays, datasets × networks grids (MSE vs CE), accuracy table.
+"""Several runs side by side: verdicts, claim 4, overlays, datasets × networks grids, accuracy.
 
-Runs are described by dataset, model, loss and seed read from summary.json (else config.yaml).
-Runs sharing dataset, model and loss are seeds of one configuration: the accuracy table reports
-their mean ± sample standard deviation.
+Figures describe runs by dataset, model, loss and seed read from summary.json (else config.yaml).
+Numbers compare only runs whose whole configurations agree (:mod:`ncmse.pairing`): the accuracy
+table has one row per configuration apart from loss and seed, and reports the mean ± sample
+standard deviation over its seeds per loss; the verdicts count claims per group of runs that
+differ only by seed and pair MSE with CE runs of the same configuration (claim 4).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from ncmse.errors import InputError
 from ncmse.fileio import atomic_write_text
+from ncmse.pairing import LOSS_KEYS, RunEntry, distinct_labels, group_by_config
 from ncmse.report.figures import derived_columns
 from ncmse.report.html import check_embed, figure_html, page, relative_link, table
 from ncmse.report.style import (
@@ -36,8 +39,9 @@ from ncmse.report.style import (
 from ncmse.report.verdicts import (
     accuracy_gap_csv,
     accuracy_gap_section,
+    claim_groups_section,
+    comparison_verdicts,
     final_test_accuracy,
-    run_gap_records,
     verdicts_csv,
     verdicts_section,
 )
@@ -136,12 +140,18 @@ def write_comparison_report(
     figures = plot_grids(train_runs, out / "figures") + plot_overlays(train_runs, out / "figures")
     cells = accuracy_table(train_runs)
     csv_path = atomic_write_text(out / "accuracy_table.csv", _accuracy_csv(cells))
-    gaps = run_gap_records(train_runs)
-    atomic_write_text(out / "accuracy_gaps.csv", accuracy_gap_csv(gaps))
-    atomic_write_text(out / "claims.csv", verdicts_csv(train_runs))
+    entries, groups, pairing = comparison_verdicts(train_runs)
+    atomic_write_text(out / "accuracy_gaps.csv", accuracy_gap_csv(pairing))
+    atomic_write_text(out / "claims.csv", verdicts_csv(entries, groups))
     verdicts = ""
     if train_runs:
-        verdicts = verdicts_section(train_runs, out) + "\n" + accuracy_gap_section(gaps)
+        verdicts = "\n".join(
+            (
+                verdicts_section(train_runs, entries, out),
+                claim_groups_section(groups),
+                accuracy_gap_section(pairing),
+            )
+        )
         verdicts += (
             "\n<p>As CSV: "
             + " · ".join(
@@ -155,31 +165,43 @@ def write_comparison_report(
     return report
 
 
-def accuracy_table(runs: Sequence[Run]) -> dict[tuple[str, str], dict[str, AccuracyCell]]:
-    """Final test accuracy per (dataset, model) and loss, aggregated over seeds.
+def accuracy_table(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[str, AccuracyCell]]:
+    """Final test accuracy per configuration and loss, aggregated over seeds.
+
+    A configuration is a group of runs whose config.yaml agree except the loss keys and the
+    seed (:func:`ncmse.pairing.group_by_config`): a 64×2 MLP and a 512×3 MLP on the same
+    dataset are two rows.
 
     Returns
     -------
     dict
-        ``{(dataset, model): {loss_key: AccuracyCell}}``, sorted by dataset then model.
+        ``{(configuration, dataset, model): {loss_key: AccuracyCell}}``, sorted by dataset,
+        model and configuration label.
     """
-    groups: dict[tuple[str, str], dict[str, list[float]]] = {}
-    counts: dict[tuple[str, str, str], int] = {}
-    for run in runs:
-        key = (run.describe("dataset") or _UNKNOWN, run.describe("model") or _UNKNOWN)
-        loss = loss_key(run.describe("loss"))
-        bucket = groups.setdefault(key, {}).setdefault(loss, [])
-        counts[(*key, loss)] = counts.get((*key, loss), 0) + 1
-        value = final_test_accuracy(run)
-        if value is not None:
-            bucket.append(value)
-    return {
-        key: {
-            loss: AccuracyCell(tuple(vals), counts[(*key, loss)])
-            for loss, vals in sorted(groups[key].items(), key=lambda kv: _loss_order(kv[0]))
+    labels = distinct_labels([r.path for r in runs])
+    entries = [
+        RunEntry(
+            name=label,
+            loss=loss_key(run.describe("loss")),
+            config=run.config or None,
+            test_accuracy=final_test_accuracy(run),
+            describe={k: run.describe(k) or _UNKNOWN for k in ("dataset", "model")},
+        )
+        for run, label in zip(runs, labels)
+    ]
+    table_: dict[tuple[str, str, str], dict[str, AccuracyCell]] = {}
+    for label, members in group_by_config(entries, drop=(*LOSS_KEYS, "seed")):
+        first = members[0].describe
+        by_loss: dict[str, list[RunEntry]] = {}
+        for member in members:
+            by_loss.setdefault(str(member.loss), []).append(member)
+        table_[(label, first["dataset"], first["model"])] = {
+            loss: AccuracyCell(
+                tuple(m.test_accuracy for m in group if m.test_accuracy is not None), len(group)
+            )
+            for loss, group in sorted(by_loss.items(), key=lambda kv: _loss_order(kv[0]))
         }
-        for key in sorted(groups)
-    }
+    return dict(sorted(table_.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])))
 
 
 def plot_overlays(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
@@ -339,15 +361,16 @@ def _loss_order(loss: str) -> tuple[int, str]:
     return ({"mse": 0, "ce": 1}.get(loss, 2), loss)
 
 
-def _all_losses(cells: dict[tuple[str, str], dict[str, AccuracyCell]]) -> list[str]:
+def _all_losses(cells: dict[tuple[str, str, str], dict[str, AccuracyCell]]) -> list[str]:
     return sorted({loss for row in cells.values() for loss in row}, key=_loss_order)
 
 
-def _accuracy_csv(cells: dict[tuple[str, str], dict[str, AccuracyCell]]) -> str:
+def _accuracy_csv(cells: dict[tuple[str, str, str], dict[str, AccuracyCell]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
         [
+            "configuration",
             "dataset",
             "model",
             "loss",
@@ -357,23 +380,24 @@ def _accuracy_csv(cells: dict[tuple[str, str], dict[str, AccuracyCell]]) -> str:
             "test_accuracy_std",
         ]
     )
-    for (dataset, model), row in cells.items():
+    for (config, dataset, model), row in cells.items():
         for loss, cell in row.items():
             mean = repr(cell.mean) if cell.values else ""
             std = repr(cell.std) if cell.values else ""
-            writer.writerow([dataset, model, loss, cell.runs, len(cell.values), mean, std])
+            writer.writerow([config, dataset, model, loss, cell.runs, len(cell.values), mean, std])
     return buffer.getvalue()
 
 
-def _accuracy_html(cells: dict[tuple[str, str], dict[str, AccuracyCell]]) -> str:
+def _accuracy_html(cells: dict[tuple[str, str, str], dict[str, AccuracyCell]]) -> str:
     losses = _all_losses(cells)
     with_diff = "mse" in losses and "ce" in losses
-    headers = ["dataset", "model"] + [f"{loss_display(x)} test accuracy" for x in losses]
+    headers = ["configuration (apart from loss and seed)"]
+    headers += [f"{loss_display(x)} test accuracy" for x in losses]
     if with_diff:
         headers.append("MSE − CE (points)")
     rows = []
-    for (dataset, model), row in cells.items():
-        line = [dataset, model] + [row[x].text() if x in row else "—" for x in losses]
+    for (config, _dataset, _model), row in cells.items():
+        line = [config] + [row[x].text() if x in row else "—" for x in losses]
         if with_diff:
             mse, ce = row.get("mse"), row.get("ce")
             ok = mse is not None and ce is not None and mse.values and ce.values
@@ -384,7 +408,7 @@ def _accuracy_html(cells: dict[tuple[str, str], dict[str, AccuracyCell]]) -> str
 
 def _runs_html(runs: Sequence[Run], out: Path) -> str:
     rows = []
-    for run in runs:
+    for run, label in zip(runs, distinct_labels([r.path for r in runs])):
         report = run.path / "report.html"
         links = [relative_link(report, out, "report")] if report.is_file() else []
         if run.metrics_file is not None:
@@ -392,7 +416,7 @@ def _runs_html(runs: Sequence[Run], out: Path) -> str:
         final = run.final()
         rows.append(
             [
-                html.escape(run.path.name),
+                html.escape(label),
                 html.escape(run.kind),
                 *(
                     html.escape(run.describe(k) or "—")
@@ -432,8 +456,9 @@ def _comparison_body(
 ) -> str:
     parts = [
         "<h1>ncmse comparison report</h1>",
-        f"<p>{len(runs)} run(s). Seeds of one dataset/model/loss are aggregated as mean ± sample "
-        "standard deviation (ddof = 1).</p>",
+        f"<p>{len(runs)} run(s), named by the shortest distinct end of their path. Seeds of one "
+        "configuration and loss are aggregated as mean ± sample standard deviation "
+        "(ddof = 1).</p>",
         verdicts,
         "<h2>Runs</h2>",
         _runs_html(runs, out),

@@ -65,6 +65,9 @@ pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .88em; }
 .note { color: #555; font-style: italic; }
 .verdict { font-weight: 600; white-space: nowrap; } .verdict.ok { color: #007a55; }
 .verdict.bad { color: #b34700; } .verdict.na { color: #666; font-weight: normal; }
+.verdict.unsure { color: #6b4f00; background: #fff3c4; padding: 0 .25em; }
+.verdict.bad { background: #fde8dc; padding: 0 .25em; }
+.verdicts-lead { font-size: 1.05em; }
 """
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ncmse.fileio import atomic_write_text
+from ncmse.pairing import current_claims
 from ncmse.report.figures import plot_train_run
 from ncmse.report.html import (
     check_embed,
@@ -29,7 +30,7 @@ from ncmse.report.verdicts import (
     plot_central_path,
 )
 from ncmse.rundir import Run, load_run
-from ncmse.verdicts import run_central_path, run_claims
+from ncmse.verdicts import run_central_path
 
 __all__ = ["write_run_report", "run_figures", "files_section"]
 
@@ -80,7 +81,7 @@ def _render_run_page(run: Run, figures: Sequence[FigureFile], *, embed: str = "p
     title = f"ncmse report — {run.label}"
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if run.kind != "ufm":
-        claims, source = run_claims(run)
+        claims, source = current_claims(run)
         parts.append(claims_section(claims, source, {f.name for f in figures}))
     parts += [_overview(run), files_section(run, run.path)]
     if run.kind == "ufm":

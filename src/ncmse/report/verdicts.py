@@ -1,8 +1,12 @@
 """The paper's claims and the central-path fit in reports (SPEC §7 verdicts, SPEC §9).
 
 A run's verdicts come from its ``summary.json`` (``claims``, ``central_path_fit``) when the run
-recorded them; older runs get them computed here from their metrics file with the same functions
-(:mod:`ncmse.claims`, :mod:`ncmse.central_path`), and the page says which source it used.
+recorded them in the current format; older runs get them computed here from their metrics file
+with the same functions (:mod:`ncmse.claims`, :mod:`ncmse.central_path`), and the page says which
+source it used. Every claim is shown with one of four outcomes in words — holds, fails,
+inconclusive, not applicable (:func:`ncmse.claims.outcome_of`) — each with its own mark and
+colour, so an undecided claim never reads as a confirmation. Several runs are paired and grouped
+by :mod:`ncmse.pairing` (MSE ↔ CE pairs, seed groups, claim 4 over seeds).
 """
 
 from __future__ import annotations
@@ -28,30 +32,33 @@ from ncmse.central_path import (
     omega_table,
     verdict_word,
 )
-from ncmse.claims import (
-    CLAIM_IDS,
+from ncmse.claims import CLAIM_IDS, outcome_of, tpt_epoch_of
+from ncmse.pairing import (
     GAP_THRESHOLD_PP,
-    accuracy_gaps,
-    tally,
-    tpt_epoch_of,
+    OUTCOMES,
+    Pairing,
+    RunEntry,
+    current_claims,
+    distinct_labels,
+    pair_runs,
+    seed_groups,
 )
 from ncmse.report.html import format_value, relative_link, table
 from ncmse.report.style import TPT_COLOUR, FigureFile, colour, new_figure, save_figure, set_log_y
-from ncmse.verdicts import (
-    SOURCE_SUMMARY,
-    run_claims,
-    run_rows,
-)
+from ncmse.verdicts import run_rows
 
 __all__ = [
     "CLAIM_FIGURES",
     "accuracy_gap_csv",
     "accuracy_gap_section",
     "central_path_section",
+    "claim_groups_section",
     "claims_section",
+    "comparison_verdicts",
     "final_test_accuracy",
+    "outcome_html",
     "plot_central_path",
-    "run_gap_records",
+    "run_entries",
     "verdicts_csv",
     "verdicts_section",
 ]
@@ -65,11 +72,23 @@ CLAIM_FIGURES: dict[str, tuple[str, ...]] = {
     "nc1_falls": ("nc1",),
     "nc1_falls_after_tpt": ("nc1",),
     "nc2_nc3_nc4_fall": ("equinorm", "equiangular", "maxangle", "nc3", "nc4"),
+    "snr_grows": ("snr",),
     "snr_equalises": ("snr", "central_path"),
 }
 _RELATION_TEXT = {"<=": "≤", "<": "<", ">=": "≥", ">": ">", "==": "=", "not null": ""}
-_VERDICT = {True: "holds", False: "fails", None: "n/a"}
-_MARK = {True: "✓", False: "✗", None: "—"}
+#: how each claim's value is compared with its threshold (SPEC §7 table); others: ≥
+_HOLDS_WHEN = {"identity": "≤", "perp_small": "≤", "tpt_reached": "not null"}
+#: mark and CSS class of each outcome: four distinct looks, a tick only for "holds"
+_MARK = {"holds": "✓", "fails": "✗", "inconclusive": "?", "not applicable": "–"}
+_CSS = {"holds": "ok", "fails": "bad", "inconclusive": "unsure", "not applicable": "na"}
+_MEANING = (
+    "A claim <strong>holds</strong> only when its value passes the size threshold by more than "
+    "3 σ of the run's own measurement noise (σ: scatter of the series in log); it "
+    "<strong>fails</strong> when it misses by more than that. <strong>Inconclusive</strong> "
+    "means this run cannot decide the claim (within noise of the threshold, or undefined): it "
+    "is not evidence for the paper. <strong>Not applicable</strong>: the claim does not concern "
+    "this run (e.g. the L_⊥ claims on a cross-entropy run)."
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,23 +111,25 @@ def final_test_accuracy(run: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def run_gap_records(runs: Sequence[Any]) -> list[dict[str, Any]]:
-    """:func:`ncmse.claims.accuracy_gaps` of the finished ones of loaded runs (named by their
-    directory): a diverged or interrupted run's accuracy is not the method's, and the sweep
-    table pairs finished runs only."""
-    records = [
-        {
-            "name": run.path.name,
-            "dataset": run.describe("dataset"),
-            "model": run.describe("model"),
-            "seed": run.describe("seed"),
-            "loss": run.describe("loss"),
-            "test_accuracy": final_test_accuracy(run),
-        }
-        for run in runs
-        if run.summary.get("status") == "finished"
-    ]
-    return accuracy_gaps(records)
+def run_entries(runs: Sequence[Any]) -> list[RunEntry]:
+    """:class:`ncmse.pairing.RunEntry` of loaded runs, named by the shortest distinct path
+    suffix of their directories (``a/base`` and ``b/base`` stay apart)."""
+    labels = distinct_labels([run.path for run in runs])
+    entries = []
+    for run, label in zip(runs, labels):
+        claims, _ = current_claims(run)
+        entries.append(
+            RunEntry(
+                name=label,
+                loss=run.describe("loss"),
+                config=run.config or None,
+                status=run.summary.get("status"),
+                test_accuracy=final_test_accuracy(run),
+                claims=tuple(claims),
+                describe={k: run.describe(k) for k in ("dataset", "model", "seed")},
+            )
+        )
+    return entries
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,14 +137,24 @@ def run_gap_records(runs: Sequence[Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
+def outcome_html(outcome: str, title: str = "", *, word: bool = True) -> str:
+    """A verdict span: its mark, and the outcome in words unless ``word`` is false."""
+    attr = f' title="{html.escape(title, quote=True)}"' if title else ""
+    text = f"{_MARK[outcome]} {outcome}" if word else _MARK[outcome]
+    return f'<span class="verdict {_CSS[outcome]}"{attr}>{html.escape(text)}</span>'
+
+
 def _threshold_text(claim: Mapping[str, Any]) -> str:
-    relation = str(claim.get("relation", ""))
+    cid = str(claim.get("id"))
     threshold = claim.get("threshold")
-    if relation == "not null":
+    relation = claim.get("relation")
+    text = _RELATION_TEXT.get(str(relation), str(relation)) if relation else _HOLDS_WHEN.get(
+        cid, "≥"
+    )  # fmt: skip
+    if relation == "not null" or text == "not null":
         return "not null"
-    if relation == "==" and claim.get("id") == "nc2_nc3_nc4_fall":
-        return "all 5"
-    text = _RELATION_TEXT.get(relation, relation)
+    if cid == "nc2_nc3_nc4_fall" and threshold is not None:
+        return f"all {format_value(threshold)} that apply"
     return f"{text} {format_value(threshold)}".strip()
 
 
@@ -133,54 +164,72 @@ def _value_text(value: Any) -> str:
     return format_value(value)
 
 
+def _reason(claim: Mapping[str, Any]) -> str:
+    return str(claim.get("reason") or claim.get("note") or "")
+
+
+def _by_outcome(claims: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {o: [] for o in OUTCOMES}
+    for claim in claims:
+        out[outcome_of(claim)].append(str(claim.get("id")))
+    return out
+
+
+def _lead(claims: Sequence[Mapping[str, Any]]) -> str:
+    """``3 hold, 2 fail (a, b), 1 inconclusive (c), 2 not applicable (d, e)`` as HTML."""
+    parts = []
+    for outcome, ids in _by_outcome(claims).items():
+        if not ids and outcome != "holds":
+            continue
+        verb = {"holds": "hold", "fails": "fail"}.get(outcome, outcome)
+        named = "" if outcome == "holds" else " (" + ", ".join(
+            f"<code>{html.escape(i)}</code>" for i in ids
+        ) + ")"  # fmt: skip
+        parts.append(f'<span class="verdict {_CSS[outcome]}">{len(ids)} {verb}</span>{named}')
+    return ", ".join(parts)
+
+
 def claims_section(
     claims: Sequence[Mapping[str, Any]], source: str, figure_names: Collection[str] = ()
 ) -> str:
-    """The *Claims* table of a run report: value, threshold, verdict and the figures to look at.
+    """The verdicts that open a run report: each claim's outcome in words, value, threshold,
+    noise and reason, and the figures to look at.
 
     Parameters
     ----------
     claims : sequence of mapping
-        The run's claims (:func:`ncmse.claims.evaluate_claims`).
+        The run's claim records (SPEC §7; :func:`ncmse.claims.evaluate_claims`).
     source : str
         Where they came from (shown under the heading).
     figure_names : collection of str
         Names of the figures on the page (their anchors are ``#fig-<name>``).
     """
-    t = tally(claims)
-    decided = len(t["hold"]) + len(t["fail"])
-    lead = f"<strong>{len(t['hold'])} of {decided}</strong> decidable claims hold"
-    if t["fail"]:
-        lead += "; failing: " + ", ".join(f"<code>{html.escape(i)}</code>" for i in t["fail"])
-    if t["not_applicable"]:
-        lead += "; not applicable: " + ", ".join(
-            f"<code>{html.escape(i)}</code>" for i in t["not_applicable"]
-        )
     rows = []
     for claim in claims:
         cid = str(claim.get("id"))
-        holds = claim.get("holds")
         links = [
             f'<a href="#fig-{html.escape(n, quote=True)}">{html.escape(n)}</a>'
             for n in CLAIM_FIGURES.get(cid, ())
             if n in figure_names
         ]
-        css = {True: "ok", False: "bad", None: "na"}[holds]
         rows.append(
             [
                 f"<code>{html.escape(cid)}</code>",
+                outcome_html(outcome_of(claim)),
                 html.escape(str(claim.get("statement", ""))),
                 html.escape(_value_text(claim.get("value"))),
                 html.escape(_threshold_text(claim)),
-                f'<span class="verdict {css}">{_MARK[holds]} {_VERDICT[holds]}</span>',
-                html.escape(str(claim.get("note") or "")),
+                html.escape(_value_text(claim.get("noise"))),
+                html.escape(_reason(claim)),
                 " · ".join(links) or "—",
             ]
         )
-    headers = ("id", "claim (SPEC §7)", "value", "holds when", "verdict", "note", "figure")
+    headers = ("id", "verdict", "claim (SPEC §7)", "value", "holds when", "noise σ (log)",
+               "reason", "figure")  # fmt: skip
     return (
-        '<h2 id="claims">Claims</h2>\n'
-        f"<p>{lead}. Training-split measurements; “first”, “TPT” and “last” are the first "
+        '<h2 id="claims">Verdicts on the paper\'s claims</h2>\n'
+        f'<p class="verdicts-lead">This run: {_lead(claims)}.</p>\n'
+        f"<p>{_MEANING} Training-split measurements; “first”, “TPT” and “last” are the first "
         "measurement, the first at or after the TPT epoch, and the last. "
         f'<span class="note">Source: {html.escape(source)}.</span></p>\n'
         + table(headers, rows, raw=True)
@@ -268,84 +317,129 @@ def _ratio_text(value: Any) -> str:
     return f"{value:#.3g}"
 
 
-def verdicts_section(runs: Sequence[Any], out: Path) -> str:
-    """Multi-run table: one row per training run, one column per claim (✓ holds, ✗ fails)."""
+def verdicts_section(runs: Sequence[Any], entries: Sequence[RunEntry], out: Path) -> str:
+    """Multi-run table: one row per training run, one mark per claim, the counts in words.
+
+    Parameters
+    ----------
+    runs : sequence of Run
+        The loaded runs (for links to their reports).
+    entries : sequence of RunEntry
+        :func:`run_entries` of ``runs`` (labels and claims), same order.
+    out : Path
+        Folder of the comparison page (links are relative to it).
+    """
     rows = []
-    for run in runs:
-        claims, source = run_claims(run)
-        by_id = {str(c.get("id")): c for c in claims}
+    for run, entry in zip(runs, entries):
+        by_id = {str(c.get("id")): c for c in entry.claims}
         report = run.path / "report.html"
         name = (
-            relative_link(report, out, run.path.name)
-            if report.is_file()
-            else html.escape(run.path.name)
+            relative_link(report, out, entry.name) if report.is_file() else html.escape(entry.name)
         )
         cells = []
         for cid in CLAIM_IDS:
-            claim = by_id.get(cid, {})
-            holds = claim.get("holds")
-            title = html.escape(f"{_value_text(claim.get('value'))} — {claim.get('note') or ''}")
-            css = {True: "ok", False: "bad", None: "na"}[holds]
-            cells.append(f'<span class="verdict {css}" title="{title}">{_MARK[holds]}</span>')
-        t = tally(claims)
-        count = f"{len(t['hold'])}/{len(t['hold']) + len(t['fail'])}"
-        computed = "" if source == SOURCE_SUMMARY else " *"
-        rows.append([name, html.escape(run.describe("loss") or "—"), *cells, count + computed])
-    headers = ["run", "loss", *CLAIM_IDS, "hold"]
+            claim = by_id.get(cid, {"id": cid, "reason": "no record"})
+            outcome = outcome_of(claim)
+            title = f"{cid}: {outcome}; value {_value_text(claim.get('value'))}; {_reason(claim)}"
+            cells.append(outcome_html(outcome, title, word=False))
+        counts = _by_outcome(list(by_id.values()))
+        count = ", ".join(
+            f"{len(counts[o])} {o}" for o in OUTCOMES if counts[o] or o in ("holds", "fails")
+        )
+        rows.append([name, html.escape(run.describe("loss") or "—"), *cells, html.escape(count)])
+    headers = ["run", "loss", *CLAIM_IDS, "outcomes"]
+    legend = " ".join(outcome_html(o) for o in OUTCOMES)
     return (
-        '<h2 id="claims">Claims per run</h2>\n'
-        "<p>SPEC §7 verdicts on each run's training-split measurements: ✓ holds, ✗ fails, — not "
-        "applicable (L_⊥ claims on cross-entropy runs, post-TPT claims without TPT) or undefined. "
-        "Hover a mark for its value; each run's report has the table with values and "
-        "thresholds. * computed by this report from the metrics file (the run did not record "
-        "them).</p>\n" + table(headers, rows, raw=True)
+        '<h2 id="claims">Verdicts per run</h2>\n'
+        f"<p>SPEC §7 verdicts on each run's training-split measurements: {legend}. Hover a mark "
+        f"for its value and reason; each run's report has them in full. {_MEANING}</p>\n"
+        + table(headers, rows, raw=True)
     )
 
 
-def accuracy_gap_section(gaps: Sequence[Mapping[str, Any]]) -> str:
-    """Claim 4: MSE − CE test accuracy per dataset/model/seed, with its verdict."""
-    if not gaps:
-        return (
-            '<h2 id="accuracy-gap">MSE − CE test accuracy (claim 4)</h2>\n'
-            '<p class="note">No MSE or cross-entropy run to pair.</p>'
-        )
+def claim_groups_section(groups: Sequence[Mapping[str, Any]]) -> str:
+    """Per group of runs that differ only by seed: each claim "holds in k of n", with the
+    fails, inconclusive and not-applicable counts."""
     rows = []
-    for g in gaps:
-        holds = g.get("holds")
-        rows.append(
-            [
-                g.get("dataset"),
-                g.get("model"),
-                g.get("seed"),
-                g.get("mse_run") or "—",
-                g.get("ce_run") or "—",
-                _pct(g.get("mse_test_accuracy")),
-                _pct(g.get("ce_test_accuracy")),
-                "—" if g.get("value") is None else f"{g['value']:+.2f}",
-                f"{_MARK[holds]} {_VERDICT[holds]}",
-                g.get("note") or "",
-            ]
-        )
-    decided = [g for g in gaps if g.get("holds") is not None]
-    held = sum(bool(g["holds"]) for g in decided)
-    headers = (
-        "dataset",
-        "model",
-        "seed",
-        "MSE run",
-        "CE run",
-        "MSE test acc.",
-        "CE test acc.",
-        "gap (points)",
-        "verdict",
-        "note",
-    )
+    for group in groups:
+        n = group["n"]
+        cells = []
+        for cid in CLAIM_IDS:
+            c = group["claims"][cid]
+            text = f"holds in {c['holds']} of {n}"
+            rest = [f"{c[o]} {o}" for o in OUTCOMES[1:] if c[o]]
+            cells.append(html.escape(text + (" (" + ", ".join(rest) + ")" if rest else "")))
+        runs = ", ".join(group["runs"])
+        rows.append([html.escape(str(group["group"])), html.escape(runs), str(n), *cells])
+    headers = ["runs differing only by seed", "runs", "n", *CLAIM_IDS]
     return (
-        '<h2 id="accuracy-gap">MSE − CE test accuracy (claim 4)</h2>\n'
-        f"<p>MSE and cross-entropy runs of the same dataset, network and seed are paired; the gap "
-        f"holds when |MSE − CE| ≤ {GAP_THRESHOLD_PP:g} percentage point. <strong>{held} of "
-        f"{len(decided)}</strong> pairs hold.</p>\n" + table(headers, rows)
+        '<h2 id="claims-by-group">Claims over seeds</h2>\n'
+        "<p>Runs whose configurations (config.yaml) agree except the seed form a group; per "
+        "claim, in how many of its n runs it holds (and how many fail, are inconclusive or do "
+        "not apply). A claim is established over seeds only when it holds in all of them.</p>\n"
+        + table(headers, rows, raw=True)
     )
+
+
+def accuracy_gap_section(pairing: Pairing) -> str:
+    """Claim 4: the MSE − CE test accuracy per pair, its mean and 95 % interval per group of
+    paired seeds with the verdict, and the runs that could not be paired (with the reason)."""
+    head = '<h2 id="accuracy-gap">MSE − CE test accuracy (claim 4)</h2>\n'
+    rule = (
+        "<p>An MSE run and a cross-entropy run are paired only when their whole configurations "
+        "(config.yaml) agree except the loss keys (loss, mse_reduction, rescale_k, rescale_m, "
+        "lam) and keys that change nothing trained (name, output and logging settings). Over the "
+        "paired seeds of one configuration, claim 4 holds when the 95 % Student-t interval of "
+        f"the mean gap lies within ±{GAP_THRESHOLD_PP:g} point, fails when it lies wholly "
+        "outside, and is inconclusive otherwise (one pair has no interval).</p>\n"
+    )
+    parts = [head, rule]
+    if pairing.groups:
+        rows = []
+        for g in pairing.groups:
+            interval = g.get("interval")
+            rows.append(
+                [
+                    html.escape(str(g["group"])),
+                    str(g["n"]),
+                    html.escape(_points(g.get("value"))),
+                    html.escape(
+                        "—" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"
+                    ),
+                    outcome_html(outcome_of(g)),
+                    html.escape(str(g.get("reason") or "")),
+                ]
+            )
+        headers = ("configuration", "paired seeds", "mean gap (points)", "95 % interval",
+                   "verdict", "reason")  # fmt: skip
+        parts.append(table(headers, rows, raw=True))
+    else:
+        parts.append('<p class="note">No MSE–CE pair.</p>')
+    if pairing.pairs:
+        rows = [
+            [
+                p.get("group") or "—",
+                p.get("seed"),
+                p["mse_run"],
+                p["ce_run"],
+                _pct(p.get("mse_test_accuracy")),
+                _pct(p.get("ce_test_accuracy")),
+                _points(p.get("value")),
+                p.get("reason") or "",
+            ]
+            for p in pairing.pairs
+        ]
+        headers = ("configuration", "seed", "MSE run", "CE run", "MSE test acc.",
+                   "CE test acc.", "gap (points)", "note")  # fmt: skip
+        parts.append("<h3>Pairs</h3>\n" + table(headers, rows))
+    if pairing.unpaired:
+        rows = [[u["run"], u["loss"], u["reason"]] for u in pairing.unpaired]
+        parts.append("<h3>Unpaired runs</h3>\n" + table(("run", "loss", "why unpaired"), rows))
+    return "\n".join(parts)
+
+
+def _points(value: Any) -> str:
+    return "—" if value is None else f"{value:+.2f}"
 
 
 def _pct(value: Any) -> str:
@@ -354,32 +448,97 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.2f} %"
 
 
-def verdicts_csv(runs: Sequence[Any]) -> str:
-    """CSV: run, loss and ``claim_<id>`` (true/false/empty) per run."""
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+#: columns of claims.csv (one row per run and claim, then one per seed group and claim)
+CLAIMS_CSV_COLUMNS = ("scope", "run", "group", "loss", "claim", "outcome", "value", "threshold",
+                      "noise", "reason", "n", "holds", "fails", "inconclusive",
+                      "not_applicable")  # fmt: skip
+
+
+def verdicts_csv(entries: Sequence[RunEntry], groups: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of every verdict, long format (:data:`CLAIMS_CSV_COLUMNS`).
+
+    ``scope`` = ``run``: one row per run and claim with its outcome in words, value, threshold,
+    noise and reason. ``scope`` = ``group``: one row per seed group and claim with ``n`` and
+    how many runs it holds / fails / is inconclusive / not applicable in.
+    """
+    group_of = {name: str(g["group"]) for g in groups for name in g["runs"]}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run", "loss", *(f"claim_{cid}" for cid in CLAIM_IDS)])
-    for run in runs:
-        by_id = {str(c.get("id")): c.get("holds") for c in run_claims(run)[0]}
-        cells = ["" if by_id.get(c) is None else str(by_id[c]).lower() for c in CLAIM_IDS]
-        writer.writerow([run.path.name, run.describe("loss") or "", *cells])
+    writer.writerow(CLAIMS_CSV_COLUMNS)
+    for entry in entries:
+        by_id = {str(c.get("id")): c for c in entry.claims}
+        for cid in CLAIM_IDS:
+            claim = by_id.get(cid, {"id": cid, "reason": "no record"})
+            row = {
+                "scope": "run",
+                "run": entry.name,
+                "group": group_of.get(entry.name, ""),
+                "loss": entry.loss or "",
+                "claim": cid,
+                "outcome": outcome_of(claim),
+                "value": claim.get("value"),
+                "threshold": claim.get("threshold"),
+                "noise": claim.get("noise"),
+                "reason": _reason(claim),
+            }
+            writer.writerow([_csv_cell(row.get(c)) for c in CLAIMS_CSV_COLUMNS])
+    for group in groups:
+        for cid in CLAIM_IDS:
+            counts = group["claims"][cid]
+            row = {"scope": "group", "group": group["group"], "loss": group["loss"],
+                   "claim": cid, "n": group["n"], "holds": counts["holds"],
+                   "fails": counts["fails"], "inconclusive": counts["inconclusive"],
+                   "not_applicable": counts["not applicable"]}  # fmt: skip
+            writer.writerow([_csv_cell(row.get(c)) for c in CLAIMS_CSV_COLUMNS])
     return buffer.getvalue()
 
 
-def accuracy_gap_csv(gaps: Sequence[Mapping[str, Any]]) -> str:
-    """CSV of :func:`ncmse.claims.accuracy_gaps` entries (gap in percentage points)."""
+#: columns of accuracy_gaps.csv (pairs, then claim 4 per group, then unpaired runs)
+GAPS_CSV_COLUMNS = ("scope", "group", "dataset", "model", "seed", "mse_run", "ce_run",
+                    "mse_test_accuracy", "ce_test_accuracy", "accuracy_gap_pp", "n", "ci_low",
+                    "ci_high", "threshold", "outcome", "reason")  # fmt: skip
+
+
+def accuracy_gap_csv(pairing: Pairing) -> str:
+    """CSV of claim 4 (:data:`GAPS_CSV_COLUMNS`; gaps in percentage points).
+
+    ``scope`` = ``pair``: one MSE–CE pair (one seed); ``group``: the paired seeds of one
+    configuration with the mean gap, its 95 % interval and the verdict; ``unpaired``: a run
+    without partner and the reason.
+    """
     buffer = io.StringIO()
-    columns = ["dataset", "model", "seed", "mse_run", "ce_run", "mse_test_accuracy",
-               "ce_test_accuracy", "value", "threshold", "holds", "note"]  # fmt: skip
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([c if c != "value" else "accuracy_gap_pp" for c in columns])
-    for g in gaps:
-        cells = []
-        for c in columns:
-            v = g.get(c)
-            cells.append("" if v is None else (str(v).lower() if isinstance(v, bool) else v))
-        writer.writerow(cells)
+    writer.writerow(GAPS_CSV_COLUMNS)
+    for p in pairing.pairs:
+        row = {**p, "scope": "pair", "accuracy_gap_pp": p.get("value")}
+        writer.writerow([_csv_cell(row.get(c)) for c in GAPS_CSV_COLUMNS])
+    for g in pairing.groups:
+        interval = g.get("interval") or (None, None)
+        row = {**g, "scope": "group", "accuracy_gap_pp": g.get("value"), "seed": "",
+               "mse_run": " ".join(g["mse_runs"]), "ce_run": " ".join(g["ce_runs"]),
+               "ci_low": interval[0], "ci_high": interval[1], "outcome": outcome_of(g)}  # fmt: skip
+        writer.writerow([_csv_cell(row.get(c)) for c in GAPS_CSV_COLUMNS])
+    for u in pairing.unpaired:
+        side = "mse_run" if u["loss"] == "mse" else "ce_run"
+        row = {"scope": "unpaired", side: u["run"], "reason": u["reason"]}
+        writer.writerow([_csv_cell(row.get(c)) for c in GAPS_CSV_COLUMNS])
     return buffer.getvalue()
+
+
+def comparison_verdicts(runs: Sequence[Any]) -> tuple[list[RunEntry], list[dict], Pairing]:
+    """Entries, seed groups and MSE–CE pairing of loaded training runs."""
+    entries = run_entries(runs)
+    return entries, seed_groups(entries), pair_runs(entries)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ncmse.claims import CLAIM_IDS, accuracy_gaps, claim_columns, tally
+from ncmse.claims import CLAIM_IDS, outcome_of
 from ncmse.errors import NCMSEError
-from ncmse.rundir import load_run
+from ncmse.pairing import OUTCOMES, Pairing, RunEntry, current_claims, is_current, pair_runs
+from ncmse.pairing import seed_groups as pairing_seed_groups
+from ncmse.rundir import load_run, read_config
 from ncmse.sweep.grid import RunSpec, preset_stem
 from ncmse.sweep.state import read_summary
-from ncmse.verdicts import run_claims
 
 __all__ = [
     "FINAL_KEYS",
@@ -28,9 +29,11 @@ __all__ = [
     "RunResult",
     "GroupStats",
     "collect",
+    "claim_outcomes",
     "format_verdicts",
     "gap_columns",
-    "sweep_accuracy_gaps",
+    "sweep_pairing",
+    "sweep_seed_groups",
     "format_groups",
     "format_selection",
     "group_results",
@@ -68,6 +71,8 @@ class RunResult:
     claims: tuple[dict[str, Any], ...] = ()
     #: ``dataset``, ``model`` and ``loss`` of the run (summary.json, else config.yaml)
     describe: dict[str, Any] = field(default_factory=dict)
+    #: the run directory's config.yaml (None when it has none)
+    config: dict[str, Any] | None = None
 
     @property
     def test_error(self) -> float:
@@ -98,6 +103,7 @@ class RunResult:
         out["final"] = {k: self.final[k] for k in FINAL_KEYS if k in self.final}
         if self.claims:
             out["claims"] = {str(c.get("id")): c.get("holds") for c in self.claims}
+            out["claim_outcomes"] = claim_outcomes(self.claims)
         return out
 
 
@@ -112,7 +118,10 @@ def collect(runs: Sequence[RunSpec]) -> list[RunResult]:
         final = summary.get("final") or {}
         status = str(summary.get("status", "running"))
         claims, describe = _claims_and_description(run, summary, status)
-        results.append(RunResult(run, status, final, summary.get("tpt_epoch"), claims, describe))
+        config = read_config(run.run_dir, strict=False)
+        results.append(
+            RunResult(run, status, final, summary.get("tpt_epoch"), claims, describe, config)
+        )
     return results
 
 
@@ -121,83 +130,148 @@ def _claims_and_description(
 ) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
     """The run's verdicts and its dataset/model/loss, read through :func:`ncmse.rundir.load_run`.
 
-    A finished run that predates the verdicts gets them computed from its metrics file; a run
-    that cannot be read keeps no verdicts (the sweep still reports its other values).
+    Claims recorded in the current format are used as they are; a run that recorded none or
+    recorded them in an older format gets them computed from its metrics file (runs that have
+    not finished only when they recorded some); a run that cannot be read keeps no verdicts (the
+    sweep still reports its other values).
     """
     describe = {k: summary.get(k) for k in ("dataset", "model")}
     describe["loss"] = summary.get("loss_name", summary.get("loss"))
     recorded = summary.get("claims")
-    if isinstance(recorded, list) and recorded:
+    if is_current(recorded):
         return tuple(c for c in recorded if isinstance(c, dict)), describe
-    if status != "finished":
+    if status != "finished" and not recorded:
         return (), describe
     try:
         loaded = load_run(run.run_dir)
-        claims, _ = run_claims(loaded)
+        claims, _ = current_claims(loaded)
         describe = {k: loaded.describe(k) for k in ("dataset", "model", "loss")}
     except (NCMSEError, OSError, ValueError):
         return (), describe
     return tuple(claims), describe
 
 
-def sweep_accuracy_gaps(results: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """SPEC §7 claim 4 over the finished runs: MSE and CE of the same dataset, model, seed."""
-    records = [
-        {
-            "name": r.run.name,
-            "dataset": r.describe.get("dataset"),
-            "model": r.describe.get("model"),
-            "seed": r.run.seed,
-            "loss": r.describe.get("loss"),
-            "test_accuracy": r.final.get("test_accuracy"),
-        }
+def _entries(results: Sequence[RunResult]) -> list[RunEntry]:
+    return [
+        RunEntry(
+            name=r.run.name,
+            loss=r.describe.get("loss"),
+            config=r.config or None,
+            status=r.status,
+            test_accuracy=r.final.get("test_accuracy"),
+            claims=r.claims,
+            describe={**r.describe, "seed": r.run.seed},
+        )
         for r in results
-        if r.status == "finished"
     ]
-    return accuracy_gaps(records)
 
 
-def gap_columns(gaps: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Run name → ``{"accuracy_gap": points, "accuracy_gap_holds": bool}`` of its MSE–CE pair."""
+def sweep_pairing(results: Sequence[RunResult]) -> Pairing:
+    """SPEC §7 claim 4 over the sweep: MSE and CE runs paired by :func:`ncmse.pairing.pair_runs`
+    (whole configurations equal but for the loss keys), claim 4 per group of paired seeds."""
+    return pair_runs(_entries(results))
+
+
+def sweep_seed_groups(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """Runs of the sweep that differ only by seed, with "holds in k of n" per claim
+    (:func:`ncmse.pairing.seed_groups`)."""
+    return pairing_seed_groups(_entries(results))
+
+
+def claim_outcomes(claims: Sequence[dict[str, Any]] | None) -> dict[str, str]:
+    """``{claim_id: outcome}`` in words (holds, fails, inconclusive, not applicable) for every
+    id of :data:`ncmse.claims.CLAIM_IDS`; a missing claim is inconclusive."""
+    by_id = {str(c.get("id")): c for c in claims or ()}
+    return {cid: outcome_of(by_id.get(cid, {})) for cid in CLAIM_IDS}
+
+
+def gap_columns(pairing: Pairing) -> dict[str, dict[str, Any]]:
+    """Run name → ``{"accuracy_gap": points of its pair, "accuracy_gap_outcome": claim 4 of its
+    group of paired seeds}`` for every paired run."""
+    verdicts = {str(g["group"]): outcome_of(g) for g in pairing.groups}
     out: dict[str, dict[str, Any]] = {}
-    for gap in gaps:
-        for key in ("mse_run", "ce_run"):
-            name = gap.get(key)
-            if name and "," not in name:
-                out[name] = {
-                    "accuracy_gap": gap.get("value"),
-                    "accuracy_gap_holds": gap.get("holds"),
-                }
+    for pair in pairing.pairs:
+        columns = {
+            "accuracy_gap": pair.get("value"),
+            "accuracy_gap_outcome": verdicts.get(str(pair.get("group")), ""),
+        }
+        out[pair["mse_run"]] = out[pair["ce_run"]] = columns
     return out
 
 
-def format_verdicts(results: Sequence[RunResult], gaps: Sequence[dict[str, Any]]) -> str:
-    """Plain-text table: run, ✓/✗/— per claim, the count that hold, the MSE − CE gap."""
-    marks = {True: "✓", False: "✗", None: "—"}
-    by_run = gap_columns(gaps)
-    header = ("run", *(f"{i + 1}" for i in range(len(CLAIM_IDS))), "hold", "MSE−CE pp")
+_MARKS = {"holds": "✓", "fails": "✗", "inconclusive": "?", "not applicable": "–"}
+
+
+def _count_text(outcomes: Sequence[str]) -> str:
+    return ", ".join(
+        f"{outcomes.count(o)} {o}" for o in OUTCOMES if outcomes.count(o) or o in OUTCOMES[:2]
+    )
+
+
+def format_verdicts(
+    results: Sequence[RunResult],
+    pairing: Pairing,
+    groups: Sequence[dict[str, Any]] = (),
+) -> str:
+    """Plain text: a mark per claim and run with the counts in words, "holds in k of n" per
+    group of seeds, claim 4 per group of paired seeds with its interval and reason, and the runs
+    that could not be paired with the reason."""
+    by_run = gap_columns(pairing)
+    header = ("run", *(f"{i + 1}" for i in range(len(CLAIM_IDS))), "outcomes", "MSE−CE pp")
     rows = []
     for r in results:
         if not r.claims:
             continue
-        cols = claim_columns(r.claims)
-        t = tally(r.claims)
-        gap = by_run.get(r.run.name, {})
-        gap_text = "—" if gap.get("accuracy_gap") is None else (
-            f"{gap['accuracy_gap']:+.2f} {marks[gap.get('accuracy_gap_holds')]}"
-        )  # fmt: skip
+        outcomes = claim_outcomes(r.claims)
+        gap = by_run.get(r.run.name, {}).get("accuracy_gap")
         rows.append(
             (
                 r.run.name,
-                *(marks[cols[f"claim_{cid}"]] for cid in CLAIM_IDS),
-                f"{len(t['hold'])}/{len(t['hold']) + len(t['fail'])}",
-                gap_text,
+                *(_MARKS[outcomes[cid]] for cid in CLAIM_IDS),
+                _count_text(list(outcomes.values())),
+                "—" if gap is None else f"{gap:+.2f}",
             )
         )
-    if not rows:
-        return ""
-    legend = "  ".join(f"{i + 1}={cid}" for i, cid in enumerate(CLAIM_IDS))
-    return format_table(header, rows) + "\nclaims: " + legend
+    parts = []
+    if rows:
+        legend = "  ".join(f"{i + 1}={cid}" for i, cid in enumerate(CLAIM_IDS))
+        marks = "  ".join(f"{m} {o}" for o, m in _MARKS.items())
+        parts.append(
+            "claims (SPEC §7) per run — " + marks + ":\n" + format_table(header, rows)
+            + "\nclaims: " + legend
+        )  # fmt: skip
+    several = [g for g in groups if g["n"] > 1]
+    if several:
+        lines = []
+        for g in several:
+            counts = g["claims"]
+            cells = []
+            for cid in CLAIM_IDS:
+                c = counts[cid]
+                rest = ", ".join(f"{c[o]} {o}" for o in OUTCOMES[1:] if c[o])
+                cells.append(f"{cid} {c['holds']}/{g['n']}" + (f" ({rest})" if rest else ""))
+            lines.append(f"{g['group']} (n = {g['n']}): holds in " + "; ".join(cells))
+        parts.append("claims over seeds (holds in k of n runs):\n" + "\n".join(lines))
+    if pairing.groups:
+        gap_rows = []
+        for g in pairing.groups:
+            interval = g.get("interval")
+            gap_rows.append(
+                (
+                    str(g["group"]),
+                    str(g["n"]),
+                    "—" if g.get("value") is None else f"{g['value']:+.2f}",
+                    "—" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]",
+                    outcome_of(g),
+                    str(g.get("reason") or ""),
+                )
+            )
+        header4 = ("configuration", "pairs", "mean gap pp", "95 % interval", "claim 4", "reason")
+        parts.append("MSE − CE test accuracy (claim 4):\n" + format_table(header4, gap_rows))
+    if pairing.unpaired:
+        lines = [f"  {u['run']} ({u['loss']}): {u['reason']}" for u in pairing.unpaired]
+        parts.append("not paired for claim 4:\n" + "\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

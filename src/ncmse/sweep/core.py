@@ -29,14 +29,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from ncmse.claims import claim_columns
+from ncmse.claims import CLAIM_IDS
 from ncmse.errors import BusyError, ConfigError
 from ncmse.fileio import atomic_write_text
 from ncmse.locking import DirLock, holder
+from ncmse.pairing import Pairing
 from ncmse.rundir import rows_to_csv, write_json
 from ncmse.sweep.collect import (
     FINAL_KEYS,
     RunResult,
+    claim_outcomes,
     collect,
     format_groups,
     format_selection,
@@ -45,7 +47,8 @@ from ncmse.sweep.collect import (
     gap_columns,
     group_results,
     select_lr,
-    sweep_accuracy_gaps,
+    sweep_pairing,
+    sweep_seed_groups,
 )
 from ncmse.sweep.execute import (
     TO_RUN,
@@ -399,22 +402,25 @@ def _execute_submitit(
                 print(f"{run.name}: submitted as job {outcome.job_id}", file=stream)
 
 
-def _results_csv(results: Sequence[RunResult], gaps: Sequence[dict[str, Any]] = ()) -> str:
-    """One row per run: coordinates, status, final values, ``lr_final``, ``claim_<id>`` verdicts
-    (true, false, empty = not applicable or unknown) and the MSE − CE ``accuracy_gap`` (points) of
-    its pair."""
+def _results_csv(results: Sequence[RunResult], pairing: Pairing | None = None) -> str:
+    """One row per run: coordinates, status, final values, ``lr_final``, ``claim_<id>`` outcomes
+    in words (holds, fails, inconclusive, not applicable; empty when the run has no verdicts),
+    the MSE − CE ``accuracy_gap`` (points) of its pair and ``accuracy_gap_outcome``, claim 4 of
+    its group of paired seeds."""
     columns = ["name", "preset", "seed", "lr", "weight_decay", "status", "tpt_epoch", *FINAL_KEYS]
     columns.append("lr_final")
-    columns += [*claim_columns(None), "accuracy_gap", "accuracy_gap_holds"]
-    by_run = gap_columns(gaps)
+    columns += [f"claim_{cid}" for cid in CLAIM_IDS]
+    columns += ["accuracy_gap", "accuracy_gap_outcome"]
+    by_run = gap_columns(pairing) if pairing is not None else {}
     rows = []
     for r in results:
         # ``lr`` is the configured learning rate; the final row's (decayed) one is ``lr_final``
         final = {k: v for k, v in r.final.items() if k not in ("lr", "weight_decay")}
         row = {**final, **r.run.coordinates(), "status": r.status, "tpt_epoch": r.tpt_epoch}
         row["lr_final"] = r.final.get("lr")
-        verdicts = {**claim_columns(r.claims), **by_run.get(r.run.name, {})}
-        row.update({k: _csv_bool(v) for k, v in verdicts.items()})
+        if r.claims:
+            row.update({f"claim_{k}": v for k, v in claim_outcomes(r.claims).items()})
+        row.update({k: _csv_bool(v) for k, v in by_run.get(r.run.name, {}).items()})
         rows.append(row)
     return rows_to_csv(rows, columns)
 
@@ -452,7 +458,19 @@ def _manifest(
         "spec": spec.to_dict(),
         "runs": entries,
         "groups": [g.to_dict() for g in group_results(results)],
-        "accuracy_gaps": sweep_accuracy_gaps(results),
+        **_verdicts_manifest(results),
+    }
+
+
+def _verdicts_manifest(results: Sequence[RunResult]) -> dict[str, Any]:
+    """``claim_groups`` (holds in k of n per group of seeds), ``accuracy_gaps`` (MSE–CE pairs),
+    ``accuracy_gap_groups`` (claim 4 per group of paired seeds) and ``unpaired`` runs."""
+    pairing = sweep_pairing(results)
+    return {
+        "claim_groups": sweep_seed_groups(results),
+        "accuracy_gaps": pairing.pairs,
+        "accuracy_gap_groups": pairing.groups,
+        "unpaired": pairing.unpaired,
     }
 
 
@@ -472,12 +490,15 @@ def _finish(
     results = collect([p.run for p in planned])
     groups = group_results(results)
     manifest = _manifest(spec, options, planned, outcomes, results)
-    atomic_write_text(out / "results.csv", _results_csv(results, manifest["accuracy_gaps"]))
+    pairing = Pairing(
+        manifest["accuracy_gaps"], manifest["unpaired"], manifest["accuracy_gap_groups"]
+    )
+    atomic_write_text(out / "results.csv", _results_csv(results, pairing))
     _write_json(out / _MANIFEST, manifest)
     print("\nfinal values, mean ± std over seeds:\n" + format_groups(groups), file=stream)
-    verdicts = format_verdicts(results, manifest["accuracy_gaps"])
+    verdicts = format_verdicts(results, pairing, manifest["claim_groups"])
     if verdicts:
-        print("\nclaims (SPEC §7) per run, ✓ holds ✗ fails — n/a:\n" + verdicts, file=stream)
+        print("\n" + verdicts, file=stream)
     if spec.select_lr:
         selections = select_lr(groups)
         _write_json(

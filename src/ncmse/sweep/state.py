@@ -25,6 +25,7 @@ from typing import Any
 
 from ncmse import rundir
 from ncmse.locking import LOCK_NAME, is_locked
+from ncmse.pairing import RUN_CONTROL_KEYS
 
 __all__ = [
     "STATES",
@@ -43,26 +44,6 @@ STATES: tuple[str, ...] = (
     "mismatch",
     "queued",
     "busy",
-)
-
-#: config keys that do not change the result of a run (ignored when a run directory is compared
-#: with the planned config)
-RUN_CONTROL_KEYS: frozenset[str] = frozenset(
-    {
-        "data_dir",
-        "download",
-        "device",
-        "num_threads",
-        "checkpoint_every",
-        "tensorboard",
-        "quiet",
-        "report",
-        "dist_backend",
-        "measure_batch_size",
-        "memory_budget_bytes",
-        "cuda_graph",  # how the step is launched, not what it computes
-        "channels_last",  # memory layout: rounding-level differences only, like ``device``
-    }
 )
 
 
