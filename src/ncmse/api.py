@@ -109,7 +109,9 @@ def result_from_stats(
     stats : ClassStats   (every class must have samples)
     W : [C, p], b : [C]
     lam : float          λ of the decomposition
-    correct, nc4_mismatch : counts over the N samples of argmax(Wh+b) = y, resp. ≠ NCC decision
+    correct, nc4_mismatch : over the N samples, the accuracy credits ([y ∈ A]/|A|, A the
+        classifier's maximisers) and the NC4 mismatches (A shares no class with the nearest
+        means), ties as in :mod:`ncmse.decide`
     rtol : relative tolerance of every rank decision, in (0, 1)
         (default ``max(p, C)·eps(stats.dtype)·100``)
     warn : emit an :class:`~ncmse.errors.NCMSEWarning` for each degenerate-feature flag
@@ -445,15 +447,13 @@ def measure_stream(
     counts = torch.zeros(2, dtype=torch.float64, device=dev)  # [correct, nc4 mismatches]
     # the rule's block size (small batches gathered, large ones cut)
     for features, labels in _chunks(source, rule.block_rows, gather=True):
-        cls, ncc = rule(features.to(dev))
         y = labels.to(dev)
-        if label_map is None:
-            counts[0] += (cls == y).sum()
-            counts[1] += (cls != ncc).sum()
-        else:  # samples of excluded classes (mapped to −1) count for nothing
+        if label_map is not None:  # samples of excluded classes (mapped to −1) count for nothing
             y = label_map[y.clamp(0, C - 1)]
-            counts[0] += (cls == y).sum()
-            counts[1] += ((cls != ncc) & (y >= 0)).sum()
+        decided = rule(features.to(dev), y)
+        counts[0] += decided.credit.sum()
+        mismatch = decided.mismatch if label_map is None else decided.mismatch & (y >= 0)
+        counts[1] += mismatch.sum()
     if dist_on:
         dist.all_reduce(counts)
     correct, mismatch = counts[0], counts[1]

@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
 
 from ncmse import lstsq
 from ncmse.api import result_from_stats
-from ncmse.decide import TiledDecisions
+from ncmse.decide import TiledDecisions, classifier_credit
 from ncmse.errors import EmptyDataError, InputError, ShapeError
 from ncmse.result import NCResult
 from ncmse.stats import ClassStats, check_batch, merge
@@ -139,7 +139,7 @@ class NeuralCollapseMetric(Metric):
             else torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
         )
         h = features.detach().to(W)
-        self.correct += ((h @ W.T + b).argmax(dim=1) == labels.to(h.device)).sum()
+        self.correct += classifier_credit(h, W, b, labels).sum()  # ties: ncmse.decide
         if self.keep_features:  # only the features: NC4 compares two decisions, not the labels
             self.features.append(features.detach().to(W.dtype))
 
@@ -171,8 +171,7 @@ class NeuralCollapseMetric(Metric):
             if isinstance(data, torch.Tensor) and data.numel():
                 means = stats.class_means().to(torch.float64)
                 rule = TiledDecisions(W.double(), b.double(), means, means.mean(dim=0))
-                cls, ncc = rule(data)
-                mismatch, method = float((cls != ncc).sum()), "cache"
+                mismatch, method = float(rule(data).mismatch.sum()), "cache"
         return result_from_stats(
             stats,
             W,
