@@ -521,3 +521,73 @@ def test_minimum_norm_ls_is_flagged():
     assert "total_covariance_singular" in r.to_dict()["flags"].split(";")
     regular = quiet(ncmse.measure_features, *clusters(13, C, p, n=20)[:3], b, num_classes=C)
     assert "total_covariance_singular" not in regular.flags
+
+
+@pytest.mark.parametrize("per_class", [2, 3, 4])
+def test_fewer_samples_than_dimensions_gives_nan_omega_not_inf(per_class):
+    """N − C < p (a small split, a wide layer): Σ_W is singular whatever the features, so an ω
+    of +inf would read as exact collapse. It is NaN with the flag; nc1 keeps its value."""
+    C, p = 3, 10
+    g = torch.Generator().manual_seed(per_class)
+    y = torch.arange(C).repeat_interleave(per_class)
+    H = 3.0 * torch.randn(C, p, dtype=torch.float64, generator=g)[y]
+    H = H + torch.randn(len(y), p, dtype=torch.float64, generator=g)
+    W = torch.randn(C, p, dtype=torch.float64, generator=g)
+    assert len(y) - C < p
+    with pytest.warns(ncmse.NCMSEWarning, match="fewer_samples_than_dimensions"):
+        r = ncmse.measure_features(H, y, W, None, num_classes=C)
+    assert "fewer_samples_than_dimensions" in r.flags and "within_class_singular" in r.flags
+    assert not any(w == math.inf for w in r.snr)
+    assert math.isnan(r.snr[0])  # a mean direction outside range(Σ_W): undefined, not +inf
+    mu = torch.stack([H[y == c].mean(0) for c in range(C)]).numpy()
+    Z = H.numpy() - mu[y.numpy()]
+    Mbar = (mu - mu.mean(0)).T
+    ref_nc1 = np.trace(Z.T @ Z / len(y) @ np.linalg.pinv(Mbar @ Mbar.T / C, rcond=1e-10)) / C
+    assert r.nc1 == pytest.approx(ref_nc1, rel=1e-9)
+    assert math.isfinite(r.cdnv) and math.isfinite(r.nc3)
+
+
+def test_enough_samples_keep_infinite_omega_without_the_flag():
+    """Negative control at the boundary N − C = p: exact collapse along one direction is +inf."""
+    C, p, n = 3, 4, 3  # N − C = 6 ≥ p
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(C).repeat_interleave(n)
+    H = torch.randn(C, p, dtype=torch.float64, generator=g)[y]
+    H[:, :3] += torch.randn(len(y), 3, dtype=torch.float64, generator=g)  # none along e_3
+    r = quiet(ncmse.measure_features, H, y, torch.eye(C, p, dtype=torch.float64), None,
+              num_classes=C)  # fmt: skip
+    assert "fewer_samples_than_dimensions" not in r.flags
+    assert r.snr[0] == math.inf
+    C, p = 3, 6  # N − C = 6 = p: still not fewer
+    y = torch.arange(C).repeat_interleave(n)
+    H = torch.randn(len(y), p, dtype=torch.float64, generator=g) + 2 * torch.eye(C, p)[y]
+    r = quiet(ncmse.measure_features, H, y, torch.eye(C, p, dtype=torch.float64), None,
+              num_classes=C)  # fmt: skip
+    assert "fewer_samples_than_dimensions" not in r.flags
+
+
+@pytest.mark.parametrize("zero_rows", [[0, 1, 2, 3], [2]])
+def test_zero_classifier_rows_give_nan_angles_with_a_flag(zero_rows):
+    """cos of a zero row is undefined: W = 0 gave equiangular_classifier 0 and maxangle 1/3 (a
+    perfect simplex) with no flag. NaN with zero_classifier_rows; defined metrics keep values."""
+    g = torch.Generator().manual_seed(1)
+    H = torch.randn(200, 6, dtype=torch.float64, generator=g)
+    y = torch.arange(200) % 4
+    W = torch.randn(4, 6, dtype=torch.float64, generator=g)
+    W[zero_rows] = 0.0
+    with pytest.warns(ncmse.NCMSEWarning, match="zero_classifier_rows"):
+        r = ncmse.measure_features(H, y, W, torch.zeros(4, dtype=torch.float64), num_classes=4)
+    assert r.flags == ("zero_classifier_rows",)
+    assert math.isnan(r.equiangular_classifier) and math.isnan(r.maxangle_classifier)
+    if len(zero_rows) == 4:
+        assert math.isnan(r.equinorm_classifier) and math.isnan(r.nc3)
+        assert math.isnan(r.etf_error_wm)
+        assert r.accuracy == pytest.approx(0.25, rel=1e-15)  # every class a maximiser: 1/C
+    else:  # norms, nc3 and W M̄ are defined with one zero row: their values stay
+        ref = geometry(H.numpy(), y.numpy(), W.numpy(), np.zeros(4), 4)
+        for name in ("equinorm_classifier", "nc3", "etf_error_wm", "nc1"):
+            assert getattr(r, name) == pytest.approx(ref[name], rel=1e-9), name
+    # negative control: a tiny but non-zero row has well-defined angles, no flag
+    W[zero_rows] = 1e-30 * torch.randn(len(zero_rows), 6, dtype=torch.float64, generator=g)
+    r = ncmse.measure_features(H, y, W, torch.zeros(4, dtype=torch.float64), num_classes=4)
+    assert r.flags == () and math.isfinite(r.maxangle_classifier)

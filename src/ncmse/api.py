@@ -141,7 +141,17 @@ def result_from_stats(
     mu_g = means.mean(dim=0)
     fit, etf_wm = pairwise.cross_pass(W, mbar_rows, W @ mu_g + b, weights, etf=True)
     dec = lstsq.decompose(moments, W, b, lam, rtol=rtol_, fit_residual=fit)
-    flags = _flags(means, mbar, rank, singular, rtol_, min_norm_ls=dec.min_norm_ls)
+    zero_rows = bool((W == 0).all(dim=1).any())
+    flags = _flags(
+        means,
+        mbar,
+        rank,
+        singular,
+        rtol_,
+        num_samples=int(N),
+        zero_classifier_rows=zero_rows,
+        min_norm_ls=dec.min_norm_ls,
+    )
     nan = float("nan")
     values = {
         "nc1": nc1,
@@ -156,19 +166,26 @@ def result_from_stats(
         "etf_error_means": pairs.etf_error,
         "etf_error_wm": etf_wm,
     }
+    if "fewer_samples_than_dimensions" in flags:  # +inf from too few samples, not from collapse
+        omega = torch.where(torch.isinf(omega), torch.full_like(omega, nan), omega)
     snr = tuple(omega.tolist())  # one device→host copy, not one per value
     if "no_between_class_spread" in flags:  # undefined, never a number that reads as collapse
         values = dict.fromkeys(values, nan)
         snr = (nan,) * len(snr)
+    classifier = {
+        "equinorm_classifier": measures.equinorm(W),
+        "equiangular_classifier": classifier_angles.equiangular,
+        "maxangle_classifier": classifier_angles.maxangle,
+    }
+    if zero_rows:  # the cosine of a zero row is undefined (not 0, which reads as a simplex)
+        classifier["equiangular_classifier"] = classifier["maxangle_classifier"] = nan
     if warn:
         for flag in flags:
             _warn(f"ncmse: {flag}: {FLAGS[flag]}")
     return NCResult(
         accuracy=nan if correct is None else float(correct) / N,
         loss=dec.loss,
-        equinorm_classifier=measures.equinorm(W),
-        equiangular_classifier=classifier_angles.equiangular,
-        maxangle_classifier=classifier_angles.maxangle,
+        **classifier,
         snr=snr,
         loss_nc1=dec.loss_nc1,
         loss_nc23=dec.loss_nc23,
@@ -202,6 +219,8 @@ def _flags(
     singular: bool,
     rtol: float,
     *,
+    num_samples: int,
+    zero_classifier_rows: bool = False,
     min_norm_ls: bool = False,
 ) -> tuple[str, ...]:
     """The SPEC §2 degenerate-feature flags (and ``total_covariance_singular``, the LS solve's),
@@ -214,6 +233,10 @@ def _flags(
         flags.append("within_class_singular")
     if rank < min(p, C - 1) and not flags[:1] == ["no_between_class_spread"]:
         flags.append("between_class_rank_deficient")
+    if num_samples - C < p:  # rank Σ_W ≤ N − C < p
+        flags.append("fewer_samples_than_dimensions")
+    if zero_classifier_rows:
+        flags.append("zero_classifier_rows")
     if min_norm_ls:
         flags.append("total_covariance_singular")
     return tuple(flags)
