@@ -591,3 +591,52 @@ def test_zero_classifier_rows_give_nan_angles_with_a_flag(zero_rows):
     W[zero_rows] = 1e-30 * torch.randn(len(zero_rows), 6, dtype=torch.float64, generator=g)
     r = ncmse.measure_features(H, y, W, torch.zeros(4, dtype=torch.float64), num_classes=4)
     assert r.flags == () and math.isfinite(r.maxangle_classifier)
+
+
+# ------------------------------------------------------- precision of the features as given
+def _layer_normed(C=100, p=32, N=6000, seed=0):
+    """Features after a final LayerNorm (every h in the hyperplane 1ᵀh = 0), in float64."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(N) % C
+    mu = torch.randn(C, p, dtype=torch.float64, generator=g)
+    H = mu[y] + 0.3 * torch.randn(N, p, dtype=torch.float64, generator=g)
+    H = torch.nn.functional.layer_norm(H, (p,))
+    return H, y, torch.randn(C, p, dtype=torch.float64, generator=g)
+
+
+def test_float32_layer_normed_features_equal_their_float64_measurement():
+    """SPEC §2 reference case: float32 rounding adds a ~1e-8 singular value to M̄ along the
+    direction LayerNorm removed; a float64 tolerance kept it (nc1 ×30, ω_1 = +inf)."""
+    H, y, W = _layer_normed()
+    want = quiet(ncmse.measure_features, H, y, W, None, num_classes=100)
+    H32 = H.float()
+    got = quiet(ncmse.measure_features, H32, y, W, None, num_classes=100)
+    assert got.nc1 == pytest.approx(want.nc1, rel=1e-6)
+    np.testing.assert_allclose(got.snr, want.snr, rtol=1e-6, atol=1e-12)
+    assert got.flags == want.flags
+    batches = [(H32[i : i + 700], y[i : i + 700]) for i in range(0, len(y), 700)]
+    stream = quiet(ncmse.measure_stream, batches, W, None, num_classes=100)
+    for name in ("nc1", "nc1_trace_ratio", "loss_nc1", "loss_perp", "nc3", "cdnv"):
+        assert getattr(stream, name) == pytest.approx(getattr(got, name), rel=1e-10), name
+    np.testing.assert_allclose(stream.snr, got.snr, rtol=1e-10)
+    # negative control: the same float32-rounded values given as float64 are exact data, whose
+    # off-hyperplane direction (tiny, but real at float64 precision) is kept
+    exact = quiet(ncmse.measure_features, H32.double(), y, W, None, num_classes=100)
+    assert exact.nc1 > 10 * want.nc1
+
+
+def test_a_weak_but_real_class_direction_of_float32_features_is_kept():
+    """Positive control: a class-mean direction 1e-4 of the others (1000× the float32
+    rounding) counts in nc1, as for the same values given in float64."""
+    g = torch.Generator().manual_seed(4)
+    C, p, n = 6, 8, 400
+    y = torch.arange(C).repeat_interleave(n)
+    mu = torch.randn(C, p, dtype=torch.float64, generator=g)
+    mu[:, -1] = 1e-4 * torch.randn(C, dtype=torch.float64, generator=g)
+    H = (mu[y] + 0.05 * torch.randn(len(y), p, dtype=torch.float64, generator=g)).float()
+    W = torch.randn(C, p, dtype=torch.float64, generator=g)
+    got = quiet(ncmse.measure_features, H, y, W, None, num_classes=C)
+    ref = quiet(ncmse.measure_features, H.double(), y, W, None, num_classes=C)
+    assert got.flags == ref.flags == ()
+    assert got.nc1 == pytest.approx(ref.nc1, rel=1e-9)
+    np.testing.assert_allclose(got.snr, ref.snr, rtol=1e-9)

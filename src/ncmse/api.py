@@ -122,14 +122,18 @@ def result_from_stats(
     C, p = stats.num_classes, stats.dim
     rtol_ = measures.default_rtol(p, C, stats.dtype) if rtol is None else measures.check_rtol(rtol)
     counts, means, within_sq, within = (t.to(torch.float64) for t in stats.centred())
+    # one tolerance for every rank decision: the statistics' precision and the features' own
+    # (float32 features: rounding ~2⁻²⁴ in every direction is not a class-mean direction)
+    unit = max(float(stats.input_roundoff), torch.finfo(torch.float64).eps / 2)
+    tol = measures.feature_tolerance(rtol_, unit, counts, means, within_sq)
     N = float(counts.sum())
     W = W.to(means)
     b = b.to(means)
     sigma_w = within / N
     mbar = measures.centred_means(means)
 
-    nc1, rank = measures.nc1(sigma_w, mbar, rtol=rtol_)
-    omega, singular = measures.whitened_spectrum(sigma_w, mbar, rtol=rtol_)
+    nc1, rank = measures.nc1(sigma_w, mbar, rtol=tol)
+    omega, singular = measures.whitened_spectrum(sigma_w, mbar, rtol=tol)
     weights = counts / N
     moments = lstsq.Moments(weights=weights, means=means, sigma_w=sigma_w, num_samples=int(N))
     # the pairwise quantities in tiles of classes (memory O(C·p + tile²), never a C×C matrix):
@@ -140,7 +144,7 @@ def result_from_stats(
     classifier_angles = pairwise.angle_stats(W)
     mu_g = means.mean(dim=0)
     fit, etf_wm = pairwise.cross_pass(W, mbar_rows, W @ mu_g + b, weights, etf=True)
-    dec = lstsq.decompose(moments, W, b, lam, rtol=rtol_, fit_residual=fit)
+    dec = lstsq.decompose(moments, W, b, lam, rtol=tol, fit_residual=fit)
     zero_rows = bool((W == 0).all(dim=1).any())
     flags = _flags(
         means,
@@ -560,10 +564,13 @@ def _measured_subset(
     excluded = (stats.num_classes - n_kept, int(round(float(total_counts[~kept].sum()))))
     index = kept.nonzero().flatten()
     state = stats.state_tensors()
-    sub = {name: value.index_select(0, index) for name, value in state.items() if name != "scatter"}
+    pooled = ("scatter", "input_roundoff")
+    sub = {
+        name: value.index_select(0, index) for name, value in state.items() if name not in pooled
+    }
     # excluded classes contribute nothing to the pooled scatter: they either have no row in the
     # statistics (held back) or one row, whose deviation from its own shift is exactly zero
-    sub["scatter"] = state["scatter"]
+    sub.update({name: state[name] for name in pooled})
     restricted = ClassStats.from_state(n_kept, stats.dim, sub)
     label_map = torch.full((stats.num_classes,), -1, dtype=torch.long, device=kept.device)
     label_map[index] = torch.arange(n_kept, device=kept.device)

@@ -125,7 +125,8 @@ class NeuralCollapseMetric(Metric):
                     f"features have dimension {features.shape[1]} but the classifier expects "
                     f"{self.dim}"
                 )
-            self.features.append(features.detach().to(device=stats.device, dtype=stats.dtype))
+            # as given: the features' own precision enters the rank tolerance (SPEC §2)
+            self.features.append(features.detach().to(device=stats.device))
             self.labels.append(labels.detach().to(device=stats.device, dtype=torch.long))
             return
         stats.update(features, labels)

@@ -123,6 +123,9 @@ class ClassStats:
     sums : Tensor [C, p]       Σ_{i in c} (h_i − K_c)
     sqsums : Tensor [C]        Σ_{i in c} ‖h_i − K_c‖²
     scatter : Tensor [p, p]    Σ_i (h_i − K_{y_i})(h_i − K_{y_i})ᵀ
+    input_roundoff : Tensor []  unit roundoff of the coarsest feature dtype added, as given
+        (2⁻²⁴ once a float32 batch was added; 0 before any batch): the features' own rounding,
+        which the rank decisions must not take for a direction of the data (SPEC §2)
     """
 
     num_classes: int
@@ -156,8 +159,9 @@ class ClassStats:
         self.sums = torch.zeros(C, p, **kw)
         self.sqsums = torch.zeros(C, **kw)
         self.scatter = torch.zeros(p, p, **kw)
+        self.input_roundoff = torch.zeros((), **kw)
 
-    _STATE = ("counts", "shift", "sums", "sqsums", "scatter")
+    _STATE = ("counts", "shift", "sums", "sqsums", "scatter", "input_roundoff")
 
     @property
     def scatter(self) -> torch.Tensor:
@@ -187,6 +191,8 @@ class ClassStats:
         counts = tensors["counts"]
         out = cls(num_classes, dim, device=counts.device, dtype=counts.dtype)
         for name in cls._STATE:
+            if name == "input_roundoff" and name not in tensors:  # a state saved before it
+                continue
             value = tensors[name]
             expected = getattr(out, name).shape
             if tuple(value.shape) != tuple(expected):
@@ -260,6 +266,8 @@ class ClassStats:
                 )
         if features.shape[0] == 0:
             return
+        if features.dtype.is_floating_point:  # in place, no host sync
+            self.input_roundoff.clamp_(min=torch.finfo(features.dtype).eps / 2)
         y = labels.to(device=self.device, dtype=torch.long)
         if self.device.type == "cpu":
             h = features.to(device=self.device)
@@ -415,6 +423,7 @@ class ClassStats:
 
         if not (dist.is_available() and dist.is_initialized()):
             return self
+        dist.all_reduce(self.input_roundoff, op=dist.ReduceOp.MAX, group=group)
         counts, means, within_sq, within = self.centred()
         first = torch.cat([counts.unsqueeze(1), counts.unsqueeze(1) * means], dim=1)
         dist.all_reduce(first, group=group)
@@ -493,6 +502,7 @@ def merge(a: ClassStats, b: ClassStats) -> ClassStats:
     means = torch.where((na > 0).unsqueeze(1), ma + delta * (nb.unsqueeze(1) / safe), mb)
     weight = (na * nb / n.clamp_min(1)).unsqueeze(1)
     out = ClassStats(a.num_classes, a.dim, device=a.device, dtype=a.dtype)
+    out.input_roundoff = torch.maximum(a.input_roundoff, b.to_like(a).input_roundoff)
     out._load_centred(
         n,
         means,
