@@ -640,3 +640,41 @@ def test_a_weak_but_real_class_direction_of_float32_features_is_kept():
     assert got.flags == ref.flags == ()
     assert got.nc1 == pytest.approx(ref.nc1, rel=1e-9)
     np.testing.assert_allclose(got.snr, ref.snr, rtol=1e-9)
+
+
+# ------------------------------------------------------------------------ huge features
+def _three_clusters(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(300) % 3
+    H = torch.randn(3, 5, dtype=torch.float64, generator=g)[y]
+    H = H + 0.5 * torch.randn(300, 5, dtype=torch.float64, generator=g)
+    return H, y, torch.randn(3, 5, dtype=torch.float64, generator=g)
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e-150])
+def test_huge_and_tiny_finite_features_are_measured_exactly(scale):
+    """Far outside SPEC's 10^±10 but within float64's second moments: every scale-free metric,
+    the decisions and (with W/s) the loss are those of the unscaled features."""
+    H, y, W = _three_clusters()
+    ref = ncmse.measure_features(H, y, W, None, num_classes=3)
+    got = ncmse.measure_features(H * scale, y, W / scale, None, num_classes=3)
+    for name in ("nc1", "cdnv", "nc3", "equiangular_means", "loss", "loss_nc1", "loss_perp"):
+        assert getattr(got, name) == pytest.approx(getattr(ref, name), rel=1e-12), name
+    assert (got.nc4, got.accuracy, got.flags) == (ref.nc4, ref.accuracy, ref.flags)
+
+
+def test_overflowing_second_moments_say_overflow_not_nan():
+    """Finite features of ~1e200: their squares overflow float64. The error says so and how to
+    fix it; features with a real NaN still say NaN."""
+    H, y, W = _three_clusters()
+    for call in (
+        lambda X: ncmse.measure_features(X, y, W, None, num_classes=3),
+        lambda X: ncmse.measure_stream([(X[:150], y[:150]), (X[150:], y[150:])], W, None,
+                                       num_classes=3),
+    ):  # fmt: skip
+        with pytest.raises(ncmse.errors.NonFiniteError, match="too large.*overflow.*rescale"):
+            call(H * 1e200)
+        bad = H.clone()
+        bad[7, 2] = math.nan
+        with pytest.raises(ncmse.errors.NonFiniteError, match="NaN or Inf"):
+            call(bad)

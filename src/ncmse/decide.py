@@ -166,7 +166,7 @@ class TiledDecisions:
         wmax, r = W64.norm(dim=1).max(), mbar.norm(dim=1).max()
         spread = r + self.centre.norm()
         self._tau_a = coef * torch.stack([wmax, spread])
-        self._tau_c = coef * torch.stack([b64.abs().max(), r * spread])
+        self._tau_c = torch.stack([coef * b64.abs().max(), (coef * r) * spread])  # no overflow
         self.redecided = 0
         self.tied = 0
         self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}

@@ -131,10 +131,15 @@ def feature_tolerance(
     unit_roundoff : float   u of the features' dtype as given (the coarsest seen)
     counts : [C], means : [C, p], within_sq : [C] (Σ_{i∈c} ‖h_i − μ_c‖²)
     """
-    m2 = (means * means).sum(dim=1) + within_sq / counts.clamp_min(1)
-    k = _FEATURE_ROUNDING_FACTOR * unit_roundoff
-    mean_floor = k * float(m2.sum().sqrt())
-    cov_floor = k * k * float((counts * m2).sum() / counts.sum())
+    spread = within_sq / counts.clamp_min(1)
+    # in units of the largest magnitude a: m2_c / a² never overflows where the statistics did not
+    a = max(float(means.abs().max()), float(spread.max().sqrt()))
+    if not (a > 0.0 and math.isfinite(a)):
+        return RankTolerance(rtol)
+    m2 = ((means / a) ** 2).sum(dim=1) + (spread.sqrt() / a) ** 2
+    ka = _FEATURE_ROUNDING_FACTOR * unit_roundoff * a
+    mean_floor = ka * float(m2.sum().sqrt())
+    cov_floor = ka * ka * float((counts * m2).sum() / counts.sum())
     return RankTolerance(rtol, mean_floor, cov_floor)
 
 

@@ -22,6 +22,7 @@ States with different shifts are merged exactly by Chan's parallel update on cen
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -348,14 +349,24 @@ class ClassStats:
         self._add_gram(z)
 
     def check_finite(self) -> None:
-        """Raise :class:`NonFiniteError` if any added feature was NaN or Inf.
+        """Raise :class:`NonFiniteError` if any added feature was NaN or Inf, or if finite features
+        were too large for the state's second moments (their squares overflow the dtype).
 
         A non-finite feature always makes its class sum non-finite (Inf − Inf = NaN included), so
-        one check of the C×p sums replaces a scan of every batch.
+        one check of the C×p sums replaces a scan of every batch; finite sums with non-finite
+        squared sums mean overflow, not bad features.
         """
-        if not (bool(torch.isfinite(self.sums).all()) and bool(torch.isfinite(self.sqsums).all())):
+        if not bool(torch.isfinite(self.sums).all()):
             raise NonFiniteError(
-                "features contain NaN or Inf; check the model (diverged training?) or the data"
+                "features contain NaN or Inf (or finite values so large that their sums overflow "
+                f"{self.dtype}); check the model (diverged training?) or the data"
+            )
+        if not bool(torch.isfinite(self.sqsums).all()):
+            limit = math.sqrt(torch.finfo(self.dtype).max)
+            raise NonFiniteError(
+                f"features are finite but too large: their spread exceeds ~{limit:.0e}, so their "
+                f"second moments overflow {self.dtype}; rescale the features (e.g. divide by "
+                "their largest absolute value): every scale-free metric is unchanged by scaling"
             )
 
     # ------------------------------------------------------------ canonical
