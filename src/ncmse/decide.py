@@ -352,10 +352,11 @@ def _merge_top2(
     best2: torch.Tensor,
     arg: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fold a tile's scores [B, w] (classes j0…) into a running (best, second best, argbest)."""
+    """Fold a tile's scores [B, w] (classes j0…) into a running (best, second best, argbest).
+    The scores are spent: the best of each row is overwritten in place (no B×w temporary)."""
     v1, i1 = scores.max(dim=1)
     if scores.shape[1] > 1:
-        v2 = scores.scatter(1, i1.unsqueeze(1), -math.inf).amax(dim=1)
+        v2 = scores.scatter_(1, i1.unsqueeze(1), -math.inf).amax(dim=1)
     else:
         v2 = torch.full_like(v1, -math.inf)
     better = v1 > best1
