@@ -53,12 +53,9 @@ def geometry(H, y, W, b, C):
         out[f"equiangular_{name}"] = np.std(cs, ddof=1) if len(cs) > 1 else 0.0
         out[f"maxangle_{name}"] = np.mean(np.abs(cs + 1.0 / (C - 1)))
     out["nc3"] = np.sum((W.T / np.linalg.norm(W) - Mbar / np.linalg.norm(Mbar)) ** 2)
-    mism = 0
-    for i in range(H.shape[0]):
-        ncc = np.argmin([np.sum((H[i] - mu[c]) ** 2) for c in range(C)])
-        mism += int(ncc != np.argmax(W @ H[i] + b))
-    out["nc4"] = mism / H.shape[0]
-    out["accuracy"] = np.mean(np.argmax(H @ W.T + b, axis=1) == y)
+    credit, mismatch = decision_outcomes(H, y, W, b, mu)
+    out["nc4"] = float(np.mean(mismatch))
+    out["accuracy"] = float(np.mean(credit))
     # SNR: singular values of Σ_W^{-1/2} M̄ via eigendecomposition
     ev, Q = np.linalg.eigh(Sw)
     Sw_mhalf = Q @ np.diag(ev**-0.5) @ Q.T
@@ -69,6 +66,46 @@ def geometry(H, y, W, b, C):
     G = W @ Mbar
     out["etf_error_wm"] = np.linalg.norm(G / np.linalg.norm(G) - etf)
     return out
+
+
+def tie_coefficient(p):
+    """SPEC §2 ties: 4·(p + 6)·u, twice the worst-case rounding of a length-p dot product."""
+    return 4.0 * (p + 6) * np.finfo(np.float64).eps / 2
+
+
+def decision_sets(H, W, b, mu):
+    """Per sample (A, B): the classifier's maximisers and the nearest class means, each within
+    the tie tolerance of the best (ncmse.decide's definition), by per-sample, per-class loops.
+
+    A = {c : w_c·h + b_c ≥ max − k (max‖w‖ ‖h‖ + max|b|)}
+    B = {c : ½‖x − m̄_c‖² ≤ min + k (‖x‖ + r)(r + ‖μ_G‖)},  x = h − μ_G, m̄_c = μ_c − μ_G,
+    r = max‖m̄_c‖, k = tie_coefficient(p).
+    """
+    H, W, b, mu = (np.asarray(a, dtype=np.float64) for a in (H, W, b, mu))
+    C, p = W.shape
+    k = tie_coefficient(p)
+    mu_g = mu.mean(axis=0)
+    mbar = mu - mu_g
+    r = max(np.linalg.norm(m) for m in mbar)
+    wmax = max(np.linalg.norm(w) for w in W)
+    bmax = max(abs(v) for v in b)
+    sets = []
+    for h in H:
+        s = np.array([float(np.dot(W[c], h)) + b[c] for c in range(C)])
+        A = set(np.flatnonzero(s >= s.max() - k * (wmax * np.linalg.norm(h) + bmax)).tolist())
+        x = h - mu_g
+        d = np.array([0.5 * np.sum((x - mbar[c]) ** 2) for c in range(C)])
+        tau = k * (np.linalg.norm(x) + r) * (r + np.linalg.norm(mu_g))
+        sets.append((A, set(np.flatnonzero(d <= d.min() + tau).tolist())))
+    return sets
+
+
+def decision_outcomes(H, y, W, b, mu):
+    """(credit [N], mismatch [N]): [y ∈ A]/|A| and A ∩ B = ∅ of :func:`decision_sets`."""
+    sets = decision_sets(H, W, b, mu)
+    credit = np.array([float(int(c) in A) / len(A) for (A, _), c in zip(sets, np.asarray(y))])
+    mismatch = np.array([not (A & B) for A, B in sets])
+    return credit, mismatch
 
 
 def mse_loss(H, y, W, b, C, lam):

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from ncmse import pairwise
 from ncmse.decide import TiledDecisions, float32_unit_roundoff
 from ncmse.subset import DeferredRows, check_min_samples
+from reference_impl import decision_outcomes
 
 F64 = torch.float64
 
@@ -171,45 +172,76 @@ def test_tile_size_respects_the_budget():
 
 
 # ---------------------------------------------------------------------------- decisions
-def _dense_decisions(H, W, b, means):
-    """float64 reference from the same centred formula, untiled."""
+def _reference(H, y, W, b, means):
+    """(credit, mismatch) of the independent per-sample reference (tests/reference_impl.py)."""
+    credit, mismatch = decision_outcomes(H.numpy(), y.numpy(), W.numpy(), b.numpy(), means.numpy())
+    return torch.from_numpy(credit), torch.from_numpy(mismatch)
+
+
+def _clear_of_the_tolerance(H, W, b, means, band=4.0):
+    """True when no score lies within a factor ``band`` of the tie tolerance from its best (the
+    definition then leaves no room for rounding to decide)."""
     mu_g = means.mean(dim=0)
-    x = H - mu_g
-    mbar = means - mu_g
-    cls = (x @ W.T + (W @ mu_g + b)).argmax(dim=1)
-    ncc = (x @ mbar.T - 0.5 * (mbar * mbar).sum(dim=1)).argmax(dim=1)
-    return cls, ncc
+    x, mbar = H - mu_g, means - mu_g
+    k = 4.0 * (W.shape[1] + 6) * 2.0**-53
+    r = mbar.norm(dim=1).max()
+    tau_a = k * (W.norm(dim=1).max() * H.norm(dim=1) + b.abs().max())
+    tau_b = k * (x.norm(dim=1) + r) * (r + mu_g.norm())
+    for scores, tau in ((H @ W.T + b, tau_a), (x @ mbar.T - 0.5 * (mbar * mbar).sum(1), tau_b)):
+        gap = scores.amax(dim=1, keepdim=True) - scores
+        rel = gap / tau.unsqueeze(1)
+        if bool(((rel > 1 / band) & (rel < band)).any()):
+            return False
+    return True
 
 
-def _near_tie_problem(C=60, p=12, N=600, offset=1e4, seed=0):
+def _near_tie_problem(C=60, p=12, N=600, offset=1e4, seed=0, nudge=1e-7):
+    """Near ties (a relative gap ``nudge``, below float32 resolution) and exact ties of both
+    decisions: bisector samples, a duplicated classifier row, two coinciding class means."""
     g = torch.Generator().manual_seed(seed)
     means = offset + torch.randn(C, p, generator=g, dtype=F64)
+    means[3] = means[2]  # nearest-mean ties for every sample near them
     W = torch.randn(C, p, generator=g, dtype=F64)
     b = torch.randn(C, generator=g, dtype=F64)
+    # bit-equal classifier scores of two classes, one of them the usual winner
+    top = int((W @ means.mean(dim=0) + b).argmax())
+    twin = (top + 1) % C
+    W[twin], b[twin] = W[top], b[top]
     y = torch.randint(0, C, (N,), generator=g)
     H = means[y] + 0.3 * torch.randn(N, p, generator=g, dtype=F64)
     k = N // 3
     i = torch.randint(0, C, (k,), generator=g)
     j = (i + 1 + torch.randint(0, C - 1, (k,), generator=g)) % C
-    # NCC near-ties: on the bisector of two means, nudged by 1e-9 of their distance
-    eps = 1e-9 * torch.randn(k, 1, generator=g, dtype=F64)
+    # NCC near-ties: on the bisector of two means, nudged by `nudge` of their distance (a tenth
+    # of them exactly on it)
+    eps = nudge * torch.randn(k, 1, generator=g, dtype=F64)
+    eps[: k // 10] = 0.0
     H[:k] = 0.5 * (means[i] + means[j]) + eps * (means[j] - means[i])
     # classifier near-ties: move samples onto (w_i − w_j)·h + b_i − b_j ≈ 0
     d = W[i] - W[j]
     s = (H[k : 2 * k] * d).sum(1) + b[i] - b[j]
-    H[k : 2 * k] -= ((s - 1e-9 * eps.squeeze(1)) / (d * d).sum(1)).unsqueeze(1) * d
-    return H, W, b, means
+    H[k : 2 * k] -= ((s - nudge * eps.squeeze(1)) / (d * d).sum(1)).unsqueeze(1) * d
+    y[:k] = i
+    cls = (H @ W.T + b).argmax(dim=1)
+    y[(cls == top) | (cls == twin)] = top  # labels on the tied classifier rows
+    return H, y, W, b, means
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("tile", [1, 7, 60])
-def test_tiled_decisions_equal_float64_with_adversarial_near_ties(precision, tile):
-    H, W, b, means = _near_tie_problem()
-    ref_cls, ref_ncc = _dense_decisions(H, W, b, means)
+def test_tiled_decisions_equal_the_reference_with_exact_and_near_ties(precision, tile):
+    H, y, W, b, means = _near_tie_problem()
+    assert _clear_of_the_tolerance(H, W, b, means)
+    ref_credit, ref_mismatch = _reference(H, y, W, b, means)
     rule = TiledDecisions(W, b, means, means.mean(dim=0), precision=precision, tile=tile)
-    cls, ncc = rule(H)
-    assert torch.equal(cls, ref_cls)
-    assert torch.equal(ncc, ref_ncc)
+    got = rule(H, y)
+    redecided = rule.redecided
+    assert torch.equal(got.mismatch, ref_mismatch)
+    assert torch.equal(got.credit, ref_credit)
+    unlabelled = rule(H)
+    assert unlabelled.credit is None and torch.equal(unlabelled.mismatch, ref_mismatch)
+    # the problem really has ties of each kind, and fractional credits
+    assert rule.tied > 0 and bool(((ref_credit > 0) & (ref_credit < 1)).any())
     if precision == "float32":
         # every genuine near-tie (top-2 gap below float32 resolution) was re-decided in float64
         mu_g = means.mean(dim=0)
@@ -220,22 +252,40 @@ def test_tiled_decisions_equal_float64_with_adversarial_near_ties(precision, til
             scale = x.norm(dim=1) * V.norm(dim=1).max() + beta.abs().max()
             near |= (top[:, 0] - top[:, 1]) < 1e-7 * scale
         assert int(near.sum()) >= 50
-        assert rule.redecided >= int(near.sum())
-        assert rule.redecided < len(H)
+        assert redecided >= int(near.sum())
+        assert redecided < len(H)
 
 
-def test_float32_decisions_are_really_float32_and_ties_take_the_first_index():
+def test_exact_ties_are_sets_in_both_precisions():
     C, p = 5, 3
     means = torch.zeros(C, p, dtype=F64)
-    means[:, 0] = torch.tensor([1.0, 1.0, -1.0, 2.0, 2.0])  # classes 3 and 4 coincide
+    means[:, 0] = torch.tensor([1.0, 1.0, -1.0, 2.0, 2.0])  # 0 = 1 and 3 = 4 coincide
     W = means.clone()
-    H = torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=F64)
+    H = torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=F64)
+    y = torch.tensor([4, 2, 0])
     for precision in ("float32", "float64"):
         rule = TiledDecisions(W, torch.zeros(C, dtype=F64), means, means.mean(0),
                               precision=precision, tile=2)  # fmt: skip
-        cls, ncc = rule(H)
-        assert ncc.tolist() == [3, 0]  # exact ties: the first index, as torch.argmax
-        assert cls.tolist() == [3, 3]
+        got = rule(H, y)
+        # h = 2: classifier {3, 4}, nearest {3, 4}; h = 1: classifier {3, 4}, nearest {0, 1};
+        # h = 0: every score 0 (a tie of all five), nearest mean: {0, 1} at distance 1
+        assert got.mismatch.tolist() == [False, True, False]
+        assert got.credit.tolist() == [0.5, 0.0, 0.2]
+
+
+def test_a_constant_classifier_gets_chance_accuracy_and_no_mismatch():
+    """W = 0, b = 0: every class is a maximiser — accuracy 1/C (a random tie-break's
+    expectation, never 1 or 'class 0 wins'), and no sample is an NC4 mismatch."""
+    g = torch.Generator().manual_seed(0)
+    C, p = 7, 4
+    means = torch.randn(C, p, generator=g, dtype=F64)
+    H = torch.randn(300, p, generator=g, dtype=F64)
+    y = torch.randint(0, C, (300,), generator=g)
+    for precision in ("float32", "float64"):
+        got = TiledDecisions(torch.zeros(C, p, dtype=F64), torch.zeros(C, dtype=F64), means,
+                             means.mean(0), precision=precision, tile=3)(H, y)  # fmt: skip
+        assert torch.allclose(got.credit, torch.full((300,), 1 / C, dtype=F64), rtol=0, atol=0)
+        assert not bool(got.mismatch.any())
 
 
 def test_unit_roundoff_follows_reduced_precision_matmul_settings():
@@ -252,14 +302,19 @@ def test_unit_roundoff_follows_reduced_precision_matmul_settings():
 
 
 def test_decisions_scale_invariant_over_twenty_decades():
-    H, W, b, means = _near_tie_problem(C=20, N=200, offset=0.0, seed=3)
-    ref = _dense_decisions(H, W, b, means)
-    for k in (-10, 10):
+    """Exact and near ties under scalings by 1e±10: the same credits and mismatches as the
+    unscaled reference (bit-equal tied scores are sets, whatever order the kernel sums in)."""
+    H, y, W, b, means = _near_tie_problem(C=20, N=200, offset=0.0, seed=3, nudge=1e-9)
+    assert _clear_of_the_tolerance(H, W, b, means)
+    ref_credit, ref_mismatch = _reference(H, y, W, b, means)
+    for k in (-10, 0, 10):
         s = 10.0**k
-        rule = TiledDecisions(W, b * s, means * s, means.mean(0) * s, precision="float32", tile=6)
-        cls, ncc = rule(H * s)
-        assert torch.equal(ncc, ref[1])
-        assert torch.equal(cls, ref[0])
+        for precision in ("float32", "float64"):
+            rule = TiledDecisions(W, b * s, means * s, means.mean(0) * s, precision=precision,
+                                  tile=6)  # fmt: skip
+            got = rule(H * s, y)
+            assert torch.equal(got.mismatch, ref_mismatch)
+            assert torch.equal(got.credit, ref_credit)
 
 
 # ------------------------------------------------------------------------------ subset
@@ -470,8 +525,11 @@ def test_decisions_of_many_samples_are_taken_in_blocks():
     means = torch.randn(C, p, dtype=F64, generator=g)
     W, b = torch.randn(C, p, dtype=F64, generator=g), torch.randn(C, dtype=F64, generator=g)
     H = torch.randn(N, p, dtype=F64, generator=g)
+    y = torch.randint(0, C, (N,), generator=g)
     rule = TiledDecisions(W, b, means, means.mean(dim=0))
     assert N > rule.block_rows
-    cls, ncc = rule(H)
-    assert torch.equal(cls, (H @ W.T + b).argmax(dim=1))
-    assert torch.equal(ncc, torch.cdist(H, means).argmin(dim=1))
+    got = rule(H, y)
+    cls, ncc = (H @ W.T + b).argmax(dim=1), torch.cdist(H, means).argmin(dim=1)
+    assert rule.tied == 0  # random data: no ties, the sets are the argmax / argmin
+    assert torch.equal(got.mismatch, cls != ncc)
+    assert torch.equal(got.credit, (cls == y).to(F64))

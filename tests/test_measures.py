@@ -406,3 +406,41 @@ def test_lambda_for_matches_nn_mseloss_gradient():
     L.backward()
     torch.testing.assert_close(W1.grad, 2 / C * W2.grad)
     torch.testing.assert_close(b1.grad, 2 / C * b2.grad)
+
+
+# ------------------------------------------------------------------ ties in the decisions
+def _tied_ncc_problem(C=8, p=5, seed=0, offset=0.0):
+    """The nearest-class-mean classifier itself (W = μ_c, b = −½‖μ_c‖²) on data with samples on
+    every bisector ½(μ_i + μ_j) (each balanced by 2μ_i − ½(μ_i + μ_j), so the class means stay
+    μ_c up to rounding): the two decisions tie exactly on the bisectors."""
+    g = torch.Generator().manual_seed(seed)
+    mu = offset + torch.randn(C, p, generator=g, dtype=torch.float64)
+    H, y = [], []
+    for c in range(C):
+        d = torch.randn(6, p, generator=g, dtype=torch.float64)
+        H += [mu[c] + d, mu[c] - d]
+        y += [c] * 12
+    for i in range(C):
+        for j in range(C):
+            if i != j:
+                m = 0.5 * (mu[i] + mu[j])
+                H += [m.unsqueeze(0), (2 * mu[i] - m).unsqueeze(0)]
+                y += [i, i]
+    return torch.cat(H), torch.tensor(y), mu.clone(), -0.5 * (mu * mu).sum(dim=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_the_ncc_classifier_has_no_nc4_mismatch_on_bisectors(seed, offset):
+    H, y, W, b = _tied_ncc_problem(seed=seed, offset=offset)
+    r = ncmse.measure_features(H, y, W, b, num_classes=8)
+    assert r.nc4 == 0.0
+    ref = geometry(H.numpy(), y.numpy(), W.numpy(), b.numpy(), 8)
+    assert ref["nc4"] == 0.0
+    # a bisector sample labelled i is tied between i and j: credit ½ each, as the reference
+    assert r.accuracy == pytest.approx(ref["accuracy"], rel=1e-15)
+    # positive control: a classifier that is not the NCC (biases moved) disagrees with it
+    b2 = b + 0.5 * torch.arange(8.0, dtype=torch.float64)
+    shifted = ncmse.measure_features(H, y, W, b2, num_classes=8)
+    assert shifted.nc4 > 0.0
+    assert shifted.nc4 == geometry(H.numpy(), y.numpy(), W.numpy(), b2.numpy(), 8)["nc4"]

@@ -521,3 +521,160 @@ def test_minimum_norm_ls_is_flagged():
     assert "total_covariance_singular" in r.to_dict()["flags"].split(";")
     regular = quiet(ncmse.measure_features, *clusters(13, C, p, n=20)[:3], b, num_classes=C)
     assert "total_covariance_singular" not in regular.flags
+
+
+@pytest.mark.parametrize("per_class", [2, 3, 4])
+def test_fewer_samples_than_dimensions_gives_nan_omega_not_inf(per_class):
+    """N − C < p (a small split, a wide layer): Σ_W is singular whatever the features, so an ω
+    of +inf would read as exact collapse. It is NaN with the flag; nc1 keeps its value."""
+    C, p = 3, 10
+    g = torch.Generator().manual_seed(per_class)
+    y = torch.arange(C).repeat_interleave(per_class)
+    H = 3.0 * torch.randn(C, p, dtype=torch.float64, generator=g)[y]
+    H = H + torch.randn(len(y), p, dtype=torch.float64, generator=g)
+    W = torch.randn(C, p, dtype=torch.float64, generator=g)
+    assert len(y) - C < p
+    with pytest.warns(ncmse.NCMSEWarning, match="fewer_samples_than_dimensions"):
+        r = ncmse.measure_features(H, y, W, None, num_classes=C)
+    assert "fewer_samples_than_dimensions" in r.flags and "within_class_singular" in r.flags
+    assert not any(w == math.inf for w in r.snr)
+    assert math.isnan(r.snr[0])  # a mean direction outside range(Σ_W): undefined, not +inf
+    mu = torch.stack([H[y == c].mean(0) for c in range(C)]).numpy()
+    Z = H.numpy() - mu[y.numpy()]
+    Mbar = (mu - mu.mean(0)).T
+    ref_nc1 = np.trace(Z.T @ Z / len(y) @ np.linalg.pinv(Mbar @ Mbar.T / C, rcond=1e-10)) / C
+    assert r.nc1 == pytest.approx(ref_nc1, rel=1e-9)
+    assert math.isfinite(r.cdnv) and math.isfinite(r.nc3)
+
+
+def test_enough_samples_keep_infinite_omega_without_the_flag():
+    """Negative control at the boundary N − C = p: exact collapse along one direction is +inf."""
+    C, p, n = 3, 4, 3  # N − C = 6 ≥ p
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(C).repeat_interleave(n)
+    H = torch.randn(C, p, dtype=torch.float64, generator=g)[y]
+    H[:, :3] += torch.randn(len(y), 3, dtype=torch.float64, generator=g)  # none along e_3
+    r = quiet(ncmse.measure_features, H, y, torch.eye(C, p, dtype=torch.float64), None,
+              num_classes=C)  # fmt: skip
+    assert "fewer_samples_than_dimensions" not in r.flags
+    assert r.snr[0] == math.inf
+    C, p = 3, 6  # N − C = 6 = p: still not fewer
+    y = torch.arange(C).repeat_interleave(n)
+    H = torch.randn(len(y), p, dtype=torch.float64, generator=g) + 2 * torch.eye(C, p)[y]
+    r = quiet(ncmse.measure_features, H, y, torch.eye(C, p, dtype=torch.float64), None,
+              num_classes=C)  # fmt: skip
+    assert "fewer_samples_than_dimensions" not in r.flags
+
+
+@pytest.mark.parametrize("zero_rows", [[0, 1, 2, 3], [2]])
+def test_zero_classifier_rows_give_nan_angles_with_a_flag(zero_rows):
+    """cos of a zero row is undefined: W = 0 gave equiangular_classifier 0 and maxangle 1/3 (a
+    perfect simplex) with no flag. NaN with zero_classifier_rows; defined metrics keep values."""
+    g = torch.Generator().manual_seed(1)
+    H = torch.randn(200, 6, dtype=torch.float64, generator=g)
+    y = torch.arange(200) % 4
+    W = torch.randn(4, 6, dtype=torch.float64, generator=g)
+    W[zero_rows] = 0.0
+    with pytest.warns(ncmse.NCMSEWarning, match="zero_classifier_rows"):
+        r = ncmse.measure_features(H, y, W, torch.zeros(4, dtype=torch.float64), num_classes=4)
+    assert r.flags == ("zero_classifier_rows",)
+    assert math.isnan(r.equiangular_classifier) and math.isnan(r.maxangle_classifier)
+    if len(zero_rows) == 4:
+        assert math.isnan(r.equinorm_classifier) and math.isnan(r.nc3)
+        assert math.isnan(r.etf_error_wm)
+        assert r.accuracy == pytest.approx(0.25, rel=1e-15)  # every class a maximiser: 1/C
+    else:  # norms, nc3 and W M̄ are defined with one zero row: their values stay
+        ref = geometry(H.numpy(), y.numpy(), W.numpy(), np.zeros(4), 4)
+        for name in ("equinorm_classifier", "nc3", "etf_error_wm", "nc1"):
+            assert getattr(r, name) == pytest.approx(ref[name], rel=1e-9), name
+    # negative control: a tiny but non-zero row has well-defined angles, no flag
+    W[zero_rows] = 1e-30 * torch.randn(len(zero_rows), 6, dtype=torch.float64, generator=g)
+    r = ncmse.measure_features(H, y, W, torch.zeros(4, dtype=torch.float64), num_classes=4)
+    assert r.flags == () and math.isfinite(r.maxangle_classifier)
+
+
+# ------------------------------------------------------- precision of the features as given
+def _layer_normed(C=100, p=32, N=6000, seed=0):
+    """Features after a final LayerNorm (every h in the hyperplane 1ᵀh = 0), in float64."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(N) % C
+    mu = torch.randn(C, p, dtype=torch.float64, generator=g)
+    H = mu[y] + 0.3 * torch.randn(N, p, dtype=torch.float64, generator=g)
+    H = torch.nn.functional.layer_norm(H, (p,))
+    return H, y, torch.randn(C, p, dtype=torch.float64, generator=g)
+
+
+def test_float32_layer_normed_features_equal_their_float64_measurement():
+    """SPEC §2 reference case: float32 rounding adds a ~1e-8 singular value to M̄ along the
+    direction LayerNorm removed; a float64 tolerance kept it (nc1 ×30, ω_1 = +inf)."""
+    H, y, W = _layer_normed()
+    want = quiet(ncmse.measure_features, H, y, W, None, num_classes=100)
+    H32 = H.float()
+    got = quiet(ncmse.measure_features, H32, y, W, None, num_classes=100)
+    assert got.nc1 == pytest.approx(want.nc1, rel=1e-6)
+    np.testing.assert_allclose(got.snr, want.snr, rtol=1e-6, atol=1e-12)
+    assert got.flags == want.flags
+    batches = [(H32[i : i + 700], y[i : i + 700]) for i in range(0, len(y), 700)]
+    stream = quiet(ncmse.measure_stream, batches, W, None, num_classes=100)
+    for name in ("nc1", "nc1_trace_ratio", "loss_nc1", "loss_perp", "nc3", "cdnv"):
+        assert getattr(stream, name) == pytest.approx(getattr(got, name), rel=1e-10), name
+    np.testing.assert_allclose(stream.snr, got.snr, rtol=1e-10)
+    # negative control: the same float32-rounded values given as float64 are exact data, whose
+    # off-hyperplane direction (tiny, but real at float64 precision) is kept
+    exact = quiet(ncmse.measure_features, H32.double(), y, W, None, num_classes=100)
+    assert exact.nc1 > 10 * want.nc1
+
+
+def test_a_weak_but_real_class_direction_of_float32_features_is_kept():
+    """Positive control: a class-mean direction 1e-4 of the others (1000× the float32
+    rounding) counts in nc1, as for the same values given in float64."""
+    g = torch.Generator().manual_seed(4)
+    C, p, n = 6, 8, 400
+    y = torch.arange(C).repeat_interleave(n)
+    mu = torch.randn(C, p, dtype=torch.float64, generator=g)
+    mu[:, -1] = 1e-4 * torch.randn(C, dtype=torch.float64, generator=g)
+    H = (mu[y] + 0.05 * torch.randn(len(y), p, dtype=torch.float64, generator=g)).float()
+    W = torch.randn(C, p, dtype=torch.float64, generator=g)
+    got = quiet(ncmse.measure_features, H, y, W, None, num_classes=C)
+    ref = quiet(ncmse.measure_features, H.double(), y, W, None, num_classes=C)
+    assert got.flags == ref.flags == ()
+    assert got.nc1 == pytest.approx(ref.nc1, rel=1e-9)
+    np.testing.assert_allclose(got.snr, ref.snr, rtol=1e-9)
+
+
+# ------------------------------------------------------------------------ huge features
+def _three_clusters(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(300) % 3
+    H = torch.randn(3, 5, dtype=torch.float64, generator=g)[y]
+    H = H + 0.5 * torch.randn(300, 5, dtype=torch.float64, generator=g)
+    return H, y, torch.randn(3, 5, dtype=torch.float64, generator=g)
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e-150])
+def test_huge_and_tiny_finite_features_are_measured_exactly(scale):
+    """Far outside SPEC's 10^±10 but within float64's second moments: every scale-free metric,
+    the decisions and (with W/s) the loss are those of the unscaled features."""
+    H, y, W = _three_clusters()
+    ref = ncmse.measure_features(H, y, W, None, num_classes=3)
+    got = ncmse.measure_features(H * scale, y, W / scale, None, num_classes=3)
+    for name in ("nc1", "cdnv", "nc3", "equiangular_means", "loss", "loss_nc1", "loss_perp"):
+        assert getattr(got, name) == pytest.approx(getattr(ref, name), rel=1e-12), name
+    assert (got.nc4, got.accuracy, got.flags) == (ref.nc4, ref.accuracy, ref.flags)
+
+
+def test_overflowing_second_moments_say_overflow_not_nan():
+    """Finite features of ~1e200: their squares overflow float64. The error says so and how to
+    fix it; features with a real NaN still say NaN."""
+    H, y, W = _three_clusters()
+    for call in (
+        lambda X: ncmse.measure_features(X, y, W, None, num_classes=3),
+        lambda X: ncmse.measure_stream([(X[:150], y[:150]), (X[150:], y[150:])], W, None,
+                                       num_classes=3),
+    ):  # fmt: skip
+        with pytest.raises(ncmse.errors.NonFiniteError, match="too large.*overflow.*rescale"):
+            call(H * 1e200)
+        bad = H.clone()
+        bad[7, 2] = math.nan
+        with pytest.raises(ncmse.errors.NonFiniteError, match="NaN or Inf"):
+            call(bad)

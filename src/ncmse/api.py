@@ -108,7 +108,9 @@ def result_from_stats(
     stats : ClassStats   (every class must have samples)
     W : [C, p], b : [C]
     lam : float          λ of the decomposition
-    correct, nc4_mismatch : counts over the N samples of argmax(Wh+b) = y, resp. ≠ NCC decision
+    correct, nc4_mismatch : over the N samples, the accuracy credits ([y ∈ A]/|A|, A the
+        classifier's maximisers) and the NC4 mismatches (A shares no class with the nearest
+        means), ties as in :mod:`ncmse.decide`
     rtol : relative tolerance of every rank decision, in (0, 1)
         (default ``max(p, C)·eps(stats.dtype)·100``)
     warn : emit an :class:`~ncmse.errors.NCMSEWarning` for each degenerate-feature flag
@@ -119,14 +121,18 @@ def result_from_stats(
     C, p = stats.num_classes, stats.dim
     rtol_ = measures.default_rtol(p, C, stats.dtype) if rtol is None else measures.check_rtol(rtol)
     counts, means, within_sq, within = (t.to(torch.float64) for t in stats.centred())
+    # one tolerance for every rank decision: the statistics' precision and the features' own
+    # (float32 features: rounding ~2⁻²⁴ in every direction is not a class-mean direction)
+    unit = max(float(stats.input_roundoff), torch.finfo(torch.float64).eps / 2)
+    tol = measures.feature_tolerance(rtol_, unit, counts, means, within_sq)
     N = float(counts.sum())
     W = W.to(means)
     b = b.to(means)
     sigma_w = within / N
     mbar = measures.centred_means(means)
 
-    nc1, rank = measures.nc1(sigma_w, mbar, rtol=rtol_)
-    omega, singular = measures.whitened_spectrum(sigma_w, mbar, rtol=rtol_)
+    nc1, rank = measures.nc1(sigma_w, mbar, rtol=tol)
+    omega, singular = measures.whitened_spectrum(sigma_w, mbar, rtol=tol)
     weights = counts / N
     moments = lstsq.Moments(weights=weights, means=means, sigma_w=sigma_w, num_samples=int(N))
     # the pairwise quantities in tiles of classes (memory O(C·p + tile²), never a C×C matrix):
@@ -137,8 +143,18 @@ def result_from_stats(
     classifier_angles = pairwise.angle_stats(W)
     mu_g = means.mean(dim=0)
     fit, etf_wm = pairwise.cross_pass(W, mbar_rows, W @ mu_g + b, weights, etf=True)
-    dec = lstsq.decompose(moments, W, b, lam, rtol=rtol_, fit_residual=fit)
-    flags = _flags(means, mbar, rank, singular, rtol_, min_norm_ls=dec.min_norm_ls)
+    dec = lstsq.decompose(moments, W, b, lam, rtol=tol, fit_residual=fit)
+    zero_rows = bool((W == 0).all(dim=1).any())
+    flags = _flags(
+        means,
+        mbar,
+        rank,
+        singular,
+        rtol_,
+        num_samples=int(N),
+        zero_classifier_rows=zero_rows,
+        min_norm_ls=dec.min_norm_ls,
+    )
     nan = float("nan")
     values = {
         "nc1": nc1,
@@ -153,19 +169,26 @@ def result_from_stats(
         "etf_error_means": pairs.etf_error,
         "etf_error_wm": etf_wm,
     }
+    if "fewer_samples_than_dimensions" in flags:  # +inf from too few samples, not from collapse
+        omega = torch.where(torch.isinf(omega), torch.full_like(omega, nan), omega)
     snr = tuple(omega.tolist())  # one device→host copy, not one per value
     if "no_between_class_spread" in flags:  # undefined, never a number that reads as collapse
         values = dict.fromkeys(values, nan)
         snr = (nan,) * len(snr)
+    classifier = {
+        "equinorm_classifier": measures.equinorm(W),
+        "equiangular_classifier": classifier_angles.equiangular,
+        "maxangle_classifier": classifier_angles.maxangle,
+    }
+    if zero_rows:  # the cosine of a zero row is undefined (not 0, which reads as a simplex)
+        classifier["equiangular_classifier"] = classifier["maxangle_classifier"] = nan
     if warn:
         for flag in flags:
             _warn(f"ncmse: {flag}: {FLAGS[flag]}")
     return NCResult(
         accuracy=nan if correct is None else float(correct) / N,
         loss=dec.loss,
-        equinorm_classifier=measures.equinorm(W),
-        equiangular_classifier=classifier_angles.equiangular,
-        maxangle_classifier=classifier_angles.maxangle,
+        **classifier,
         snr=snr,
         loss_nc1=dec.loss_nc1,
         loss_nc23=dec.loss_nc23,
@@ -199,6 +222,8 @@ def _flags(
     singular: bool,
     rtol: float,
     *,
+    num_samples: int,
+    zero_classifier_rows: bool = False,
     min_norm_ls: bool = False,
 ) -> tuple[str, ...]:
     """The SPEC §2 degenerate-feature flags (and ``total_covariance_singular``, the LS solve's),
@@ -211,6 +236,10 @@ def _flags(
         flags.append("within_class_singular")
     if rank < min(p, C - 1) and not flags[:1] == ["no_between_class_spread"]:
         flags.append("between_class_rank_deficient")
+    if num_samples - C < p:  # rank Σ_W ≤ N − C < p
+        flags.append("fewer_samples_than_dimensions")
+    if zero_classifier_rows:
+        flags.append("zero_classifier_rows")
     if min_norm_ls:
         flags.append("total_covariance_singular")
     return tuple(flags)
@@ -444,15 +473,13 @@ def measure_stream(
     counts = torch.zeros(2, dtype=torch.float64, device=dev)  # [correct, nc4 mismatches]
     # the rule's block size (small batches gathered, large ones cut)
     for features, labels in _chunks(source, rule.block_rows, gather=True):
-        cls, ncc = rule(features.to(dev))
         y = labels.to(dev)
-        if label_map is None:
-            counts[0] += (cls == y).sum()
-            counts[1] += (cls != ncc).sum()
-        else:  # samples of excluded classes (mapped to −1) count for nothing
+        if label_map is not None:  # samples of excluded classes (mapped to −1) count for nothing
             y = label_map[y.clamp(0, C - 1)]
-            counts[0] += (cls == y).sum()
-            counts[1] += ((cls != ncc) & (y >= 0)).sum()
+        decided = rule(features.to(dev), y)
+        counts[0] += decided.credit.sum()
+        mismatch = decided.mismatch if label_map is None else decided.mismatch & (y >= 0)
+        counts[1] += mismatch.sum()
     if dist_on:
         dist.all_reduce(counts)
     correct, mismatch = counts[0], counts[1]
@@ -536,10 +563,13 @@ def _measured_subset(
     excluded = (stats.num_classes - n_kept, int(round(float(total_counts[~kept].sum()))))
     index = kept.nonzero().flatten()
     state = stats.state_tensors()
-    sub = {name: value.index_select(0, index) for name, value in state.items() if name != "scatter"}
+    pooled = ("scatter", "input_roundoff")
+    sub = {
+        name: value.index_select(0, index) for name, value in state.items() if name not in pooled
+    }
     # excluded classes contribute nothing to the pooled scatter: they either have no row in the
     # statistics (held back) or one row, whose deviation from its own shift is exactly zero
-    sub["scatter"] = state["scatter"]
+    sub.update({name: state[name] for name in pooled})
     restricted = ClassStats.from_state(n_kept, stats.dim, sub)
     label_map = torch.full((stats.num_classes,), -1, dtype=torch.long, device=kept.device)
     label_map[index] = torch.arange(n_kept, device=kept.device)

@@ -21,7 +21,7 @@ import torch
 
 from ncmse import pairwise
 from ncmse.errors import InputError, SingularCovarianceError
-from ncmse.measures import cholesky_regular
+from ncmse.measures import RankTolerance, cholesky_regular, eigen_cut
 
 __all__ = [
     "Moments",
@@ -131,7 +131,9 @@ class _SymmetricSolver:
     pseudo-inverse is only the last resort when the factorisation itself fails.
     """
 
-    def __init__(self, S: torch.Tensor, rtol: float, *, definite: bool = False) -> None:
+    def __init__(
+        self, S: torch.Tensor, rtol: float | RankTolerance, *, definite: bool = False
+    ) -> None:
         self.chol, self.eig = None, None
         L, info = torch.linalg.cholesky_ex(S)
         if cholesky_regular(L, info, 0.0 if definite else rtol):
@@ -142,7 +144,7 @@ class _SymmetricSolver:
         if not torch.isfinite(evals).all():
             raise SingularCovarianceError("the total covariance of the features is not finite")
         inv = (
-            torch.where(evals > rtol * top, 1.0 / evals, torch.zeros_like(evals))
+            torch.where(evals > eigen_cut(rtol, top), 1.0 / evals, torch.zeros_like(evals))
             if top > 0
             else torch.zeros_like(evals)
         )
@@ -160,7 +162,7 @@ class _SymmetricSolver:
 
 
 def ls_classifier(
-    moments: Moments, lam: float = 0.0, *, rtol: float | None = None
+    moments: Moments, lam: float = 0.0, *, rtol: float | RankTolerance | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ridge least-squares classifier W̃_LS = (M̃ diag π)ᵀ A⁻¹, without forming A.
 
@@ -199,16 +201,19 @@ def ls_classifier(
     return W_ls, b_ls
 
 
-def _rtol(moments: Moments, rtol: float | None) -> float:
+def _rtol(moments: Moments, rtol: float | RankTolerance | None) -> float | RankTolerance:
     from ncmse.measures import check_rtol, default_rtol
 
     if rtol is None:
         return default_rtol(moments.dim, moments.num_classes, moments.means.dtype)
+    if isinstance(rtol, RankTolerance):
+        check_rtol(rtol.rtol)
+        return rtol
     return check_rtol(rtol)
 
 
 def _solve_ls(
-    moments: Moments, lam: float, rtol: float
+    moments: Moments, lam: float, rtol: float | RankTolerance
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """(W_LS, b_LS, Σ_T, minimum-norm?) by the Schur complement of the constant coordinate (see
     ls_classifier); the flag says that Σ_T + λI was solved by its truncated pseudo-inverse."""
@@ -266,7 +271,7 @@ def decompose(
     b: torch.Tensor,
     lam: float = 0.0,
     *,
-    rtol: float | None = None,
+    rtol: float | RankTolerance | None = None,
     ls: tuple[torch.Tensor, torch.Tensor] | None = None,
     fit_residual: float | None = None,
 ) -> Decomposition:

@@ -9,6 +9,7 @@ c < c'; standard deviations use the n−1 denominator.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -18,6 +19,10 @@ from ncmse.errors import InputError
 __all__ = [
     "default_rtol",
     "check_rtol",
+    "RankTolerance",
+    "feature_tolerance",
+    "singular_cut",
+    "eigen_cut",
     "singular_values",
     "no_between_class_spread",
     "centred_means",
@@ -59,7 +64,88 @@ def check_rtol(rtol: object) -> float:
     return value
 
 
-def singular_values(mbar: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class RankTolerance:
+    """The one tolerance of every rank decision (nc1, snr, the LS solve; SPEC §2).
+
+    ``rtol`` is relative, tied to the precision of the statistics (:func:`default_rtol`): a
+    singular value s of M̄ counts when s > rtol·s_max, an eigenvalue λ of Σ_W or Σ_T when
+    λ > rtol·λ_max. The floors are absolute and come from the precision of the *features as
+    given* (:func:`feature_tolerance`): a direction of M̄ or of a covariance made only of the
+    features' own rounding is not a direction of the data.
+
+    Attributes
+    ----------
+    rtol : float            relative tolerance, 0 < rtol < 1
+    mean_floor : float      singular values of M̄ at or below it are rounding (first-moment units)
+    cov_floor : float       eigenvalues of Σ_W, Σ_T at or below it are rounding (second moments)
+    """
+
+    rtol: float
+    mean_floor: float = 0.0
+    cov_floor: float = 0.0
+
+
+def _parts(tol: float | RankTolerance) -> tuple[float, float, float]:
+    if isinstance(tol, RankTolerance):
+        return tol.rtol, tol.mean_floor, tol.cov_floor
+    return float(tol), 0.0, 0.0
+
+
+def singular_cut(tol: float | RankTolerance, s_max: float) -> float:
+    """Singular values of M̄ (or of its parts) above this count: max(rtol·s_max, mean_floor)."""
+    rtol, floor, _ = _parts(tol)
+    return max(rtol * s_max, floor)
+
+
+def eigen_cut(tol: float | RankTolerance, top: float) -> float:
+    """Eigenvalues of a covariance above this count: max(rtol·λ_max, cov_floor)."""
+    rtol, _, floor = _parts(tol)
+    return max(rtol * top, floor)
+
+
+#: factor of the feature-rounding floors: twice the worst case of one rounding per entry
+_FEATURE_ROUNDING_FACTOR = 4.0
+
+
+def feature_tolerance(
+    rtol: float,
+    unit_roundoff: float,
+    counts: torch.Tensor,
+    means: torch.Tensor,
+    within_sq: torch.Tensor,
+) -> RankTolerance:
+    """:class:`RankTolerance` of features given with unit roundoff u (2⁻²⁴ for float32).
+
+    Every feature entry carries a rounding |δh_j| ≤ u·|h_j|. With m2_c = ‖μ_c‖² + σ_c² the mean
+    squared norm of class c's features (as given, uncentred) and κ = 4:
+
+    * the class means move by ‖δμ_c‖ ≤ u·√m2_c, so ‖δM̄‖₂ ≤ u·√(Σ_c m2_c):
+      ``mean_floor = κ·u·√(Σ_c m2_c)``;
+    * a direction v of zero within-class (or total) variance gets vᵀΣ̂v ≤ mean ‖δz‖² ≤
+      (2u)²·mean ‖h‖²: ``cov_floor = κ²·u²·Σ_c π_c m2_c``.
+
+    Parameters
+    ----------
+    rtol : float            the statistics' relative tolerance
+    unit_roundoff : float   u of the features' dtype as given (the coarsest seen)
+    counts : [C], means : [C, p], within_sq : [C] (Σ_{i∈c} ‖h_i − μ_c‖²)
+    """
+    spread = within_sq / counts.clamp_min(1)
+    # in units of the largest magnitude a: m2_c / a² never overflows where the statistics did not
+    a = max(float(means.abs().max()), float(spread.max().sqrt()))
+    if not (a > 0.0 and math.isfinite(a)):
+        return RankTolerance(rtol)
+    m2 = ((means / a) ** 2).sum(dim=1) + (spread.sqrt() / a) ** 2
+    ka = _FEATURE_ROUNDING_FACTOR * unit_roundoff * a
+    mean_floor = ka * float(m2.sum().sqrt())
+    cov_floor = ka * ka * float((counts * m2).sum() / counts.sum())
+    return RankTolerance(rtol, mean_floor, cov_floor)
+
+
+def singular_values(
+    mbar: torch.Tensor, rtol: float | RankTolerance
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Thin SVD of M̄ [p, C] truncated to its numerical rank, which is at most C − 1.
 
     Returns ``(s [r], u [r, p])``: the kept singular values (s_k > rtol·s_max, at most C − 1 of
@@ -67,7 +153,9 @@ def singular_values(mbar: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torc
     """
     _, s, vh = torch.linalg.svd(mbar.T, full_matrices=False)  # rows of vh: left sing. vectors of M̄
     keep = (
-        s > rtol * s[0] if s.numel() and float(s[0]) > 0 else torch.zeros_like(s, dtype=torch.bool)
+        s > singular_cut(rtol, float(s[0]))
+        if s.numel() and float(s[0]) > 0
+        else torch.zeros_like(s, dtype=torch.bool)
     )
     keep[mbar.shape[1] - 1 :] = False  # rank M̄ ≤ C − 1: the C-th value is rounding of μ_G
     return s[keep], vh[keep]
@@ -88,7 +176,7 @@ def centred_means(means: torch.Tensor) -> torch.Tensor:
 
 
 def nc1(
-    sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None
+    sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | RankTolerance | None = None
 ) -> tuple[float, int]:
     """NC1 = Tr(Σ_W Σ_B^†)/C through the thin SVD of M̄ (never forms the p×p pseudo-inverse).
 
@@ -173,13 +261,15 @@ def etf_error(gram: torch.Tensor) -> float:
     return float((gram / gram.norm() - etf / math.sqrt(C - 1)).norm())
 
 
-def snr(sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None) -> torch.Tensor:
+def snr(
+    sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | RankTolerance | None = None
+) -> torch.Tensor:
     """Singular values ω_1 ≥ … of Σ_W^{-1/2} M̄; see :func:`whitened_spectrum`."""
     return whitened_spectrum(sigma_w, mbar, rtol=rtol)[0]
 
 
 def whitened_spectrum(
-    sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | None = None
+    sigma_w: torch.Tensor, mbar: torch.Tensor, *, rtol: float | RankTolerance | None = None
 ) -> tuple[torch.Tensor, bool]:
     """``(ω, Σ_W singular?)``: the singular values ω_1 ≥ … of Σ_W^{-1/2} M̄ (the whitened class
     means), min(p, C−1) of them.
@@ -203,7 +293,9 @@ def whitened_spectrum(
         return torch.linalg.svdvals(x)[:k], False
     evals, evecs = torch.linalg.eigh(sigma_w)
     top = float(evals[-1])
-    in_range = evals > rtol * top if top > 0.0 else torch.zeros_like(evals, dtype=torch.bool)
+    in_range = (
+        evals > eigen_cut(rtol, top) if top > 0.0 else torch.zeros_like(evals, dtype=torch.bool)
+    )
     coords = evecs.T @ mbar  # M̄ in the eigenbasis of Σ_W, [p, C]
     null_part = coords[~in_range]
     scale = float(mbar.norm())
@@ -215,7 +307,7 @@ def whitened_spectrum(
         # directions V0 projected out: X (I − V0ᵀV0) has the singular values of X·basis, plus
         # r0 zeros, which are dropped below
         _, s0, vh0 = torch.linalg.svd(null_part, full_matrices=False)
-        r0 = int((s0 > rtol * scale).sum())
+        r0 = int((s0 > singular_cut(rtol, scale)).sum())
         if r0:
             v0 = vh0[:r0]
             whitened = whitened - (whitened @ v0.T) @ v0
@@ -230,11 +322,11 @@ def whitened_spectrum(
     return omega[:k], True
 
 
-def cholesky_regular(L: torch.Tensor, info: torch.Tensor, rtol: float) -> bool:
+def cholesky_regular(L: torch.Tensor, info: torch.Tensor, rtol: float | RankTolerance) -> bool:
     """Whether a Cholesky factor (from ``torch.linalg.cholesky_ex``) is of a numerically regular
-    matrix: it factorised, and min diag(L)² > rtol · max diag(L)² (scale-free; rtol = 0 accepts
-    any successful factorisation)."""
+    matrix: it factorised, and min diag(L)² > :func:`eigen_cut` of max diag(L)² (scale-free for
+    a plain rtol; rtol = 0 accepts any successful factorisation)."""
     if int(info) != 0:
         return False
     d2 = L.diagonal().square()
-    return bool(torch.isfinite(d2).all()) and float(d2.min()) > rtol * float(d2.max())
+    return bool(torch.isfinite(d2).all()) and float(d2.min()) > eigen_cut(rtol, float(d2.max()))

@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
 
 from ncmse import lstsq
 from ncmse.api import _warn, result_from_stats
-from ncmse.decide import TiledDecisions
+from ncmse.decide import TiledDecisions, classifier_credit
 from ncmse.errors import EmptyDataError, InputError, ShapeError
 from ncmse.result import NCResult
 from ncmse.stats import ClassStats, check_batch, merge
@@ -177,7 +177,8 @@ class NeuralCollapseMetric(Metric):
                     f"features have dimension {features.shape[1]} but the classifier expects "
                     f"{self.dim}"
                 )
-            self.features.append(features.detach().to(device=stats.device, dtype=stats.dtype))
+            # as given: the features' own precision enters the rank tolerance (SPEC §2)
+            self.features.append(features.detach().to(device=stats.device))
             self.labels.append(labels.detach().to(device=stats.device, dtype=torch.long))
             return
         stats.update(features, labels)
@@ -199,7 +200,7 @@ class NeuralCollapseMetric(Metric):
             else torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
         )
         h = features.detach().to(W)
-        self.correct += ((h @ W.T + b).argmax(dim=1) == labels.to(h.device)).sum()
+        self.correct += classifier_credit(h, W, b, labels.to(h.device)).sum()  # ties: ncmse.decide
 
     def forward(self, *args, **kwargs) -> None:
         """Accumulate only: NC metrics of a single batch are not meaningful."""
@@ -229,10 +230,9 @@ class NeuralCollapseMetric(Metric):
             if isinstance(data, torch.Tensor) and data.numel():
                 means = stats.class_means().to(torch.float64)
                 rule = TiledDecisions(W.double(), b.double(), means, means.mean(dim=0))
-                cls, ncc = rule(data)
-                labels = _gathered(self.labels).to(cls.device)
-                correct = float((cls == labels).sum())
-                mismatch, method = float((cls != ncc).sum()), "cache"
+                decided = rule(data, _gathered(self.labels).to(data.device))
+                correct = float(decided.credit.sum())
+                mismatch, method = float(decided.mismatch.sum()), "cache"
         return result_from_stats(
             stats,
             W,

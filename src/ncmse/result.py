@@ -95,6 +95,14 @@ FLAGS: dict[str, str] = {
         "rank of the centred class means M̄ is below min(p, C − 1) (coinciding or collinear "
         "class means); nc1 uses the pseudo-inverse on the spanned subspace"
     ),
+    "fewer_samples_than_dimensions": (
+        "N − C < p: Σ_W is singular whatever the network does (a small split or a wide layer); "
+        "an ω that would be +inf is NaN, it says nothing about collapse"
+    ),
+    "zero_classifier_rows": (
+        "a row of W is zero, so its angles are undefined: equiangular_classifier and "
+        "maxangle_classifier are NaN (with W = 0 also equinorm_classifier, nc3 and etf_error_wm)"
+    ),
     "total_covariance_singular": (
         "Σ_T + λI is singular within the rank tolerance; the LS classifier is the minimum-norm "
         "one: exact when Σ_T is truly singular at λ = 0 (dead or duplicated features), otherwise "

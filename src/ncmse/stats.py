@@ -22,6 +22,7 @@ States with different shifts are merged exactly by Chan's parallel update on cen
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -123,6 +124,9 @@ class ClassStats:
     sums : Tensor [C, p]       Σ_{i in c} (h_i − K_c)
     sqsums : Tensor [C]        Σ_{i in c} ‖h_i − K_c‖²
     scatter : Tensor [p, p]    Σ_i (h_i − K_{y_i})(h_i − K_{y_i})ᵀ
+    input_roundoff : Tensor []  unit roundoff of the coarsest feature dtype added, as given
+        (2⁻²⁴ once a float32 batch was added; 0 before any batch): the features' own rounding,
+        which the rank decisions must not take for a direction of the data (SPEC §2)
     """
 
     num_classes: int
@@ -156,8 +160,9 @@ class ClassStats:
         self.sums = torch.zeros(C, p, **kw)
         self.sqsums = torch.zeros(C, **kw)
         self.scatter = torch.zeros(p, p, **kw)
+        self.input_roundoff = torch.zeros((), **kw)
 
-    _STATE = ("counts", "shift", "sums", "sqsums", "scatter")
+    _STATE = ("counts", "shift", "sums", "sqsums", "scatter", "input_roundoff")
 
     @property
     def scatter(self) -> torch.Tensor:
@@ -187,6 +192,8 @@ class ClassStats:
         counts = tensors["counts"]
         out = cls(num_classes, dim, device=counts.device, dtype=counts.dtype)
         for name in cls._STATE:
+            if name == "input_roundoff" and name not in tensors:  # a state saved before it
+                continue
             value = tensors[name]
             expected = getattr(out, name).shape
             if tuple(value.shape) != tuple(expected):
@@ -260,6 +267,8 @@ class ClassStats:
                 )
         if features.shape[0] == 0:
             return
+        if features.dtype.is_floating_point:  # in place, no host sync
+            self.input_roundoff.clamp_(min=torch.finfo(features.dtype).eps / 2)
         y = labels.to(device=self.device, dtype=torch.long)
         if self.device.type == "cpu":
             h = features.to(device=self.device)
@@ -340,14 +349,24 @@ class ClassStats:
         self._add_gram(z)
 
     def check_finite(self) -> None:
-        """Raise :class:`NonFiniteError` if any added feature was NaN or Inf.
+        """Raise :class:`NonFiniteError` if any added feature was NaN or Inf, or if finite features
+        were too large for the state's second moments (their squares overflow the dtype).
 
         A non-finite feature always makes its class sum non-finite (Inf − Inf = NaN included), so
-        one check of the C×p sums replaces a scan of every batch.
+        one check of the C×p sums replaces a scan of every batch; finite sums with non-finite
+        squared sums mean overflow, not bad features.
         """
-        if not (bool(torch.isfinite(self.sums).all()) and bool(torch.isfinite(self.sqsums).all())):
+        if not bool(torch.isfinite(self.sums).all()):
             raise NonFiniteError(
-                "features contain NaN or Inf; check the model (diverged training?) or the data"
+                "features contain NaN or Inf (or finite values so large that their sums overflow "
+                f"{self.dtype}); check the model (diverged training?) or the data"
+            )
+        if not bool(torch.isfinite(self.sqsums).all()):
+            limit = math.sqrt(torch.finfo(self.dtype).max)
+            raise NonFiniteError(
+                f"features are finite but too large: their spread exceeds ~{limit:.0e}, so their "
+                f"second moments overflow {self.dtype}; rescale the features (e.g. divide by "
+                "their largest absolute value): every scale-free metric is unchanged by scaling"
             )
 
     # ------------------------------------------------------------ canonical
@@ -415,6 +434,7 @@ class ClassStats:
 
         if not (dist.is_available() and dist.is_initialized()):
             return self
+        dist.all_reduce(self.input_roundoff, op=dist.ReduceOp.MAX, group=group)
         counts, means, within_sq, within = self.centred()
         first = torch.cat([counts.unsqueeze(1), counts.unsqueeze(1) * means], dim=1)
         dist.all_reduce(first, group=group)
@@ -493,6 +513,7 @@ def merge(a: ClassStats, b: ClassStats) -> ClassStats:
     means = torch.where((na > 0).unsqueeze(1), ma + delta * (nb.unsqueeze(1) / safe), mb)
     weight = (na * nb / n.clamp_min(1)).unsqueeze(1)
     out = ClassStats(a.num_classes, a.dim, device=a.device, dtype=a.dtype)
+    out.input_roundoff = torch.maximum(a.input_roundoff, b.to_like(a).input_roundoff)
     out._load_centred(
         n,
         means,
