@@ -168,7 +168,14 @@ def _open_trainer(member: PackMember, bundles: dict[tuple, Any], claimed: list[P
     from ncmse.config import config_from_dict
     from ncmse.runguard import claim_run_dir
     from ncmse.runtime import resolve_device
-    from ncmse.train import Trainer, config_of_run, open_run_dir, record_data_source
+    from ncmse.sinks import Checkpoints
+    from ncmse.train import (
+        Trainer,
+        check_resume,
+        config_of_run,
+        open_run_dir,
+        record_data_source,
+    )
 
     run_dir = Path(member.run_dir)
     if member.state not in PACK_STATES:
@@ -186,7 +193,8 @@ def _open_trainer(member: PackMember, bundles: dict[tuple, Any], claimed: list[P
     device = resolve_device(cfg.device, 0)
     trainer = Trainer.from_config(cfg, run_dir, bundle=_shared_bundle(cfg, device, bundles))
     if member.state == "resume":
-        trainer.restore()
+        ckpt = Checkpoints(run_dir, enabled=False).load()
+        trainer.restore(ckpt, check_resume(cfg, ckpt, run_dir))
     return trainer
 
 
