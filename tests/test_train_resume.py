@@ -65,13 +65,16 @@ TINY = ["--config", "tiny", *_sets(["epochs=4", "checkpoint_every=1"])]
 
 @pytest.fixture(scope="module")
 def killed_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two runs of one config killed after epoch 2, and the same run uninterrupted."""
+    """Two runs of one config killed after epoch 2, the same run uninterrupted, and one with
+    checkpoints every 2 epochs killed after epoch 3 (rows to 3, last.pt at 2)."""
     root = tmp_path_factory.mktemp("killed")
-    runs = {"reference": root / "reference", "a": root / "a", "b": root / "b"}
+    runs = {name: root / name for name in ("reference", "a", "b", "c")}
     assert _train([*TINY, "--out", str(runs["reference"])]).returncode == 0
     for name in ("a", "b"):
         died = _train([*TINY, "--out", str(runs[name])], crash_after=2)
         assert died.returncode == 3, died.stderr
+    sparse = [*TINY, "--set", "checkpoint_every=2", "--out", str(runs["c"])]
+    assert _train(sparse, crash_after=3).returncode == 3
     return runs
 
 
@@ -171,3 +174,93 @@ def test_resume_refuses_a_checkpoint_of_another_run(
     assert main(["train", "--resume", str(run)]) == 2
     line = _error_line(capsys)
     assert "belongs to another run" in line and "--overwrite" in line, line
+
+
+# ---- issue 19.2 and 19.6: ncmse measure stores only the run's own, current verdicts -------
+
+
+def _measure(run: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    """``ncmse measure RUN`` (exit 0); returns its tally line."""
+    from ncmse.cli import main
+
+    assert main(["measure", str(run), *extra]) == 0
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("claims:")]
+    return line
+
+
+def _summary_bytes(run: Path) -> bytes:
+    return (run / "summary.json").read_bytes()
+
+
+def test_measure_stores_the_verdicts_of_the_runs_own_last_checkpoint(
+    killed_pair: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    for name in ("reference", "a"):  # finished, and killed right after a checkpoint
+        run = _copy(killed_pair[name], tmp_path / name)
+        summary = json.loads((run / "summary.json").read_text())
+        summary.pop("claims", None)
+        (run / "summary.json").write_text(json.dumps(summary))
+        line = _measure(run, capsys)
+        assert f"(stored in {run / 'summary.json'})" in line, line
+        assert "claims" in json.loads((run / "summary.json").read_text())
+
+
+def test_measure_does_not_store_verdicts_of_a_checkpoint_behind_the_rows(
+    killed_pair: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(killed_pair["c"], tmp_path / "c")
+    assert len(_rows(run)) == 3
+    before = _summary_bytes(run)
+    line = _measure(run, capsys)
+    assert "not stored in summary.json" in line and "epoch 2" in line and "epoch 3" in line
+    assert f"--resume {run}" in line, line
+    assert _summary_bytes(run) == before
+
+
+def test_measure_does_not_store_verdicts_of_another_runs_or_an_old_checkpoint(
+    killed_pair: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    run = _copy(killed_pair["a"], tmp_path / "a")
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes((killed_pair["b"] / "checkpoints" / "last.pt").read_bytes())
+    before = _summary_bytes(run)
+    line = _measure(run, capsys)
+    assert "not stored" in line and "belongs to another run" in line, line
+    assert _summary_bytes(run) == before
+    state = torch.load(killed_pair["a"] / "checkpoints" / "last.pt", weights_only=False)
+    del state["run_id"]  # as an older ncmse wrote it
+    torch.save(state, last)
+    line = _measure(run, capsys)
+    assert "not stored" in line and "no run id" in line, line
+    assert _summary_bytes(run) == before
+
+
+def test_measure_on_a_read_only_run_directory_prints_and_stores_nothing(
+    killed_pair: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+    import json
+
+    import ncmse.locking
+
+    run = _copy(killed_pair["reference"], tmp_path / "ro")
+
+    def read_only(self, *args, **kwargs):  # what a read-only mount does to the lock file
+        raise OSError(errno.EROFS, "Read-only file system", str(self.path))
+
+    monkeypatch.setattr(ncmse.locking.DirLock, "acquire", read_only)
+    before = _summary_bytes(run)
+    out = tmp_path / "m.json"
+    line = _measure(run, capsys, "--json", str(out))
+    assert "nothing stored" in line and "Read-only file system" in line, line
+    assert "--out" not in line
+    assert json.loads(out.read_text())["epoch"] == 4
+    assert _summary_bytes(run) == before

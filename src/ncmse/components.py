@@ -235,10 +235,12 @@ def measure_checkpoint(
     batch_size: int | None = None,
     min_samples: int | None = None,
 ) -> dict[str, Any]:
-    """Measure a checkpoint; returns ``{"epoch", "lam", "lam_source", "train": {...}, ...}``.
+    """Measure a checkpoint; returns ``{"checkpoint", "epoch", "run_id", "lam", "lam_source",
+    "train": {...}, ...}`` (``run_id`` None for a checkpoint of an older ncmse).
 
     With the checkpoint's measurement rows, also the run's ``claims`` and ``central_path_fit``
-    (:func:`ncmse.verdicts.run_verdicts`), recomputed from them.
+    (:func:`ncmse.verdicts.run_verdicts`), recomputed from them, and ``rows_to_epoch``, the
+    last epoch of those rows.
 
     A damaged ``last.pt`` falls back to the run's ``prev.pt`` (with a message naming both).
 
@@ -273,6 +275,7 @@ def measure_checkpoint(
     out: dict[str, Any] = {
         "checkpoint": str(used),
         "epoch": ckpt.get("epoch"),
+        "run_id": ckpt.get("run_id"),
         "lam": comps.loss.lam,
         "lam_source": comps.loss.lam_source,
     }
@@ -294,6 +297,8 @@ def measure_checkpoint(
     rows = ckpt.get("rows") or []
     if rows:  # the run's verdicts (SPEC §7, §9), recomputed from its rows up to this checkpoint
         from ncmse.verdicts import run_verdicts
+
+        out["rows_to_epoch"] = max(int(r["epoch"]) for r in rows)
 
         out.update(
             run_verdicts(rows, loss=cfg.loss, tpt_epoch=ckpt.get("tpt_epoch"),
