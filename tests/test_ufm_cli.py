@@ -215,3 +215,11 @@ def test_report_of_a_run_another_process_writes_is_refused(
         assert "run directory" in capsys.readouterr().err
         assert not (run / "report.html").exists()
     assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
+
+
+def test_seed_out_of_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["ufm", "--out", str(out), *SMALL, "--seed", "99999999999999999999"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed must be in [0, 2**63 - 1]" in err and "Traceback" not in err
+    assert not out.exists()
