@@ -192,6 +192,7 @@ def _open_trainer(member: PackMember, bundles: dict[tuple, Any], claimed: list[P
     claimed.append(run_dir)
     device = resolve_device(cfg.device, 0)
     trainer = Trainer.from_config(cfg, run_dir, bundle=_shared_bundle(cfg, device, bundles))
+    trainer.console.label = run_dir.name  # the K runs share one console: name each line's run
     if member.state == "resume":
         ckpt = Checkpoints(run_dir, enabled=False).load()
         trainer.restore(ckpt, check_resume(cfg, ckpt, run_dir))
