@@ -250,3 +250,33 @@ def test_pack_sigterm_is_one_line_and_releases_the_runs(tmp_path: Path) -> None:
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "ncmse pack: terminated (SIGTERM)" in err, err
     assert not any(is_locked(tmp_path / name) for name in ("r0", "r1"))
+
+
+# ---- issue 19.11: a pack that cannot start leaves no run directory behind -------------------
+
+
+def test_pack_of_runs_that_do_not_fit_together_creates_nothing(tmp_path: Path) -> None:
+    a = resolve_config("tiny", [*QUIET, "epochs=1", "batch_size=128"])
+    b = resolve_config("tiny", [*QUIET, "epochs=1", "batch_size=64", "seed=1"])
+    members = [PackMember(tmp_path / "a", "new", a.to_dict()),
+               PackMember(tmp_path / "deep" / "b", "new", b.to_dict())]  # fmt: skip
+    with pytest.raises(ConfigError, match="same number of batches per epoch") as err:
+        train_packed(members)
+    assert str(tmp_path / "a") in str(err.value)
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_pack_whose_later_run_is_refused_removes_the_runs_it_created(tmp_path: Path) -> None:
+    from ncmse.errors import InputError
+    from ncmse.locking import is_locked
+
+    cfg = resolve_config("tiny", [*QUIET, "epochs=1"]).to_dict()
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("the user's")
+    members = [PackMember(tmp_path / "new" / "r0", "new", cfg),
+               PackMember(taken, "new", dict(cfg, seed=1))]  # fmt: skip
+    with pytest.raises(InputError, match="already exists"):
+        train_packed(members)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"] and not is_locked(taken)

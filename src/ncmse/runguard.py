@@ -33,7 +33,9 @@ __all__ = [
     "claim_run_dir",
     "clear_run_files",
     "is_ncmse_run",
+    "missing_dirs",
     "release_run_dir",
+    "remove_empty_dirs",
     "remove_new_run_dir",
 ]
 
@@ -189,13 +191,44 @@ def release_run_dir(path: str | os.PathLike[str]) -> None:
     unclaim(path)
 
 
-def remove_new_run_dir(path: str | os.PathLike[str]) -> None:
-    """Undo the creation of a run directory whose run failed before training (data missing,
-    bad model options ...): ncmse's files, the lock and the then-empty directory go."""
+def missing_dirs(path: str | os.PathLike[str]) -> list[Path]:
+    """``path`` and those of its ancestors that do not exist, deepest first: what creating
+    ``path`` creates (call before creating it; :func:`remove_new_run_dir` takes the list)."""
+    missing: list[Path] = []
+    current = Path(path).absolute()
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    return missing
+
+
+def remove_new_run_dir(path: str | os.PathLike[str], created: list[Path] | None = None) -> None:
+    """Undo the start of a run that failed before training (data missing, bad model options,
+    a full disk while writing config.yaml ...): ncmse's files and the lock go, then the
+    directories this process created, if empty.
+
+    Parameters
+    ----------
+    path : path
+        The run directory.
+    created : list of Path, optional
+        What :func:`missing_dirs` said before the directory was made; default ``[path]``.
+        A directory that existed before is kept.
+    """
     path = Path(path)
-    clear_run_files(path)
-    remove_stale_temps([path])
+    with contextlib.suppress(OSError):
+        clear_run_files(path)
+        remove_stale_temps([path])
     release_run_dir(path)
     with contextlib.suppress(OSError):
         (path / LOCK_NAME).unlink()
-        path.rmdir()
+    remove_empty_dirs([path] if created is None else created)
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """``rmdir`` each of ``dirs`` in order (deepest first), stopping at one that is not empty."""
+    for folder in dirs:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

@@ -54,7 +54,13 @@ from ncmse.errors import (
     NonFiniteError,
 )
 from ncmse.rundir import RunWriter, default_run_dir, read_config, read_summary
-from ncmse.runguard import claim_run_dir, release_run_dir, remove_new_run_dir
+from ncmse.runguard import (
+    claim_run_dir,
+    missing_dirs,
+    release_run_dir,
+    remove_empty_dirs,
+    remove_new_run_dir,
+)
 from ncmse.runtime import configure_torch, environment, resolve_device
 from ncmse.sinks import Checkpoints, Console, TensorBoard
 
@@ -656,15 +662,19 @@ def open_run_dir(
     path, error = (str(run_dir) if run_dir is not None else None), None
     if info.is_main:
         path = str(run_dir if run_dir is not None else default_run_dir(cfg.name))
+        created = missing_dirs(path)
         try:
             claim_run_dir(path, new=True, overwrite=overwrite)
         except (InputError, BusyError) as exc:
             error = exc
+        except BaseException:  # e.g. no space for the lock file: no empty directory left
+            remove_empty_dirs(created)
+            raise
         else:
             try:
                 RunWriter(path).write_config(cfg.to_dict())
-            except BaseException:
-                release_run_dir(path)
+            except BaseException:  # e.g. ENOSPC: leave nothing of this start behind
+                remove_new_run_dir(path, created)
                 raise
     path, message = broadcast((path, None if error is None else str(error)), info)
     if error is not None:
@@ -732,14 +742,14 @@ def run_training(
                     return path, trainer.finish()
             else:
                 cfg = record_data_source(cfg)
-                fresh = run_dir is None or not Path(run_dir).exists()
+                created = missing_dirs(run_dir) if run_dir is not None else None
                 path = open_run_dir(cfg, run_dir, overwrite=overwrite, dist_info=dist_info)
                 claimed = path if dist_info.is_main else None
                 try:
                     trainer = Trainer.from_config(cfg, path, dist_info)
                 except BaseException:
-                    if fresh and claimed is not None:  # nothing trained: leave nothing behind
-                        remove_new_run_dir(path)
+                    if claimed is not None:  # nothing trained: leave nothing of it behind
+                        remove_new_run_dir(path, created)
                         claimed = None
                     raise
             return path, trainer.fit()
