@@ -248,6 +248,7 @@ def measure_checkpoint(
     ------
     InputError
         For ``lam`` < 0 or not finite, ``batch_size`` < 1, or CUDA requested without CUDA.
+        Also for the directory of an ``ncmse ufm`` run (which has no network to measure).
     CheckpointError
         If the checkpoint (and its fallback) is missing, damaged or not an ncmse checkpoint.
     """
@@ -256,6 +257,7 @@ def measure_checkpoint(
     from ncmse.checkpoint import load_checkpoint
     from ncmse.config import config_from_dict
     from ncmse.errors import InputError
+    from ncmse.runguard import is_ufm_run, ufm_refusal
     from ncmse.runtime import resolve_device
     from ncmse.subset import check_min_samples
 
@@ -266,6 +268,8 @@ def measure_checkpoint(
     check_min_samples(min_samples)
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda but CUDA is not available here; use --device cpu or auto")
+    if is_ufm_run(checkpoint):
+        raise InputError(ufm_refusal(checkpoint, "it has no network checkpoint to measure"))
     ckpt, used = load_checkpoint(checkpoint, fix="pass another checkpoint, or train the run again")
     run_cfg = config_from_dict(ckpt["config"], where=f"the config stored in {used}")
     cfg = dataclasses.replace(run_cfg, device=device, lam=run_cfg.lam if lam is None else lam)

@@ -33,10 +33,12 @@ __all__ = [
     "claim_run_dir",
     "clear_run_files",
     "is_ncmse_run",
+    "is_ufm_run",
     "missing_dirs",
     "release_run_dir",
     "remove_empty_dirs",
     "remove_new_run_dir",
+    "ufm_refusal",
 ]
 
 #: seconds a trainer waits for a run directory's lock before it is refused
@@ -88,6 +90,38 @@ def is_ncmse_run(path: str | os.PathLike[str]) -> bool:
         return True
     entries = list(path.iterdir())
     return bool(entries) and all(e.name == LOCK_NAME or TEMP_PATTERN.match(e.name) for e in entries)
+
+
+def is_ufm_run(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a run of ``ncmse ufm`` (not of ``ncmse train``): its summary.json
+    says ``kind: ufm``, or its config.yaml holds the keys of a UFM experiment (``n``, ``p``,
+    ``omega0`` ...) rather than a training config's."""
+    import dataclasses
+
+    from ncmse.rundir import read_config, read_summary
+
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    summary = read_summary(path, strict=False) or {}
+    if summary.get("kind") == "ufm":
+        return True
+    config = read_config(path, strict=False) or {}
+    from ncmse.config import valid_keys
+    from ncmse.ufm.config import UFMConfig
+
+    ufm_only = {f.name for f in dataclasses.fields(UFMConfig)} - set(valid_keys())
+    return bool(config) and summary.get("kind") != "train" and bool(ufm_only & set(config))
+
+
+def ufm_refusal(path: str | os.PathLike[str], command: str) -> str:
+    """The message of ``command`` (what it cannot do) given the UFM run directory ``path``."""
+    return (
+        f"{str(path)!r} is a run of ncmse ufm (the unconstrained features model), not of ncmse "
+        f"train: {command}; its measurements are in its metrics.csv and omega.csv (see them "
+        f"with ncmse report {path}); to run it again: ncmse ufm --out NEW_DIR with its options "
+        "(config.yaml)"
+    )
 
 
 def clear_run_files(path: Path) -> list[Path]:

@@ -56,10 +56,12 @@ from ncmse.errors import (
 from ncmse.rundir import RunWriter, default_run_dir, read_config, read_summary
 from ncmse.runguard import (
     claim_run_dir,
+    is_ufm_run,
     missing_dirs,
     release_run_dir,
     remove_empty_dirs,
     remove_new_run_dir,
+    ufm_refusal,
 )
 from ncmse.runtime import configure_torch, environment, resolve_device
 from ncmse.sinks import Checkpoints, Console, TensorBoard
@@ -907,7 +909,8 @@ def config_of_run(run_dir: str | os.PathLike[str]) -> Config:
     ------
     InputError
         If ``RUN_DIR`` does not exist, or has no ``config.yaml`` (the run was killed before
-        writing it: the message says how to start it again), or the file is damaged.
+        writing it: the message says how to start it again), or the file is damaged, or it is
+        a run of ``ncmse ufm`` (the message says so and what to run instead).
     """
     path = Path(run_dir)
     if not path.is_dir():
@@ -915,6 +918,8 @@ def config_of_run(run_dir: str | os.PathLike[str]) -> Config:
             f"cannot resume {str(path)!r}: no such directory; pass the RUN_DIR of a run started "
             "by ncmse train"
         )
+    if is_ufm_run(path):
+        raise InputError(ufm_refusal(path, "it cannot be resumed (it has no training to continue)"))
     data = read_config(path)
     if data is None:
         raise InputError(
