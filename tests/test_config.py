@@ -159,3 +159,47 @@ def test_invalid_model_kwargs_refused_before_a_run_directory_exists(
     )
     assert "model_kwargs.width=0" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("seed=99999999999999999999", "'seed': must be in [0, 2**63 - 1]"),
+        ("seed=-1", "'seed': must be in [0, 2**63 - 1]"),
+        ("num_threads=99999999999", "'num_threads': must be in [1, 2147483647]"),
+        ("epochs=99999999999999999999", "'epochs': must be >= 1 (and at most 1e+09)"),
+        ("batch_size=99999999999999999999", "'batch_size': integers must fit 64 bits"),
+        ("measure_epochs=[1, 99999999999999999999]", "'measure_epochs': integers must fit"),
+        ("checkpoint_every=99999999999999999999", "'checkpoint_every': integers must fit"),
+    ],
+)
+def test_integers_out_of_range_are_config_errors(override: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_config("tiny", [override])
+    assert fragment in str(err.value)
+
+
+def test_integer_bounds_are_what_torch_and_numpy_take(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    cfg = resolve_config("tiny", [f"seed={2**63 - 1}", f"epochs={10**9}"])
+    torch.manual_seed(cfg.seed)
+    np.random.default_rng(cfg.seed + 1)  # the test subset's seed
+    from ncmse.train import measurement_epochs
+
+    epochs = measurement_epochs(cfg.epochs)
+    assert epochs[0] == 1 and epochs[-1] == 10**9 and epochs == sorted(set(epochs))
+
+
+def test_seed_out_of_range_is_one_line_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ncmse.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "--set", "seed=99999999999999999999",
+                 "--out", str(out)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "'seed'" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

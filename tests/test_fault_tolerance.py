@@ -346,3 +346,30 @@ def test_explicit_data_dir_without_files_is_refused_and_leaves_no_run_directory(
     assert main([*argv, "--data-dir", str(empty), "--out", str(out)]) == 2
     _one_line_error(capsys, f"the data_dir you named, {empty}", "t10k-images-idx3-ubyte[.gz]")
     assert not out.exists()
+
+
+# ---- issue 19.11: a start that fails leaves nothing of itself behind --------------------------
+
+
+@pytest.mark.parametrize("where", ["config.yaml", "lock file"])
+def test_full_disk_at_the_start_of_a_run_leaves_no_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch, where: str
+) -> None:
+    import ncmse.locking
+    import ncmse.rundir
+
+    def no_space(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
+
+    target = (ncmse.rundir.RunWriter, "write_config") if where == "config.yaml" else (
+        ncmse.locking.DirLock, "acquire")  # fmt: skip
+    monkeypatch.setattr(*target, no_space)
+    argv = ["train", "--config", "tiny", *_sets("epochs=1")]
+    assert main([*argv, "--out", str(tmp_path / "new" / "deeper" / "run")]) == 2
+    _one_line_error(capsys, "no space left on the device")
+    assert list(tmp_path.iterdir()) == []
+    mine = tmp_path / "mine"  # a directory the user made is kept, as it was
+    mine.mkdir()
+    assert main([*argv, "--out", str(mine)]) == 2
+    _one_line_error(capsys, "no space left on the device")
+    assert list(mine.iterdir()) == []

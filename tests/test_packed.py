@@ -169,3 +169,114 @@ def test_run_dirs_of_older_ncmse_without_engine_keys_still_match(tmp_path: Path)
     assert config_differences(cfg, tmp_path) == []
     changed = dict(cfg, precision="bf16", cuda_graph=False, channels_last=True)
     assert config_differences(changed, tmp_path) == ["precision"]
+
+
+# ---- issue 19.10: the pack process ends like ncmse train; its lines name their run ----------
+
+
+def _pack_file(tmp_path: Path, *sets: str, names: tuple[str, ...] = ("r0", "r1")) -> Path:
+    runs = [
+        {"run_dir": str(tmp_path / name), "state": "new",
+         "config": resolve_config("tiny", [*sets, f"seed={k}"]).to_dict()}
+        for k, name in enumerate(names)
+    ]  # fmt: skip
+    path = tmp_path / "pack.json"
+    path.write_text(json.dumps({"runs": runs}))
+    return path
+
+
+def test_pack_console_lines_name_their_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ncmse.cli.pack import main as pack_main
+
+    pack = _pack_file(tmp_path, "report=false", "tensorboard=false", "epochs=2", "quiet=false")
+    assert pack_main([str(pack)]) == 0
+    err = capsys.readouterr().err
+    epoch_lines = [line for line in err.splitlines() if "train_err" in line]
+    assert len(epoch_lines) == 4, err
+    for name in ("r0", "r1"):
+        assert sum(line.startswith(f"[{name}] epoch ") for line in epoch_lines) == 2, err
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "fragment"),
+    [
+        (KeyboardInterrupt(), 130, "ncmse pack: interrupted"),
+        (OSError(28, "No space left on device"), 2, "no space left on the device"),
+    ],
+)
+def test_pack_interrupted_or_disk_full_is_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    raised: BaseException,
+    code: int,
+    fragment: str,
+) -> None:
+    import ncmse.packed
+    from ncmse.cli.pack import main as pack_main
+    from ncmse.locking import is_locked
+
+    def fails(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(ncmse.packed, "lockstep_epoch", fails)
+    pack = _pack_file(tmp_path, *QUIET, "epochs=2")
+    assert pack_main([str(pack)]) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and fragment in err, err
+    assert err.strip().splitlines()[-1].startswith("ncmse pack: "), err
+    assert not any(is_locked(tmp_path / name) for name in ("r0", "r1"))
+
+
+@pytest.mark.slow
+def test_pack_sigterm_is_one_line_and_releases_the_runs(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from ncmse.locking import is_locked
+
+    pack = _pack_file(tmp_path, *QUIET, "epochs=5000", "checkpoint_every=1")
+    proc = subprocess.Popen([sys.executable, "-m", "ncmse.cli.pack", str(pack)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(
+        (tmp_path / n / "checkpoints" / "last.pt").is_file() for n in ("r0", "r1")
+    ):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "ncmse pack: terminated (SIGTERM)" in err, err
+    assert not any(is_locked(tmp_path / name) for name in ("r0", "r1"))
+
+
+# ---- issue 19.11: a pack that cannot start leaves no run directory behind -------------------
+
+
+def test_pack_of_runs_that_do_not_fit_together_creates_nothing(tmp_path: Path) -> None:
+    a = resolve_config("tiny", [*QUIET, "epochs=1", "batch_size=128"])
+    b = resolve_config("tiny", [*QUIET, "epochs=1", "batch_size=64", "seed=1"])
+    members = [PackMember(tmp_path / "a", "new", a.to_dict()),
+               PackMember(tmp_path / "deep" / "b", "new", b.to_dict())]  # fmt: skip
+    with pytest.raises(ConfigError, match="same number of batches per epoch") as err:
+        train_packed(members)
+    assert str(tmp_path / "a") in str(err.value)
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_pack_whose_later_run_is_refused_removes_the_runs_it_created(tmp_path: Path) -> None:
+    from ncmse.errors import InputError
+    from ncmse.locking import is_locked
+
+    cfg = resolve_config("tiny", [*QUIET, "epochs=1"]).to_dict()
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("the user's")
+    members = [PackMember(tmp_path / "new" / "r0", "new", cfg),
+               PackMember(taken, "new", dict(cfg, seed=1))]  # fmt: skip
+    with pytest.raises(InputError, match="already exists"):
+        train_packed(members)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"] and not is_locked(taken)

@@ -215,3 +215,51 @@ def test_report_of_a_run_another_process_writes_is_refused(
         assert "run directory" in capsys.readouterr().err
         assert not (run / "report.html").exists()
     assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
+
+
+def test_seed_out_of_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["ufm", "--out", str(out), *SMALL, "--seed", "99999999999999999999"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed must be in [0, 2**63 - 1]" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def _ufm_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if ": error: " in line]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def test_train_resume_and_measure_of_a_ufm_run_say_what_it_is(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    killed = tmp_path / "killed"  # a UFM run killed before its summary: config.yaml only
+    killed.mkdir()
+    shutil.copy(run_dir / "config.yaml", killed / "config.yaml")
+    for run in (run_dir, killed):
+        before = sorted(p.name for p in run.iterdir())
+        assert main(["train", "--resume", str(run)]) == 2
+        line = _ufm_error(capsys)
+        assert "is a run of ncmse ufm" in line and "cannot be resumed" in line, line
+        assert "ncmse ufm --out NEW_DIR" in line and "unknown config key" not in line, line
+        assert main(["measure", str(run)]) == 2
+        line = _ufm_error(capsys)
+        assert "is a run of ncmse ufm" in line and "no network checkpoint" in line, line
+        assert f"ncmse report {run}" in line and "last.pt" not in line, line
+        assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_training_run_is_not_taken_for_a_ufm_run(tmp_path: Path) -> None:
+    from ncmse.config import resolve_config
+    from ncmse.rundir import RunWriter
+    from ncmse.runguard import is_ufm_run
+
+    run = tmp_path / "train"
+    run.mkdir()
+    RunWriter(run).write_config(resolve_config("tiny").to_dict())
+    assert not is_ufm_run(run)
+    assert not is_ufm_run(tmp_path / "missing")

@@ -235,10 +235,12 @@ def measure_checkpoint(
     batch_size: int | None = None,
     min_samples: int | None = None,
 ) -> dict[str, Any]:
-    """Measure a checkpoint; returns ``{"epoch", "lam", "lam_source", "train": {...}, ...}``.
+    """Measure a checkpoint; returns ``{"checkpoint", "epoch", "run_id", "lam", "lam_source",
+    "train": {...}, ...}`` (``run_id`` None for a checkpoint of an older ncmse).
 
     With the checkpoint's measurement rows, also the run's ``claims`` and ``central_path_fit``
-    (:func:`ncmse.verdicts.run_verdicts`), recomputed from them.
+    (:func:`ncmse.verdicts.run_verdicts`), recomputed from them, and ``rows_to_epoch``, the
+    last epoch of those rows.
 
     A damaged ``last.pt`` falls back to the run's ``prev.pt`` (with a message naming both).
 
@@ -246,6 +248,7 @@ def measure_checkpoint(
     ------
     InputError
         For ``lam`` < 0 or not finite, ``batch_size`` < 1, or CUDA requested without CUDA.
+        Also for the directory of an ``ncmse ufm`` run (which has no network to measure).
     CheckpointError
         If the checkpoint (and its fallback) is missing, damaged or not an ncmse checkpoint.
     """
@@ -254,6 +257,7 @@ def measure_checkpoint(
     from ncmse.checkpoint import load_checkpoint
     from ncmse.config import config_from_dict
     from ncmse.errors import InputError
+    from ncmse.runguard import is_ufm_run, ufm_refusal
     from ncmse.runtime import resolve_device
     from ncmse.subset import check_min_samples
 
@@ -264,6 +268,8 @@ def measure_checkpoint(
     check_min_samples(min_samples)
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda but CUDA is not available here; use --device cpu or auto")
+    if is_ufm_run(checkpoint):
+        raise InputError(ufm_refusal(checkpoint, "it has no network checkpoint to measure"))
     ckpt, used = load_checkpoint(checkpoint, fix="pass another checkpoint, or train the run again")
     run_cfg = config_from_dict(ckpt["config"], where=f"the config stored in {used}")
     cfg = dataclasses.replace(run_cfg, device=device, lam=run_cfg.lam if lam is None else lam)
@@ -273,6 +279,7 @@ def measure_checkpoint(
     out: dict[str, Any] = {
         "checkpoint": str(used),
         "epoch": ckpt.get("epoch"),
+        "run_id": ckpt.get("run_id"),
         "lam": comps.loss.lam,
         "lam_source": comps.loss.lam_source,
     }
@@ -294,6 +301,8 @@ def measure_checkpoint(
     rows = ckpt.get("rows") or []
     if rows:  # the run's verdicts (SPEC §7, §9), recomputed from its rows up to this checkpoint
         from ncmse.verdicts import run_verdicts
+
+        out["rows_to_epoch"] = max(int(r["epoch"]) for r in rows)
 
         out.update(
             run_verdicts(rows, loss=cfg.loss, tpt_epoch=ckpt.get("tpt_epoch"),

@@ -125,6 +125,13 @@ _CHOICES: dict[str, typing.Callable[[], tuple[str, ...]]] = {
     "precision": lambda: PRECISIONS,
 }
 
+#: the largest value of a 64-bit signed integer: every integer key must fit one (torch, numpy)
+_MAX_INT64 = 2**63 - 1
+#: torch.set_num_threads takes a C int
+_MAX_C_INT = 2**31 - 1
+#: longer runs cannot finish; the log-spaced measurement schedule is exact up to here
+_MAX_EPOCHS = 10**9
+
 #: key -> (predicate, description of the valid range)
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "per_class": (lambda v: v > 0, "a positive integer or null"),
@@ -132,7 +139,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "rescale_k": (lambda v: v > 0, "> 0"),
     "rescale_m": (lambda v: v > 0, "> 0"),
     "lam": (lambda v: v >= 0, ">= 0 or null (derived from the loss and weight decay)"),
-    "epochs": (lambda v: v >= 1, ">= 1"),
+    "epochs": (lambda v: 1 <= v <= _MAX_EPOCHS, f">= 1 (and at most {_MAX_EPOCHS:.0e})"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "lr": (lambda v: v > 0, "> 0"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -143,7 +150,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "measure_epochs": (lambda v: len(v) > 0 and all(e >= 0 for e in v), "non-empty, epochs >= 0"),
     "measure_batch_size": (lambda v: v >= 1, ">= 1"),
     "memory_budget_bytes": (lambda v: v > 0, "> 0 or null"),
-    "num_threads": (lambda v: v >= 1, ">= 1 or null"),
+    "num_threads": (lambda v: 1 <= v <= _MAX_C_INT, f"in [1, {_MAX_C_INT}] or null"),
+    "seed": (lambda v: 0 <= v <= _MAX_INT64, "in [0, 2**63 - 1] (what torch and numpy seed)"),
     "checkpoint_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
 }
 
@@ -232,6 +240,12 @@ def _validate_value(key: str, value: Any) -> None:
             raise ConfigError(f"config key {key!r} must be finite, got {value!r}")
         if not ok(value):
             raise ConfigError(f"invalid value {value!r} for config key {key!r}: must be {text}")
+    ints = value if isinstance(value, list) else [value]
+    if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > _MAX_INT64 for v in ints):
+        raise ConfigError(
+            f"invalid value {value!r} for config key {key!r}: integers must fit 64 bits "
+            "(|value| <= 2**63 - 1)"
+        )
 
 
 def config_from_dict(data: dict[str, Any], *, where: str = "config") -> Config:

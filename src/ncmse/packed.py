@@ -162,31 +162,79 @@ def _shared_bundle(cfg: Any, device: torch.device, bundles: dict[tuple, Any]) ->
     return bundles[key]
 
 
-def _open_trainer(member: PackMember, bundles: dict[tuple, Any], claimed: list[Path]) -> Any:
-    """The :class:`~ncmse.train.Trainer` of one member, its run directory claimed (as ``ncmse
-    train`` does: one writer per directory) and its dataset shared with the other members."""
+@dataclass
+class _Planned:
+    """A member checked before anything is created: its config, device and dataset."""
+
+    member: PackMember
+    cfg: Any
+    device: torch.device
+    bundle: Any
+
+
+def _plan_member(member: PackMember, bundles: dict[tuple, Any]) -> _Planned:
+    """Validate one member and load its dataset (shared with the other members); creates no
+    file (a resume only reads its config.yaml)."""
     from ncmse.config import config_from_dict
-    from ncmse.runguard import claim_run_dir
     from ncmse.runtime import resolve_device
-    from ncmse.train import Trainer, config_of_run, open_run_dir, record_data_source
+    from ncmse.train import config_of_run, record_data_source
 
     run_dir = Path(member.run_dir)
     if member.state not in PACK_STATES:
         raise ConfigError(f"pack member {run_dir}: state {member.state!r} not in {PACK_STATES}")
     if member.state == "resume":
         cfg = config_of_run(run_dir)
-        claim_run_dir(run_dir, new=False)
     else:
         if member.config is None:
             raise ConfigError(f"pack member {run_dir}: a new run needs its config")
         cfg = config_from_dict(dict(member.config), where=f"pack member {run_dir}")
         cfg = record_data_source(cfg)
-        open_run_dir(cfg, run_dir, overwrite=member.state == "restart")
-    claimed.append(run_dir)
     device = resolve_device(cfg.device, 0)
-    trainer = Trainer.from_config(cfg, run_dir, bundle=_shared_bundle(cfg, device, bundles))
+    return _Planned(member, cfg, device, _shared_bundle(cfg, device, bundles))
+
+
+def _check_lockstep(planned: Sequence[_Planned]) -> None:
+    """The members must have the same number of batches per epoch (:func:`lockstep_epoch`).
+
+    Raises
+    ------
+    ConfigError
+        Naming each run's batches, before any run directory is created.
+    """
+    batches = {
+        str(p.member.run_dir): -(-len(p.bundle.train_x) // p.cfg.batch_size) for p in planned
+    }
+    if len(set(batches.values())) > 1:
+        each = ", ".join(f"{d}: {n}" for d, n in batches.items())
+        raise ConfigError(
+            f"runs of a pack must have the same number of batches per epoch, got {each}: pack "
+            "runs of one dataset and batch size only"
+        )
+
+
+def _open_trainer(plan: _Planned, opened: list[tuple[Path, list[Path] | None]]) -> Any:
+    """The :class:`~ncmse.train.Trainer` of one planned member, its run directory claimed (as
+    ``ncmse train`` does: one writer per directory); ``opened`` gets ``(run_dir, created)``
+    (``created``: the directories a new run made, None for a resume)."""
+    from ncmse.runguard import claim_run_dir, missing_dirs
+    from ncmse.sinks import Checkpoints
+    from ncmse.train import Trainer, check_resume, open_run_dir
+
+    member, cfg, run_dir = plan.member, plan.cfg, Path(plan.member.run_dir)
+    ckpt = None
     if member.state == "resume":
-        trainer.restore()
+        claim_run_dir(run_dir, new=False)
+        opened.append((run_dir, None))
+        ckpt = Checkpoints(run_dir, enabled=False).load()
+        changes = check_resume(cfg, ckpt, run_dir)
+    else:
+        created = missing_dirs(run_dir)
+        open_run_dir(cfg, run_dir, overwrite=member.state == "restart")
+        opened.append((run_dir, created))
+    trainer = Trainer.from_config(cfg, run_dir, bundle=plan.bundle)
+    trainer.console.label = run_dir.name  # the K runs share one console: name each line's run
+    if member.state == "resume":
+        trainer.restore(ckpt, changes)
     return trainer
 
 
@@ -210,21 +258,31 @@ def train_packed(members: Sequence[PackMember]) -> list[dict[str, Any]]:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("packed runs train in one process; launch them without torchrun")
-    from ncmse.runguard import release_run_dir
+    from ncmse.runguard import release_run_dir, remove_new_run_dir
 
-    claimed: list[Path] = []
+    bundles: dict[tuple, Any] = {}
+    planned = [_plan_member(m, bundles) for m in members]  # every check before any file
+    _check_lockstep(planned)
+    opened: list[tuple[Path, list[Path] | None]] = []
     try:
-        return _train_packed(members, claimed)
+        trainers = [_open_trainer(p, opened) for p in planned]
+    except BaseException:  # a failed start leaves no half-made run directory behind
+        for path, created in opened:
+            if created is None:
+                release_run_dir(path)
+            else:
+                remove_new_run_dir(path, created)
+        raise
+    try:
+        return _train_packed(trainers)
     finally:
-        for path in claimed:
+        for path, _ in opened:
             release_run_dir(path)
 
 
-def _train_packed(members: Sequence[PackMember], claimed: list[Path]) -> list[dict[str, Any]]:
+def _train_packed(trainers: list[Any]) -> list[dict[str, Any]]:
     from ncmse.train import CRASH_ENV
 
-    bundles: dict[tuple, Any] = {}
-    trainers = [_open_trainer(m, bundles, claimed) for m in members]
     streams = [torch.cuda.Stream(t.device) if t.device.type == "cuda" else None for t in trainers]
     for k, t in enumerate(trainers):
         if hasattr(t.step, "pack"):

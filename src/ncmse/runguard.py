@@ -33,8 +33,12 @@ __all__ = [
     "claim_run_dir",
     "clear_run_files",
     "is_ncmse_run",
+    "is_ufm_run",
+    "missing_dirs",
     "release_run_dir",
+    "remove_empty_dirs",
     "remove_new_run_dir",
+    "ufm_refusal",
 ]
 
 #: seconds a trainer waits for a run directory's lock before it is refused
@@ -86,6 +90,38 @@ def is_ncmse_run(path: str | os.PathLike[str]) -> bool:
         return True
     entries = list(path.iterdir())
     return bool(entries) and all(e.name == LOCK_NAME or TEMP_PATTERN.match(e.name) for e in entries)
+
+
+def is_ufm_run(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a run of ``ncmse ufm`` (not of ``ncmse train``): its summary.json
+    says ``kind: ufm``, or its config.yaml holds the keys of a UFM experiment (``n``, ``p``,
+    ``omega0`` ...) rather than a training config's."""
+    import dataclasses
+
+    from ncmse.rundir import read_config, read_summary
+
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    summary = read_summary(path, strict=False) or {}
+    if summary.get("kind") == "ufm":
+        return True
+    config = read_config(path, strict=False) or {}
+    from ncmse.config import valid_keys
+    from ncmse.ufm.config import UFMConfig
+
+    ufm_only = {f.name for f in dataclasses.fields(UFMConfig)} - set(valid_keys())
+    return bool(config) and summary.get("kind") != "train" and bool(ufm_only & set(config))
+
+
+def ufm_refusal(path: str | os.PathLike[str], command: str) -> str:
+    """The message of ``command`` (what it cannot do) given the UFM run directory ``path``."""
+    return (
+        f"{str(path)!r} is a run of ncmse ufm (the unconstrained features model), not of ncmse "
+        f"train: {command}; its measurements are in its metrics.csv and omega.csv (see them "
+        f"with ncmse report {path}); to run it again: ncmse ufm --out NEW_DIR with its options "
+        "(config.yaml)"
+    )
 
 
 def clear_run_files(path: Path) -> list[Path]:
@@ -189,13 +225,44 @@ def release_run_dir(path: str | os.PathLike[str]) -> None:
     unclaim(path)
 
 
-def remove_new_run_dir(path: str | os.PathLike[str]) -> None:
-    """Undo the creation of a run directory whose run failed before training (data missing,
-    bad model options ...): ncmse's files, the lock and the then-empty directory go."""
+def missing_dirs(path: str | os.PathLike[str]) -> list[Path]:
+    """``path`` and those of its ancestors that do not exist, deepest first: what creating
+    ``path`` creates (call before creating it; :func:`remove_new_run_dir` takes the list)."""
+    missing: list[Path] = []
+    current = Path(path).absolute()
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    return missing
+
+
+def remove_new_run_dir(path: str | os.PathLike[str], created: list[Path] | None = None) -> None:
+    """Undo the start of a run that failed before training (data missing, bad model options,
+    a full disk while writing config.yaml ...): ncmse's files and the lock go, then the
+    directories this process created, if empty.
+
+    Parameters
+    ----------
+    path : path
+        The run directory.
+    created : list of Path, optional
+        What :func:`missing_dirs` said before the directory was made; default ``[path]``.
+        A directory that existed before is kept.
+    """
     path = Path(path)
-    clear_run_files(path)
-    remove_stale_temps([path])
+    with contextlib.suppress(OSError):
+        clear_run_files(path)
+        remove_stale_temps([path])
     release_run_dir(path)
     with contextlib.suppress(OSError):
         (path / LOCK_NAME).unlink()
-        path.rmdir()
+    remove_empty_dirs([path] if created is None else created)
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """``rmdir`` each of ``dirs`` in order (deepest first), stopping at one that is not empty."""
+    for folder in dirs:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

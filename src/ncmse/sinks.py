@@ -94,13 +94,24 @@ class Console:
     warnings : bool, optional
         Whether degenerate-feature warnings are printed (default: ``enabled``); ``ncmse train``
         prints them on rank 0 even when ``quiet``, since the numbers of that row need care.
+    label : str, optional
+        Begins every line as ``[label] `` (the run's name when several runs share a console:
+        packed runs).
     """
 
-    def __init__(self, *, enabled: bool = True, warnings: bool | None = None) -> None:
+    def __init__(
+        self, *, enabled: bool = True, warnings: bool | None = None, label: str | None = None
+    ) -> None:
         self.enabled = enabled
         self.warnings = enabled if warnings is None else warnings
+        self.label = label
         self._bar: Any = None
         self.nc1: float | None = None
+
+    @property
+    def prefix(self) -> str:
+        """``"[label] "``, or "" without a label."""
+        return f"[{self.label}] " if self.label else ""
 
     @property
     def wants_progress(self) -> bool:
@@ -113,7 +124,10 @@ class Console:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(
-                total=steps, desc=f"epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True
+                total=steps,
+                desc=f"{self.prefix}epoch {epoch}/{epochs}",
+                leave=False,
+                dynamic_ncols=True,
             )
 
     def progress(self, step: int, objective: float, accuracy: float) -> None:
@@ -142,7 +156,8 @@ class Console:
         test = f" test_acc {row['test_accuracy']:.4f}" if "test_accuracy" in row else ""
         objective = f" objective {row['objective']:.4g}" if "objective" in row else ""
         tqdm.write(
-            f"epoch {row['epoch']:>4} lr {row['lr']:.3g} train_err {row['train_error']:.4f}"
+            f"{self.prefix}epoch {row['epoch']:>4} lr {row['lr']:.3g} "
+            f"train_err {row['train_error']:.4f}"
             f"{test}{objective} loss {row['loss']:.4g} nc1 {row['nc1']:.4g} "
             f"L_perp/L {row['loss_perp_ratio']:.3g} ({row['wall_time']:.1f}s)",
             file=sys.stderr,
@@ -158,7 +173,8 @@ class Console:
             if row.get(key):
                 split = "test" if key == "test_flags" else "train"
                 print(
-                    f"warning: epoch {row['epoch']}: {split} features degenerate ({row[key]}): "
+                    f"{self.prefix}warning: epoch {row['epoch']}: {split} features degenerate "
+                    f"({row[key]}): "
                     + "; ".join(FLAGS[f] for f in row[key].split(";") if f in FLAGS),
                     file=sys.stderr,
                 )
@@ -166,7 +182,7 @@ class Console:
     def message(self, text: str) -> None:
         """A free-form line (e.g. a warning about the features)."""
         if self.enabled:
-            print(text, file=sys.stderr)
+            print(self.prefix + text, file=sys.stderr)
 
 
 class TensorBoard:

@@ -24,6 +24,8 @@ import math
 import os
 import sys
 import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +45,24 @@ from ncmse.distributed import (
     restore_rng,
 )
 from ncmse.engine import FastStep, float32_math
-from ncmse.errors import BusyError, ConfigError, DivergenceError, InputError, NonFiniteError
-from ncmse.rundir import RunWriter, default_run_dir, read_config
-from ncmse.runguard import claim_run_dir, release_run_dir, remove_new_run_dir
+from ncmse.errors import (
+    BusyError,
+    CheckpointError,
+    ConfigError,
+    DivergenceError,
+    InputError,
+    NonFiniteError,
+)
+from ncmse.rundir import RunWriter, default_run_dir, read_config, read_summary
+from ncmse.runguard import (
+    claim_run_dir,
+    is_ufm_run,
+    missing_dirs,
+    release_run_dir,
+    remove_empty_dirs,
+    remove_new_run_dir,
+    ufm_refusal,
+)
 from ncmse.runtime import configure_torch, environment, resolve_device
 from ncmse.schedule import flow_times, lr_milestones
 from ncmse.sinks import Checkpoints, Console, TensorBoard
@@ -53,16 +70,19 @@ from ncmse.sinks import Checkpoints, Console, TensorBoard
 __all__ = [
     "CHECK_EVERY",
     "CRASH_ENV",
+    "RESUME_SAFE_KEYS",
     "RunState",
     "StopCheck",
     "TrainStep",
     "Trainer",
+    "check_resume",
     "lr_milestones",
     "measurement_epochs",
     "config_of_run",
     "open_run_dir",
     "record_data_source",
     "resume",
+    "resume_config",
     "run_training",
     "train",
 ]
@@ -71,6 +91,27 @@ __all__ = [
 CRASH_ENV = "NCMSE_CRASH_AFTER_EPOCH"
 #: steps between two stop checks (and progress-bar updates); each costs one device sync
 CHECK_EVERY = 10
+#: config keys a resume may change (``ncmse train --resume RUN_DIR --set KEY=VALUE``): where and
+#: how the run computes, what it prints and how often it saves, never what it computes — not the
+#: data, model, loss, λ, optimiser, schedule (``epochs`` included: the learning-rate drops are
+#: fractions of it), precision or measurement schedule
+RESUME_SAFE_KEYS: frozenset[str] = frozenset(
+    {
+        "name",
+        "download",
+        "device",
+        "num_threads",
+        "checkpoint_every",
+        "tensorboard",
+        "quiet",
+        "report",
+        "dist_backend",
+        "measure_batch_size",
+        "memory_budget_bytes",
+        "cuda_graph",
+        "channels_last",
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +240,10 @@ class RunState:
     rows: list[dict[str, Any]] = field(default_factory=list)
     #: τ = Σ η over the optimiser steps taken so far (SPEC §9's clock)
     flow_time: float = 0.0
+    #: identifies the run in summary.json and every checkpoint (a copied checkpoint is foreign)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: config changes accepted on resume: ``{"epoch", "key", "old", "new"}`` each
+    resume_changes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Trainer:
@@ -516,8 +561,11 @@ class Trainer:
             "seed": self.cfg.seed,
             "epochs": self.cfg.epochs,
             "epochs_done": self.state.epoch,
+            "run_id": self.state.run_id,
             "environment": environment(self.device, self.dist.world_size),
         }
+        if self.state.resume_changes:
+            summary["resume_changes"] = self.state.resume_changes
         if hasattr(self.step, "describe"):
             summary["engine"] = self.step.describe()
         if error is not None:
@@ -546,6 +594,8 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "lam": self.loss_spec.lam,
             "lam_source": self.loss_spec.lam_source,
+            "run_id": self.state.run_id,
+            "resume_changes": self.state.resume_changes,
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -564,6 +614,9 @@ class Trainer:
             list(ckpt["rows"]),
             flow_time=self._checkpoint_flow_time(ckpt, epoch),
         )
+        if ckpt.get("run_id"):  # older checkpoints have none: the run gets one from now on
+            self.state.run_id = str(ckpt["run_id"])
+        self.state.resume_changes = list(ckpt.get("resume_changes") or [])
         self._t0 = time.perf_counter()
 
     def _checkpoint_flow_time(self, ckpt: dict[str, Any], epoch: int) -> float:
@@ -579,12 +632,18 @@ class Trainer:
             self.checkpoints.save(self.state_dict())
             self.checkpoint_epoch = self.state.epoch
 
-    def restore(self) -> bool:
-        """Load the run's checkpoint if there is one; returns whether there was."""
-        ckpt = self.checkpoints.load() if self.checkpoints is not None else None
+    def restore(
+        self, ckpt: dict[str, Any] | None = None, changes: list[dict[str, Any]] | None = None
+    ) -> bool:
+        """Load the run's checkpoint (``ckpt``, else the one in the run directory) if there is
+        one; returns whether there was. ``changes`` (from :func:`check_resume`) are recorded in
+        the run's ``resume_changes``."""
+        if ckpt is None:
+            ckpt = self.checkpoints.load() if self.checkpoints is not None else None
         if ckpt is None:
             return False
         self.load_state_dict(ckpt)
+        self.state.resume_changes.extend(changes or [])
         self.checkpoint_epoch = self.state.epoch
         if self.state.rows:
             self.console.nc1 = self.state.rows[-1].get("nc1")
@@ -626,15 +685,19 @@ def open_run_dir(
     path, error = (str(run_dir) if run_dir is not None else None), None
     if info.is_main:
         path = str(run_dir if run_dir is not None else default_run_dir(cfg.name))
+        created = missing_dirs(path)
         try:
             claim_run_dir(path, new=True, overwrite=overwrite)
         except (InputError, BusyError) as exc:
             error = exc
+        except BaseException:  # e.g. no space for the lock file: no empty directory left
+            remove_empty_dirs(created)
+            raise
         else:
             try:
                 RunWriter(path).write_config(cfg.to_dict())
-            except BaseException:
-                release_run_dir(path)
+            except BaseException:  # e.g. ENOSPC: leave nothing of this start behind
+                remove_new_run_dir(path, created)
                 raise
     path, message = broadcast((path, None if error is None else str(error)), info)
     if error is not None:
@@ -665,11 +728,14 @@ def run_training(
     *,
     overwrite: bool = False,
     resume: bool = False,
+    resume_set: Iterable[str] = (),
 ) -> tuple[Path, dict[str, Any]]:
     """Start (or, with ``resume``, continue) a run; returns (run directory, final summary).
 
     Rank 0 holds the run directory's lock (:mod:`ncmse.runguard`) while it trains. No report is
-    drawn: ``ncmse train`` asks for it afterwards.
+    drawn: ``ncmse train`` asks for it afterwards. A resume continues only the configuration its
+    checkpoint was trained with (:func:`check_resume`); ``resume_set`` names the keys the user
+    asked to change (:func:`resume_config`).
 
     Raises
     ------
@@ -677,6 +743,8 @@ def run_training(
         If another process writes the run directory.
     InputError
         If a new ``run_dir`` exists and ``overwrite`` is false.
+    ConfigError
+        If a resumed run's config differs from its checkpoint's (see :func:`check_resume`).
     DivergenceError
         If the objective becomes NaN/Inf (the last good checkpoint is kept).
     """
@@ -690,25 +758,148 @@ def run_training(
                 if dist_info.is_main:
                     claim_run_dir(path, new=False)
                     claimed = path
+                ckpt = Checkpoints(path, enabled=False).load()
+                changes = check_resume(cfg, ckpt, path, explicit=resume_set)
                 trainer = Trainer.from_config(cfg, path, dist_info)
-                if trainer.restore() and trainer.state.epoch >= cfg.epochs:
+                if trainer.restore(ckpt, changes) and trainer.state.epoch >= cfg.epochs:
                     return path, trainer.finish()
             else:
                 cfg = record_data_source(cfg)
-                fresh = run_dir is None or not Path(run_dir).exists()
+                created = missing_dirs(run_dir) if run_dir is not None else None
                 path = open_run_dir(cfg, run_dir, overwrite=overwrite, dist_info=dist_info)
                 claimed = path if dist_info.is_main else None
                 try:
                     trainer = Trainer.from_config(cfg, path, dist_info)
                 except BaseException:
-                    if fresh and claimed is not None:  # nothing trained: leave nothing behind
-                        remove_new_run_dir(path)
+                    if claimed is not None:  # nothing trained: leave nothing of it behind
+                        remove_new_run_dir(path, created)
                         claimed = None
                     raise
             return path, trainer.fit()
         finally:
             if claimed is not None:
                 release_run_dir(claimed)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Config values equal (``1`` and ``1.0`` are; YAML may turn one into the other)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return bool(a == b)
+
+
+def check_resume(
+    cfg: Config,
+    ckpt: dict[str, Any] | None,
+    run_dir: str | os.PathLike[str],
+    *,
+    explicit: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """The changes a resume makes to the configuration its checkpoint was trained with.
+
+    A run directory's rows must come from one configuration: every key of ``cfg`` (config.yaml
+    with the ``--set`` of the resume) must equal the checkpoint's, but the keys in ``explicit``
+    (which :func:`resume_config` allows only among :data:`RESUME_SAFE_KEYS`). Keys a checkpoint
+    of an older ncmse lacks count at their defaults.
+
+    Returns
+    -------
+    list of dict
+        ``{"epoch", "key", "old", "new"}`` per accepted change (empty without a checkpoint:
+        the run then starts again from epoch 0 and no row of another configuration is kept).
+
+    Raises
+    ------
+    CheckpointError
+        If the checkpoint belongs to another run (its run id is not the one in summary.json).
+    ConfigError
+        If a key outside ``explicit`` differs; the message names each key, both values, and
+        what to do.
+    """
+    if ckpt is None:
+        return []
+    path = Path(run_dir)
+    ours = (read_summary(path, strict=False) or {}).get("run_id")
+    theirs = ckpt.get("run_id")
+    if ours and theirs and ours != theirs:
+        raise CheckpointError(
+            f"cannot resume {str(path)!r}: its checkpoint belongs to another run (run id "
+            f"{theirs}, this run's is {ours}; copied from another run directory?); put the "
+            "run's own checkpoint back or start the run again with --overwrite"
+        )
+    saved = {**Config().to_dict(), **dict(ckpt.get("config") or {})}
+    now = cfg.to_dict()
+    differing = [k for k in now if not _same_value(saved.get(k), now[k])]
+    allowed = set(explicit)
+    refused = [k for k in differing if k not in allowed]
+    if refused:
+        raise ConfigError(_refusal(path, int(ckpt["epoch"]), refused, saved, now))
+    return [
+        {"epoch": int(ckpt["epoch"]), "key": k, "old": saved.get(k), "new": now[k]}
+        for k in differing
+    ]
+
+
+def _refusal(
+    path: Path, epoch: int, keys: list[str], saved: dict[str, Any], now: dict[str, Any]
+) -> str:
+    """The one-line message of a resume whose config.yaml differs from its checkpoint's."""
+    diffs = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in keys)
+    text = (
+        f"cannot resume {str(path)!r}: its config.yaml differs from the configuration its "
+        f"checkpoint (epoch {epoch}) was trained with: {diffs}; a run's rows must come from one "
+        "configuration: put the checkpoint's values back in config.yaml"
+    )
+    unsafe = [k for k in keys if k not in RESUME_SAFE_KEYS]
+    if unsafe:
+        why = " (the learning-rate drops are fractions of epochs)" if "epochs" in unsafe else ""
+        text += (
+            f", or start a new run (ncmse train --out NEW_DIR) to change {', '.join(unsafe)}{why}"
+        )
+    safe = [k for k in keys if k in RESUME_SAFE_KEYS]
+    if safe:
+        sets = " ".join(f"--set {k}=VALUE" for k in safe)
+        text += f"; to change {', '.join(safe)} on resume, pass {sets} with --resume"
+    return text
+
+
+def resume_config(
+    run_dir: str | os.PathLike[str], overrides: Iterable[str] = ()
+) -> tuple[Config, list[str]]:
+    """The config of a resume: ``RUN_DIR/config.yaml`` with the ``--set`` items ``overrides``.
+
+    Returns
+    -------
+    (Config, list of str)
+        The config and the keys the overrides set.
+
+    Raises
+    ------
+    ConfigError
+        If an override names a key outside :data:`RESUME_SAFE_KEYS` (it would change what the
+        run computes: a new run must do that), or an invalid value.
+    """
+    import dataclasses
+
+    from ncmse.config import parse_overrides
+
+    parsed = parse_overrides(overrides)
+    unsafe = sorted(set(parsed) - RESUME_SAFE_KEYS)
+    if unsafe:
+        raise ConfigError(
+            f"--resume takes the config from RUN_DIR; --set {', '.join(unsafe)} would change what "
+            "the run computes (its rows must come from one configuration): start a new run "
+            "with --out to change it; with --resume, --set may change only "
+            f"{', '.join(sorted(RESUME_SAFE_KEYS))}"
+        )
+    cfg = config_of_run(run_dir)
+    if not parsed:
+        return cfg, []
+    merged = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    merged.update(parsed)
+    return config_from_dict(merged, where="the run's config with --set"), sorted(parsed)
 
 
 def train(
@@ -739,7 +930,8 @@ def config_of_run(run_dir: str | os.PathLike[str]) -> Config:
     ------
     InputError
         If ``RUN_DIR`` does not exist, or has no ``config.yaml`` (the run was killed before
-        writing it: the message says how to start it again), or the file is damaged.
+        writing it: the message says how to start it again), or the file is damaged, or it is
+        a run of ``ncmse ufm`` (the message says so and what to run instead).
     """
     path = Path(run_dir)
     if not path.is_dir():
@@ -747,6 +939,8 @@ def config_of_run(run_dir: str | os.PathLike[str]) -> Config:
             f"cannot resume {str(path)!r}: no such directory; pass the RUN_DIR of a run started "
             "by ncmse train"
         )
+    if is_ufm_run(path):
+        raise InputError(ufm_refusal(path, "it cannot be resumed (it has no training to continue)"))
     data = read_config(path)
     if data is None:
         raise InputError(
@@ -758,10 +952,14 @@ def config_of_run(run_dir: str | os.PathLike[str]) -> Config:
     return config_from_dict(data, where=where)
 
 
-def resume(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def resume(run_dir: str | os.PathLike[str], overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Continue a run from its checkpoint with the config in ``RUN_DIR``; returns the summary.
 
     A run killed before its first checkpoint starts again from epoch 0 with its config; a
     damaged ``last.pt`` falls back to ``prev.pt``; stale temporary files are removed.
+    ``overrides`` (``key=value``) may change only :data:`RESUME_SAFE_KEYS`; each change is
+    recorded in summary.json ``resume_changes``. A config.yaml edited after the checkpoint in
+    any other way is refused (:func:`check_resume`).
     """
-    return run_training(config_of_run(run_dir), run_dir, resume=True)[1]
+    cfg, explicit = resume_config(run_dir, overrides)
+    return run_training(cfg, run_dir, resume=True, resume_set=explicit)[1]

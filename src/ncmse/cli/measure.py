@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _store_verdicts(result: dict, checkpoint: str) -> str:
-    """Recomputed verdicts into RUN_DIR/summary.json when the checkpoint is in a run directory
-    that no other process is writing; returns what was done, for the console line."""
+    """Recomputed verdicts into RUN_DIR/summary.json when the checkpoint is this run's own
+    (:func:`_not_this_runs`) and no other process writes the directory; returns what was done,
+    for the console line (nothing stored: why)."""
     from ncmse.errors import BusyError
     from ncmse.locking import hold
     from ncmse.rundir import update_summary
@@ -75,10 +76,54 @@ def _store_verdicts(result: dict, checkpoint: str) -> str:
             f" (not stored in summary.json: measured from {result['checkpoint']}, not the run's "
             "last checkpoint, whose verdicts the summary holds)"
         )
+    why = _not_this_runs(result, run_dir)
+    if why is not None:
+        return f" (not stored in summary.json: {why})"
     try:
         with hold(run_dir, "run directory"):
             update_summary(run_dir, claims=result["claims"],
                            central_path_fit=result["central_path_fit"])  # fmt: skip
     except BusyError as exc:
         return f" (not stored in summary.json: {exc})"
+    except OSError as exc:  # a read-only run directory: the result above stands, nothing stored
+        return (
+            f" (nothing stored: cannot write in the run directory {str(run_dir)!r} "
+            f"({exc.strerror or exc}))"
+        )
     return f" (stored in {run_dir / 'summary.json'})"
+
+
+def _not_this_runs(result: dict, run_dir: Path) -> str | None:
+    """Why the checkpoint's verdicts are not the run's to store, or None when they are.
+
+    They are when the checkpoint carries the run id of the run's summary.json (a checkpoint
+    copied from another run does not) and it holds the run's rows: its epoch and its rows' last
+    epoch are the epoch of the run's last row (a run killed between two checkpoints has rows
+    the checkpoint lacks).
+    """
+    from ncmse.errors import InputError
+    from ncmse.rundir import read_rows, read_summary
+
+    ours = (read_summary(run_dir, strict=False) or {}).get("run_id")
+    theirs = result.get("run_id")
+    if not ours or not theirs:
+        return (
+            "the run or its checkpoint has no run id (written by an older ncmse), so the "
+            "checkpoint cannot be verified as this run's"
+        )
+    if ours != theirs:
+        return f"the checkpoint belongs to another run (run id {theirs}, this run's is {ours})"
+    metrics = next((run_dir / n for n in ("metrics.csv", "metrics.jsonl")
+                    if (run_dir / n).is_file()), None)  # fmt: skip
+    try:
+        epochs = [int(float(r["epoch"])) for r in read_rows(metrics)] if metrics else []
+    except (InputError, KeyError, ValueError) as exc:
+        return f"the run's rows cannot be read ({exc})"
+    last = max(epochs, default=None)
+    if result.get("epoch") != last or result.get("rows_to_epoch") != last:
+        return (
+            f"the checkpoint is at epoch {result.get('epoch')} but the run's rows go to epoch "
+            f"{last} (killed between two checkpoints?); ncmse train --resume {run_dir} brings "
+            "them together"
+        )
+    return None

@@ -7,16 +7,20 @@ report is drawn when its config asks for one, as ``ncmse train`` does.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Returns 0 when every run finished or diverged (a result), 1 otherwise, 2 on bad input."""
+    """Returns 0 when every run finished or diverged (a result), 1 otherwise, 2 on bad input
+    or an error of the environment (a full disk ...), 130 on Ctrl-C and 143 on SIGTERM (one line
+    each, as ``ncmse train``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m ncmse.cli.pack PACK.json", file=sys.stderr)
@@ -28,15 +32,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"ncmse pack: cannot read {path}: {exc}", file=sys.stderr)
         return 2
-    from ncmse.errors import NCMSEError
-    from ncmse.packed import PackMember, train_packed
-
     print(f"ncmse pack: {len(runs)} runs in one process", file=sys.stderr)
     try:
-        results = train_packed([PackMember(*r) for r in runs])
-    except NCMSEError as exc:  # bad config, data missing, a run directory busy ...
-        print(f"ncmse pack: {exc}", file=sys.stderr)
+        with _terminate_as_interrupt():
+            return _train_and_report(runs)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a SLURM preemption, a killed sweep)
+        terminated = isinstance(exc, _Terminated)
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(f"ncmse pack: {what}; each run keeps its last checkpoint and resumes from it",
+              file=sys.stderr)  # fmt: skip
+        return 128 + signal.SIGTERM if terminated else 130
+    except Exception as exc:  # as ncmse train: what the user can fix is one line, exit 2
+        from ncmse.errors import explain
+
+        message = explain(exc)
+        if message is None:
+            raise  # a genuine bug: the traceback is the useful report
+        print(f"ncmse pack: error: {message}", file=sys.stderr)
         return 2
+
+
+def _train_and_report(runs: list[tuple[Path, str, dict | None]]) -> int:
+    """Train the pack, then draw each finished run's report; the exit status of :func:`main`."""
+    from ncmse.packed import PackMember, train_packed
+
+    results = train_packed([PackMember(*r) for r in runs])
     for (run_dir, _, _), result in zip(runs, results):
         if result.get("status") == "finished" and _wants_report(run_dir):
             from ncmse.cli.report import write_run_report_locked
@@ -44,6 +64,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_run_report_locked(run_dir)
     ok = all(r.get("status") in ("finished", "diverged") for r in results)
     return 0 if ok else 1
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM received: stop where the runs are (each keeps its last checkpoint)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` for the block, so the pack ends like on Ctrl-C:
+    run directories released, one line, no traceback."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _wants_report(run_dir: Path) -> bool:

@@ -40,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", metavar="RUN_DIR", help="run directory (default runs/<name>-<time>)"
     )
     parser.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint, with the configuration it "
+        "was trained with; --set may then change only keys that do not change its numbers "
+        "(device, num_threads, checkpoint_every, quiet, ...: recorded in summary.json)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the files of an existing run directory"
@@ -54,19 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``ncmse train``, then draw the run's report (``report: true``); returns the status."""
     from ncmse.config import list_presets, resolve_config
-    from ncmse.train import config_of_run, run_training
+    from ncmse.train import resume_config, run_training
 
     if args.list_presets:
         print("\n".join(list_presets()))
         return 0
     if args.resume:
-        if args.config or args.overrides or args.out or args.data_dir:
+        if args.config or args.out or args.data_dir:
             raise ConfigError(
                 "--resume takes the config and directory from RUN_DIR; drop "
-                "--config/--set/--out/--data-dir"
+                "--config/--out/--data-dir"
             )
-        cfg = config_of_run(args.resume)
-        run_dir, summary = run_training(cfg, args.resume, resume=True)
+        cfg, explicit = resume_config(args.resume, args.overrides)
+        run_dir, summary = run_training(cfg, args.resume, resume=True, resume_set=explicit)
     else:
         overrides = list(args.overrides)
         if args.data_dir:

@@ -143,6 +143,8 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
         raise InputError(f"--num-records must be >= 1, got {args.num_records}")
     if args.steps < 0:
         raise InputError(f"--steps must be >= 0, got {args.steps}")
+    if not 0 <= args.seed <= 2**63 - 1:
+        raise InputError(f"--seed must be in [0, 2**63 - 1] (what torch seeds), got {args.seed}")
     for flag, value in (("--lam", args.lam), ("--lam-h", args.lam_h)):
         if not (math.isfinite(value) and value >= 0):
             raise InputError(f"{flag} must be a finite number >= 0, got {value}")
