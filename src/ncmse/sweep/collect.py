@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ncmse.claims import CLAIM_IDS, accuracy_gaps, claim_columns, tally
+from ncmse.claims import CLAIM_IDS, accuracy_gaps, claim_columns, claims_are_current, tally
 from ncmse.errors import NCMSEError
 from ncmse.rundir import load_run
 from ncmse.sweep.grid import RunSpec, preset_stem
@@ -127,7 +127,7 @@ def _claims_and_description(
     describe = {k: summary.get(k) for k in ("dataset", "model")}
     describe["loss"] = summary.get("loss_name", summary.get("loss"))
     recorded = summary.get("claims")
-    if isinstance(recorded, list) and recorded:
+    if claims_are_current(recorded):
         return tuple(c for c in recorded if isinstance(c, dict)), describe
     if status != "finished":
         return (), describe
