@@ -387,8 +387,9 @@ def test_perp_claims_are_not_applicable_on_cross_entropy_runs():
         c = verdicts(collapse_rows(), loss=loss)
         for cid in ("perp_small", "perp_falls"):
             assert c[cid]["holds"] is None and c[cid]["value"] is None
-            assert c[cid]["reason"].startswith("not applicable: ") and "square-loss" in (
-                c[cid]["reason"]
+            assert (
+                c[cid]["reason"].startswith("not applicable: ")
+                and "square-loss" in (c[cid]["reason"])
             )
         assert c["nc1_falls"]["holds"] is True
     assert verdicts(collapse_rows(), loss="rescaled_mse")["perp_falls"]["holds"] is True
@@ -461,8 +462,8 @@ def test_within_class_singular_alone_removes_only_the_omega_claims():
     rows[-1]["snr"] = [math.inf, 400.0, 300.0]
     c = verdicts(rows)
     for cid in ("snr_grows", "snr_equalises"):
-        assert outcome_of(c[cid]) == "not applicable" and "within_class_singular" in (
-            c[cid]["reason"]
+        assert (
+            outcome_of(c[cid]) == "not applicable" and "within_class_singular" in (c[cid]["reason"])
         )
     for cid in ("perp_falls", "nc1_falls", "nc1_falls_after_tpt", "nc2_nc3_nc4_fall"):
         assert c[cid]["holds"] is True, cid

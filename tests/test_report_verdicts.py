@@ -95,7 +95,7 @@ def test_old_run_gets_claims_and_fit_computed_from_its_files(tmp_path):
     first, last = (np.array(_omega(np.array([e], dtype=float))[0]) for e in (EPOCHS[0], EPOCHS[-1]))
     assert by_id["nc1_falls"]["value"] == pytest.approx(np.sum(first**-2) / np.sum(last**-2))
     assert (
-        by_id["nc2_nc3_nc4_fall"]["holds"] is False and "nc3" in by_id["nc2_nc3_nc4_fall"]["note"]
+        by_id["nc2_nc3_nc4_fall"]["holds"] is False and "nc3" in by_id["nc2_nc3_nc4_fall"]["reason"]
     )
     assert by_id["snr_equalises"]["holds"] is True
     fits, source = run_central_path(run)
@@ -109,8 +109,8 @@ def test_old_run_gets_claims_and_fit_computed_from_its_files(tmp_path):
 
 
 def test_recorded_verdicts_win_over_recomputation(tmp_path):
-    recorded = [{"id": "identity", "statement": "s", "value": 1.0, "threshold": 1e-10,
-                 "relation": "<=", "holds": False, "note": "recorded"}]  # fmt: skip
+    recorded = [{"id": cid, "statement": "s", "value": 1.0, "threshold": 1e-10, "noise": None,
+                 "holds": False, "reason": "recorded"} for cid in CLAIM_IDS]  # fmt: skip
     fit = [{"law": "projected", "n": 1, "C": 2, "e0": 3, "kappa": 42.0,
             "rms_log_residual": 0.5, "points": 7, "reason": None}]  # fmt: skip
     run = load_run(

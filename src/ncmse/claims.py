@@ -192,8 +192,7 @@ _STATEMENTS: dict[str, str] = {
     "nc2_nc3_nc4_fall": "equinorm, equiangularity and max-angle of the means and nc3 fall at "
     "least 2× (first ÷ last), and nc4 ends ≤ 0.01 (how many of these pass)",
     "snr_grows": "the smallest ω_j grows at least 2× after TPT (ω_min last ÷ TPT)",
-    "snr_equalises": "the ω_j equalise after TPT: the spread log(ω_max/ω_min) halves "
-    "(TPT ÷ last)",
+    "snr_equalises": "the ω_j equalise after TPT: the spread log(ω_max/ω_min) halves (TPT ÷ last)",
 }
 
 
@@ -653,8 +652,17 @@ def _nc234_parts(run: _Run) -> list[tuple[str, _Check]]:
         a, b = _number(run.first.get(name)), _number(run.last.get(name))
         window = [_number(r.get(name)) for r in late]
         check = _check(_ratio(a, b), NC234_FALL_FACTOR, window, at_most=False, detail="")
-        parts.append((name, _Check(check.value, check.holds, check.noise,
-                                   f"{name} {_fmt(a)} → {_fmt(b)} (σ {_fmt(check.noise)})")))
+        parts.append(
+            (
+                name,
+                _Check(
+                    check.value,
+                    check.holds,
+                    check.noise,
+                    f"{name} {_fmt(a)} → {_fmt(b)} (σ {_fmt(check.noise)})",
+                ),
+            )
+        )
     b = _number(run.last.get("nc4"))
     check = _check(b, NC4_LAST_MAX, [_number(r.get("nc4")) for r in late], at_most=True, detail="")
     parts.append(("nc4", _Check(b, check.holds, check.noise,

@@ -428,8 +428,12 @@ def _check_cells(path: Path, numbered: list[tuple[int, dict[str, Any]]]) -> None
             if not isinstance(value, float):
                 raise _damaged(path, line_no, f"column {name!r} holds {cell!r}, not a number")
             if training and not _in_range(name.removeprefix("test_"), value):
-                raise _damaged(path, line_no, f"column {name!r} holds {cell!r}, which "
-                               f"{_RANGE_TEXT[name.removeprefix('test_') in _UNIT_COLUMNS]}")
+                raise _damaged(
+                    path,
+                    line_no,
+                    f"column {name!r} holds {cell!r}, which "
+                    f"{_RANGE_TEXT[name.removeprefix('test_') in _UNIT_COLUMNS]}",
+                )
 
 
 _RANGE_TEXT = {True: "is not a fraction in [0, 1]", False: "is not finite"}

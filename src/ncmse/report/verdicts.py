@@ -165,7 +165,7 @@ def claims_section(
                 html.escape(_value_text(claim.get("value"))),
                 html.escape(_threshold_text(claim)),
                 f'<span class="verdict {css}">{_MARK[holds]} {_VERDICT[holds]}</span>',
-                html.escape(str(claim.get("note") or "")),
+                html.escape(str(claim.get("reason") or claim.get("note") or "")),
                 " · ".join(links) or "—",
             ]
         )
@@ -244,7 +244,8 @@ def verdicts_section(runs: Sequence[Any], out: Path) -> str:
         for cid in CLAIM_IDS:
             claim = by_id.get(cid, {})
             holds = claim.get("holds")
-            title = html.escape(f"{_value_text(claim.get('value'))} — {claim.get('note') or ''}")
+            reason = claim.get("reason") or claim.get("note") or ""
+            title = html.escape(f"{_value_text(claim.get('value'))} — {reason}")
             css = {True: "ok", False: "bad", None: "na"}[holds]
             cells.append(f'<span class="verdict {css}" title="{title}">{_MARK[holds]}</span>')
         t = tally(claims)
