@@ -194,11 +194,13 @@ def summary_lines(results: Sequence[ControlResult]) -> list[str]:
             )
         elif failed:
             lines.append(
-                f"negative control {r.control.name} holds the trend claim(s) "
-                f"{', '.join(failed)}: the verdicts do not separate collapse from its absence"
+                f"negative control {r.control.name} holds {', '.join(failed)} "
+                f"({_reasons(r.claims, failed)})"
             )
     if controls_separate(results):
         lines.append("controls separate: no negative control holds a trend claim")
+    else:
+        lines.append("controls do not separate: a negative control holds a trend claim")
     return lines
 
 
