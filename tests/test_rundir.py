@@ -265,7 +265,7 @@ def ce_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_report_of_a_directory_written_by_ncmse_train(ce_run: Path) -> None:
     assert (ce_run / "report.html").is_file()  # asked for by the CLI after the run
     run = load_run(ce_run)
-    assert run.kind == "train" and run.num_rows == 2
+    assert run.kind == "train" and run.num_rows == 3  # epochs 0, 1, 2
     assert run.describe("loss") == "ce" and run.summary["loss_name"] == "ce"
     assert "loss" not in run.summary
     # a CE run optimises cross-entropy; its SPEC loss is the MSE of its outputs (SPEC §2)

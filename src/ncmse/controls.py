@@ -33,6 +33,7 @@ __all__ = [
     "controls_separate",
     "controls_table",
     "run_controls",
+    "summary_lines",
 ]
 
 #: trend claims no negative control may hold (SPEC §7 *Controls*)
