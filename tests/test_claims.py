@@ -427,6 +427,17 @@ def test_c2_means_metrics_do_not_apply():
     assert c["snr_grows"]["holds"] is True
 
 
+def test_unknown_c_keeps_the_metrics_of_the_means():
+    rows = collapse_rows()
+    for row in rows:
+        del row["num_classes"], row["snr"]
+    c = verdicts(rows)
+    assert c["nc2_nc3_nc4_fall"]["value"] == 5 and c["nc2_nc3_nc4_fall"]["holds"] is True
+    assert outcome_of(c["snr_grows"]) == "not applicable" and "no ω" in c["snr_grows"]["reason"]
+    assert c["nc2_nc3_nc4_fall"] == verdicts(rows, num_classes=3)["nc2_nc3_nc4_fall"]
+    assert verdicts(rows, num_classes=2)["nc2_nc3_nc4_fall"]["value"] == 2
+
+
 def test_snr_equalisation_fails_when_the_spread_grows():
     rows = collapse_rows()
     rows[-1]["snr"] = [400.0, 100.0, 50.0]

@@ -508,7 +508,10 @@ def _from_check(claim_id: str, threshold: float, check: _Check) -> dict[str, Any
     if math.isnan(check.value):
         reason = f"the value is undefined (NaN): {check.detail}"
     elif math.isnan(check.noise):
-        reason = f"no noise estimate (a single measurement in the window): {check.detail}"
+        reason = (
+            "no noise estimate (fewer than two measurements with a value in the window): "
+            f"{check.detail}"
+        )
     elif check.holds is None:
         reason = f"{WITHIN_NOISE}: {check.detail}"
     else:
@@ -646,7 +649,8 @@ def _snr_equalises(run: _Run) -> dict[str, Any]:
 def _nc234_parts(run: _Run) -> list[tuple[str, _Check]]:
     """The parts of ``nc2_nc3_nc4_fall``, each decided by the noise rule."""
     late = run.late_half()
-    names = _FALL_METRICS if (run.num_classes or 0) > 2 else ("nc3",)
+    # C unknown (old rows without num_classes or ω): the metrics of the means are kept
+    names = _FALL_METRICS if run.num_classes is None or run.num_classes > 2 else ("nc3",)
     parts = []
     for name in names:
         a, b = _number(run.first.get(name)), _number(run.last.get(name))
