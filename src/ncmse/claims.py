@@ -101,6 +101,7 @@ __all__ = [
     "claims_are_current",
     "evaluate_claims",
     "format_tally",
+    "holds_when",
     "log_noise",
     "loss_kind",
     "omega_of",
@@ -792,6 +793,28 @@ def evaluate_claims(
 # --------------------------------------------------------------------------------------------
 # summaries
 # --------------------------------------------------------------------------------------------
+
+_HOLDS_WHEN: dict[str, str] = {
+    "identity": f"≤ {IDENTITY_TOL:g} (no noise rule)",
+    "tpt_reached": "not null",
+    "perp_small": f"≤ {PERP_SMALL:g} by more than 3σ",
+    "perp_falls": f"≥ {PERP_FALL_FACTOR:g}× by more than 3σ",
+    "nc1_falls": f"≥ {NC1_FALL_FACTOR:g}× by more than 3σ",
+    "nc1_falls_after_tpt": f"≥ {NC1_AFTER_TPT_FACTOR:g}× by more than 3σ",
+    "nc2_nc3_nc4_fall": f"all pass (each falls ≥ {NC234_FALL_FACTOR:g}×, nc4 last ≤ "
+    f"{NC4_LAST_MAX:g}; each by more than 3σ)",
+    "snr_grows": f"≥ {SNR_GROW_FACTOR:g}× by more than 3σ",
+    "snr_equalises": f"≥ {SNR_EQUALISE_FACTOR:g}× by more than 3σ",
+}
+
+
+def holds_when(claim_id: str) -> str:
+    """The rule of a claim in words, e.g. ``"≥ 100× by more than 3σ"`` ("" for an unknown id).
+
+    >>> holds_when("perp_small")
+    '≤ 0.1 by more than 3σ'
+    """
+    return _HOLDS_WHEN.get(claim_id, "")
 
 
 def outcome_of(claim: Mapping[str, Any]) -> str:

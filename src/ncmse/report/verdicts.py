@@ -24,6 +24,7 @@ from ncmse.claims import (
     CLAIM_IDS,
     GAP_THRESHOLD_PP,
     accuracy_gaps,
+    holds_when,
     tally,
     tpt_epoch_of,
 )
@@ -109,6 +110,8 @@ def run_gap_records(runs: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _threshold_text(claim: Mapping[str, Any]) -> str:
+    if "relation" not in claim and holds_when(str(claim.get("id"))):
+        return holds_when(str(claim.get("id")))
     relation = str(claim.get("relation", ""))
     threshold = claim.get("threshold")
     if relation == "not null":
