@@ -123,7 +123,7 @@ def test_killed_pack_resumes_each_run_to_identical_metrics(tmp_path: Path) -> No
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     for s in (0, 1):
-        assert len(_rows(tmp_path / f"p{s}" / "metrics.csv")) == 2
+        assert len(_rows(tmp_path / f"p{s}" / "metrics.csv")) == 3  # epochs 0, 1, 2
     results = train_packed(
         [
             PackMember(tmp_path / "p0", "resume"),

@@ -127,8 +127,8 @@ def test_old_run_gets_claims_and_fit_computed_from_its_files(tmp_path):
 
 
 def test_recorded_verdicts_win_over_recomputation(tmp_path):
-    recorded = [{"id": "identity", "statement": "s", "value": 1.0, "threshold": 1e-10,
-                 "relation": "<=", "holds": False, "note": "recorded"}]  # fmt: skip
+    recorded = [{"id": cid, "statement": "s", "value": 1.0, "threshold": 1e-10, "noise": None,
+                 "holds": False, "reason": "recorded"} for cid in CLAIM_IDS]  # fmt: skip
     fit = [{"law": "projected", "n": 1, "C": 2, "e0": 3, "clock": "lr_steps", "kappa": 42.0,
             "rms_log_residual": 0.5, "points": 7, "reason": None}]  # fmt: skip
     run = load_run(

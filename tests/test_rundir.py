@@ -135,6 +135,103 @@ def test_damaged_files(tmp_path: Path) -> None:
         read_config(tmp_path)
 
 
+def _collapse_run(path: Path) -> Path:
+    """A finished MSE run directory whose rows collapse (the synthetic control of test_claims)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_claims import TPT, collapse_rows
+
+    path.mkdir(parents=True, exist_ok=True)
+    writer = RunWriter(path)
+    writer.write_rows(collapse_rows())
+    writer.write_summary({"kind": "train", "status": "finished", "loss_name": "mse",
+                          "tpt_epoch": TPT})  # fmt: skip
+    return path
+
+
+def _csv_lines(path: Path) -> list[str]:
+    return (path / "metrics.csv").read_text().splitlines()
+
+
+def _write_csv(path: Path, header: str, rows: list[str]) -> None:
+    (path / "metrics.csv").write_text("\n".join([header, *rows]) + "\n")
+    (path / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def test_rows_are_read_in_epoch_order(tmp_path: Path) -> None:
+    """Reversing metrics.csv flipped perp_falls and nc2_nc3_nc4_fall (issue 19.5)."""
+    from ncmse.verdicts import run_claims
+
+    run_dir = _collapse_run(tmp_path / "r")
+    forward = run_claims(load_run(run_dir))[0]
+    assert all(c["holds"] is True for c in forward)
+    header, *rows = _csv_lines(run_dir)
+    _write_csv(run_dir, header, rows[::-1])
+    run = load_run(run_dir)
+    assert run.columns["epoch"].tolist() == sorted(run.columns["epoch"].tolist())
+    assert run_claims(run)[0] == forward
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("abc", r"line 4: column 'nc1' holds 'abc', not a number"),
+        ("inf", r"line 4: column 'train_error' holds 'inf', which is not a fraction in \[0, 1\]"),
+        ("loss", r"line 4: column 'loss' holds '-inf', which is not finite"),
+        ("duplicate", r"line 5: epoch 2 is measured twice \(also line 4\)"),
+        ("blank", r"line 4: an empty line between two rows"),
+        ("empty", r"line 4: a row with no values"),
+        ("epoch", r"line 4: column 'epoch' holds '2.5', not a whole number"),
+    ],
+)
+def test_damaged_rows_are_a_one_line_error(tmp_path: Path, damage: str, message: str,
+                                           capsys) -> None:  # fmt: skip
+    run_dir = _collapse_run(tmp_path / "r")
+    header, *rows = _csv_lines(run_dir)
+    names = header.split(",")
+    cells = rows[2].split(",")  # line 4: epoch 2
+    if damage == "abc":
+        cells[names.index("nc1")] = "abc"
+    elif damage == "inf":
+        cells[names.index("train_error")] = "inf"
+    elif damage == "loss":
+        cells[names.index("loss")] = "-inf"
+    elif damage == "epoch":
+        cells[names.index("epoch")] = "2.5"
+    rows[2] = ",".join(cells)
+    if damage == "duplicate":
+        rows.insert(3, rows[2])
+    elif damage == "blank":
+        rows[2] = ""
+    elif damage == "empty":
+        rows[2] = "," * (len(names) - 1)
+    _write_csv(run_dir, header, rows)
+    with pytest.raises(InputError, match=message) as info:
+        load_run(run_dir)
+    assert "metrics.csv" in str(info.value) and "\n" not in str(info.value)
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metrics.csv" in err[0]
+
+
+def test_damaged_jsonl_rows_are_an_error(tmp_path: Path) -> None:
+    run_dir = _collapse_run(tmp_path / "r")
+    (run_dir / "metrics.csv").unlink()
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    lines.insert(5, lines[4])
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n\n")  # a blank line at the end
+    with pytest.raises(InputError, match=r"metrics.jsonl' line 6: epoch 4 is measured twice"):
+        load_run(run_dir)
+
+
+def test_trailing_blank_lines_and_text_columns_are_not_damage(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps({"kind": "train"}))
+    (tmp_path / "metrics.csv").write_text("epoch,nc4_method,x\n2,direct,1\n1,cache,\n\n")
+    run = load_run(tmp_path)
+    assert run.columns["epoch"].tolist() == [1.0, 2.0]
+    assert run.text_columns["nc4_method"] == ["cache", "direct"]
+    assert np.isnan(run.columns["x"][0]) and run.columns["x"][1] == 1.0
+
+
 def test_claim_refuses_then_clears_only_run_entries(tmp_path: Path) -> None:
     run = tmp_path / "r"
     claim_run_dir(run, new=True, resumable=False)
@@ -168,7 +265,7 @@ def ce_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_report_of_a_directory_written_by_ncmse_train(ce_run: Path) -> None:
     assert (ce_run / "report.html").is_file()  # asked for by the CLI after the run
     run = load_run(ce_run)
-    assert run.kind == "train" and run.num_rows == 2
+    assert run.kind == "train" and run.num_rows == 3  # epochs 0, 1, 2
     assert run.describe("loss") == "ce" and run.summary["loss_name"] == "ce"
     assert "loss" not in run.summary
     # a CE run optimises cross-entropy; its SPEC loss is the MSE of its outputs (SPEC §2)

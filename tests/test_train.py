@@ -11,9 +11,10 @@ import torch
 import yaml
 
 from ncmse.cli.main import main
-from ncmse.components import scaled_classifier
+from ncmse.components import build_components, scaled_classifier
 from ncmse.config import resolve_config
 from ncmse.errors import DivergenceError, InputError
+from ncmse.models import classifier_of
 from ncmse.result import flatten_row
 from ncmse.rundir import read_summary
 from ncmse.sinks import load_checkpoint
@@ -35,11 +36,11 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_measurement_epochs_paper_length() -> None:
     epochs = measurement_epochs(350, 50)
-    assert epochs[0] == 1 and epochs[-1] == 350
-    assert 50 <= len(epochs) <= 55 and epochs == sorted(set(epochs))
-    assert list(range(1, 15)) == epochs[:14]  # dense at the start, like SPEC §6
-    assert measurement_epochs(7, 50) == list(range(1, 8))
-    assert measurement_epochs(100, 5)[:: len(measurement_epochs(100, 5)) - 1] == [1, 100]
+    assert epochs[:2] == [0, 1] and epochs[-1] == 350  # epoch 0: the network as initialised
+    assert 51 <= len(epochs) <= 56 and epochs == sorted(set(epochs))
+    assert list(range(0, 15)) == epochs[:15]  # dense at the start, like SPEC §6
+    assert measurement_epochs(7, 50) == list(range(0, 8))
+    assert measurement_epochs(100, 5)[1 :: len(measurement_epochs(100, 5)) - 2] == [1, 100]
     assert measurement_epochs(10, 50, explicit=[0, 5, 5, 3]) == [0, 3, 5]
 
 
@@ -58,7 +59,7 @@ def test_tiny_run_writes_the_run_directory(tmp_path: Path) -> None:
     out = tmp_path / "run"
     summary = train(cfg, out)
     rows = _read_csv(out / "metrics.csv")
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]  # epoch 0: as initialised
     cols = list(rows[0])
     assert cols[:4] == ["epoch", "lr", "wall_time", "train_error"]
     for name in (
@@ -82,7 +83,7 @@ def test_tiny_run_writes_the_run_directory(tmp_path: Path) -> None:
     assert "snr" not in cols and "snr_10" not in cols
     assert cols.index("test_accuracy") > cols.index("nc4_method")
     jsonl = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(jsonl) == 3 and len(jsonl[0]["snr"]) == 9 and len(jsonl[0]["test_snr"]) == 9
+    assert len(jsonl) == 4 and len(jsonl[0]["snr"]) == 9 and len(jsonl[0]["test_snr"]) == 9
     assert float(rows[-1]["nc1"]) == jsonl[-1]["nc1"]
     for row in jsonl:
         parts = row["loss_nc1"] + row["loss_nc23"] + row["loss_perp"]
@@ -90,7 +91,7 @@ def test_tiny_run_writes_the_run_directory(tmp_path: Path) -> None:
         assert row["lam"] == pytest.approx(10 * 5e-4 / 2)
         assert row["train_error"] == pytest.approx(1 - row["accuracy"])
     # lr recorded is the one used in that epoch: drops after epochs 1 and 2 (milestones)
-    assert [r["lr"] for r in jsonl] == pytest.approx([0.1, 0.01, 0.001])
+    assert [r["lr"] for r in jsonl] == pytest.approx([0.1, 0.1, 0.01, 0.001])
     assert summary["status"] == "finished" and summary["kind"] == "train"
     assert summary["final"]["epoch"] == 3 and summary["loss_name"] == "mse"
     # objective = nn.MSELoss (mean over N·C) = (2/C)·(L − ridge) for this run (SPEC §2)
@@ -105,6 +106,60 @@ def test_tiny_run_writes_the_run_directory(tmp_path: Path) -> None:
     assert ckpt["epoch"] == 3 and ckpt["config"] == cfg.to_dict()
     assert {"model", "optimizer", "scheduler", "rng"} <= set(ckpt)
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_epoch_0_measures_the_network_as_initialised(tmp_path: Path) -> None:
+    """SPEC §6: the first row is the untrained network, before any optimiser step."""
+    import dataclasses
+
+    from ncmse.components import build_components, measure_split
+    from ncmse.runtime import configure_torch
+
+    cfg = resolve_config("tiny", [*QUIET, "epochs=2", "measure_test=false"])
+    train(cfg, tmp_path / "run")
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["epoch"] == 0 and first["train_error"] > 0.5  # ten classes, untrained
+    device = torch.device("cpu")
+    configure_torch(cfg, device)
+    parts = build_components(dataclasses.replace(cfg), device)
+    fresh = measure_split(parts.model, parts.loss, parts.bundle.train_x, parts.bundle.train_y,
+                          num_classes=parts.bundle.num_classes, batch_size=256)  # fmt: skip
+    assert fresh["nc1"] == pytest.approx(first["nc1"], rel=1e-9)
+    assert fresh["loss"] == pytest.approx(first["loss"], rel=1e-9)
+
+
+def test_freeze_features_trains_only_the_classifier(tmp_path: Path) -> None:
+    """freeze_features: the features (BatchNorm statistics included) stay as initialised, so every
+    metric of the features alone is the same at every measurement; the classifier learns."""
+    cfg = resolve_config(None, [*QUIET, "epochs=3", "measure_test=false", "freeze_features=true"])
+    assert cfg.freeze_features is True and cfg.model_kwargs["batch_norm"] is True
+    trainer = Trainer(cfg, build_components(cfg, torch.device("cpu")))
+    net = trainer.network
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    head = classifier_of(net)
+    trainer.fit()
+    after = net.state_dict()
+    head_keys = {
+        k for k in after if after[k].data_ptr() in {p.data_ptr() for p in head.parameters()}
+    }
+    assert head_keys and all(not torch.equal(after[k], before[k]) for k in head_keys)
+    for key in set(after) - head_keys:  # weights, running means/variances, batch counters
+        assert torch.equal(after[key], before[key]), key
+    net.train()
+    assert head.training and not any(m.training for m in net.modules() if m is not head
+                                     and head not in list(m.modules()))  # fmt: skip
+    rows = trainer.state.rows
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    for name in ("nc1", "cdnv", "equinorm_means", "maxangle_means", "snr"):
+        assert all(r[name] == rows[0][name] for r in rows), name
+    assert rows[-1]["train_error"] < rows[0]["train_error"]  # the classifier did learn
+    assert rows[-1]["nc3"] != rows[0]["nc3"]
+
+
+def test_freeze_features_is_validated(capsys) -> None:
+    assert resolve_config("tiny").freeze_features is False
+    assert main(["train", "--set", "freeze_features=maybe", "--print-config"]) == 2
+    assert "freeze_features" in capsys.readouterr().err
 
 
 def test_existing_directory_is_refused_unless_overwrite(tmp_path: Path) -> None:

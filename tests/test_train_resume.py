@@ -47,12 +47,12 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     run = tmp_path / "killed"
     died = _train([*sets, "--out", str(run)], crash_after=3)
     assert died.returncode == 3, died.stderr
-    # with checkpoints every 2 epochs, epoch 3 was measured but not checkpointed
-    assert len(_rows(run)) == 3
+    # with checkpoints every 2 epochs, epoch 3 was measured but not checkpointed (rows 0..3)
+    assert [int(r["epoch"]) for r in _rows(run)] == [0, 1, 2, 3]
     resumed = _train(["--resume", str(run)])
     assert resumed.returncode == 0, resumed.stderr
     assert _rows(run) == _rows(reference)
-    assert len(_rows(run)) == 6
+    assert len(_rows(run)) == 7  # epochs 0..6
 
     again = _train(["--resume", str(run)])  # a finished run just reports
     assert again.returncode == 0 and _rows(run) == _rows(reference)

@@ -111,7 +111,12 @@ def test_end_of_run_lines() -> None:
                 "reason": "ω do not grow after TPT",
             },
         ],
-        "claims": [{"id": "identity", "holds": True}, {"id": "snr_equalises", "holds": False}],
+        "claims": [
+            {"id": "identity", "holds": True},
+            {"id": "nc1_falls", "holds": None, "reason": "within noise of the threshold: …"},
+            {"id": "perp_small", "holds": None, "reason": "not applicable: a ce run"},
+            {"id": "snr_equalises", "holds": False},
+        ],
     }
     lines = end_of_run_lines(summary, "r/report.html")
     assert lines[0] == (
@@ -124,7 +129,10 @@ def test_end_of_run_lines() -> None:
     assert lines[2] == (
         "central path (step-then-renormalise law): does not follow — ω do not grow after TPT"
     )
-    assert lines[3] == "claims: 1/2 hold; failing: snr_equalises; report: r/report.html"
+    assert lines[3] == (
+        "claims: 1 hold, 1 fail (snr_equalises), 1 inconclusive (nc1_falls), 1 not applicable "
+        "(perp_small); report: r/report.html"
+    )
 
 
 def test_an_approximate_decomposition_gets_no_l_perp_verdict(tmp_path: Path) -> None:
@@ -136,4 +144,4 @@ def test_an_approximate_decomposition_gets_no_l_perp_verdict(tmp_path: Path) -> 
     assert summary["lam_exact"] is False
     claims = {c["id"]: c for c in summary["claims"]}
     for cid in ("perp_small", "perp_falls"):
-        assert claims[cid]["holds"] is None and "approximate" in claims[cid]["note"], cid
+        assert claims[cid]["holds"] is None and "approximate" in claims[cid]["reason"], cid

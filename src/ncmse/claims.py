@@ -3,74 +3,103 @@
 A run answers "did it show what the paper claims?" with the claims of the SPEC §7 table, each
 evaluated on the run's *training-split* measurement rows (the rows of ``metrics.jsonl``: plain
 dicts with SPEC names; ``snr`` as a list or expanded to ``snr_1 … snr_k``; ``test_*`` keys are
-ignored):
+ignored). Rows are taken in epoch order whatever order they come in; a duplicated or missing
+epoch is an :class:`~ncmse.errors.InputError` (:func:`ncmse.rundir.order_rows`).
 
-==========================  ====================================================  ==============
-id                          value                                                 holds when
-==========================  ====================================================  ==============
-``identity``                max_e |L − (L_NC1 + L_NC2/3 + L_⊥)| / L                ≤ 1e-10
-``tpt_reached``             TPT epoch (first zero training error)                 not null
-``perp_small``              median of L_⊥/L from TPT on (square-loss runs)        ≤ 0.1
-``perp_falls``              L_⊥/L last ÷ first (square-loss runs)                 < 1
-``nc1_falls``               nc1 first ÷ last                                      ≥ 100
-``nc1_falls_after_tpt``     nc1 TPT ÷ last                                        > 1
-``nc2_nc3_nc4_fall``        how many of 5 NC2–NC4 metrics are lower last          = 5
-``snr_equalises``           ω_max/ω_min last ÷ TPT                                < 1
-==========================  ====================================================  ==============
+=======================  ==========================================================  ==========
+id                       value                                                       holds when
+=======================  ==========================================================  ==========
+``identity``             max_e |L − (L_NC1 + L_NC2/3 + L_⊥)| / L                     ≤ 1e-10
+``tpt_reached``          TPT epoch (first zero training error)                       not null
+``perp_small``           median of L_⊥/L from TPT on (square-loss runs)              ≤ 0.1
+``perp_falls``           L_⊥/L first ÷ last (square-loss runs)                       ≥ 10
+``nc1_falls``            nc1 first ÷ last                                            ≥ 100
+``nc1_falls_after_tpt``  nc1 TPT ÷ last                                              ≥ 3
+``nc2_nc3_nc4_fall``     how many of the NC2–NC4 parts pass (below)                  all
+``snr_grows``            ω_min last ÷ ω_min at TPT                                   ≥ 2
+``snr_equalises``        log(ω_max/ω_min) at TPT ÷ log(ω_max/ω_min) last             ≥ 2
+=======================  ==========================================================  ==========
 
-"First", "TPT" and "last" are the first measurement, the first measurement at or after the TPT
-epoch, and the last measurement. Each claim is a dict
-``{"id", "statement", "value", "threshold", "relation", "holds", "note"}``; ``relation`` says how
-``value`` is compared with ``threshold`` and ``note`` says why a claim is not applicable or what
-went into the value.
+The parts of ``nc2_nc3_nc4_fall``: each of ``equinorm_means``, ``equiangular_means``,
+``maxangle_means`` and ``nc3`` falls by first ÷ last ≥ 2, and ``nc4`` last ≤ 0.01, each with the
+noise rule; the three metrics of the means do not apply at C = 2 (they are 0 by construction).
 
-``holds`` is ``True``, ``False`` or ``None``. ``None`` means the claim could not be decided: it does
-not apply (L_⊥ claims on a cross-entropy run; post-TPT claims without a TPT, or with the TPT at
-the last measurement), or its value is undefined (NaN — e.g. degenerate features, SPEC §2). A NaN
-value never reads as a verdict. An infinite value is compared as it is (nc1 falling to exactly
-0 is a fall; an infinite ω_max/ω_min is not an equalisation).
+"First", "TPT" and "last" are the first measurement (epoch 0 when measured: the network as
+initialised), the first measurement at or after the TPT epoch, and the last measurement.
+
+**Size, noise and three outcomes.** Every claim but ``identity`` and ``tpt_reached`` is decided
+by the noise rule: for the claim's series m_e (e.g. nc1) over its window — the measurements from
+TPT on for the post-TPT claims (``perp_small``, ``nc1_falls_after_tpt``, ``snr_grows``,
+``snr_equalises``), else the last half of the run (epochs ≥ (first + last)/2) — the scatter in log
+
+    σ = 1.4826 · median_e |log m_e − log m_{e−1}| / √2
+
+is recorded as ``noise`` (natural log; two equal values differ by 0, a value and a 0 by ∞). With
+``margin`` = log(value) − log(threshold) for "≥" claims (log(threshold) − log(value) for "≤"),
+``holds`` is True when margin > 3σ, False when margin < −3σ and None otherwise, with the reason
+"within noise of the threshold". A window with a single measurement gives no σ: the claim is
+then inconclusive.
+
+**Records.** Each claim is a dict ``{"id", "statement", "value", "threshold", "noise", "holds",
+"reason"}`` (JSON-ready: NaN is None). ``holds`` is True, False or None; :func:`outcome_of` names
+the four outcomes. A claim that does not apply has ``holds`` None and a ``reason`` starting with
+``"not applicable: "`` (a cross-entropy run for the L_⊥ claims; no TPT, or the TPT at the last
+measurement, for the post-TPT claims; C = 2 for ``snr_equalises``; a single measurement; a
+degenerate last measurement, below). A decided claim's ``reason`` says what went into the value.
+
+**Degenerate runs.** When the last measurement carries a degenerate-feature flag (SPEC §2, the
+``flags`` column), the trend claims (``perp_falls``, ``nc1_falls``, ``nc1_falls_after_tpt``,
+``nc2_nc3_nc4_fall``, ``snr_grows``, ``snr_equalises``) are not applicable, with the flag as the
+reason. One exception, a decision of this project: ``within_class_singular`` alone makes only the
+two ω claims not applicable. Σ_W singular is what exact collapse in a direction looks like (and a
+dead ReLU unit gives it too); nc1 = Tr(Σ_W Σ_B^†)/C, the NC2–NC4 metrics and L_⊥ keep their
+meaning there, so refusing their verdict would refuse it to the most collapsed runs — whereas the
+ω are then generalised singular values, +∞ in some directions, whose growth and spread say
+nothing. The pathological runs this rule is meant for (dead features, rank-1 features) also carry
+``no_between_class_spread`` or ``between_class_rank_deficient``, which do apply to every trend
+claim.
 
 The rescaled MSE counts as a square-loss run: its decomposition is that of the classifier divided
 by M (exact for k = 1, an approximation otherwise; :mod:`ncmse.losses`).
 
 Examples
 --------
+>>> import math
 >>> rows = [
-...     {"epoch": 1, "train_error": 0.2, "loss": 1.0, "loss_nc1": 0.5, "loss_nc23": 0.3,
-...      "loss_perp": 0.2, "nc1": 10.0, "equinorm_means": 0.3, "equiangular_means": 0.3,
-...      "maxangle_means": 0.3, "nc3": 0.9, "nc4": 0.1, "snr": [4.0, 1.0]},
-...     {"epoch": 9, "train_error": 0.0, "loss": 0.1, "loss_nc1": 0.05, "loss_nc23": 0.045,
-...      "loss_perp": 0.005, "nc1": 0.5, "equinorm_means": 0.1, "equiangular_means": 0.1,
-...      "maxangle_means": 0.1, "nc3": 0.1, "nc4": 0.0, "snr": [9.0, 6.0]},
+...     {"epoch": e, "train_error": 0.5 if e == 0 else 0.0, "loss": 1.0, "loss_nc1": 0.5,
+...      "loss_nc23": 0.5 - 0.5 * 2.0**-e, "loss_perp": 0.5 * 2.0**-e, "nc1": 10.0 * 4.0**-e,
+...      "equinorm_means": 2.0**-e, "equiangular_means": 2.0**-e, "maxangle_means": 2.0**-e,
+...      "nc3": 2.0**-e, "nc4": 0.0, "snr": [3.0 * 2.0**e, 2.0**e], "num_classes": 3}
+...     for e in range(9)
 ... ]
 >>> claims = evaluate_claims(rows, loss="mse", tpt_epoch=tpt_epoch_of(rows))
->>> [(c["id"], c["holds"]) for c in claims][:4]
-[('identity', True), ('tpt_reached', True), ('perp_small', True), ('perp_falls', True)]
->>> for part in format_tally(claims, report="runs/x/report.html").split("; "):
-...     print(part)
-claims: 5/6 hold
-failing: nc1_falls
-not applicable: nc1_falls_after_tpt, snr_equalises
-report: runs/x/report.html
+>>> [(c["id"], outcome_of(c)) for c in claims][-3:]  # the ω keep their ratio 3
+[('nc2_nc3_nc4_fall', 'holds'), ('snr_grows', 'holds'), ('snr_equalises', 'fails')]
+>>> format_tally(claims)
+'claims: 7 hold, 1 fail (snr_equalises), 1 inconclusive (perp_small)'
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "CLAIM_IDS",
-    "GAP_THRESHOLD_PP",
+    "OUTCOMES",
+    "RECORD_KEYS",
     "SQUARE_LOSSES",
-    "accuracy_gaps",
-    "claim_columns",
+    "TREND_CLAIMS",
+    "claims_are_current",
     "evaluate_claims",
     "format_tally",
+    "holds_when",
+    "log_noise",
     "loss_kind",
     "omega_of",
     "outcome_of",
@@ -87,24 +116,57 @@ CLAIM_IDS: tuple[str, ...] = (
     "nc1_falls",
     "nc1_falls_after_tpt",
     "nc2_nc3_nc4_fall",
+    "snr_grows",
     "snr_equalises",
 )
+#: claims about a trend: not applicable when the last measurement is degenerate
+TREND_CLAIMS: tuple[str, ...] = (
+    "perp_falls",
+    "nc1_falls",
+    "nc1_falls_after_tpt",
+    "nc2_nc3_nc4_fall",
+    "snr_grows",
+    "snr_equalises",
+)
+#: the keys of a claim record, in order (SPEC §7)
+RECORD_KEYS: tuple[str, ...] = (
+    "id",
+    "statement",
+    "value",
+    "threshold",
+    "noise",
+    "holds",
+    "reason",
+)
+#: the outcomes :func:`outcome_of` returns
+OUTCOMES: tuple[str, ...] = ("holds", "fails", "inconclusive", "not applicable")
 #: loss names whose runs are tested against the L_⊥ claims
 SQUARE_LOSSES: frozenset[str] = frozenset({"mse", "rescaled_mse"})
-#: claim 4 holds when |test accuracy(MSE) − test accuracy(CE)| is at most this, in points
-GAP_THRESHOLD_PP = 1.0
 
-_IDENTITY_TOL = 1e-10
-_PERP_SMALL = 0.1
-_NC1_FACTOR = 100.0
-#: the five NC2–NC4 metrics of ``nc2_nc3_nc4_fall`` (nc4 may stay equal: it is often 0)
-_FALL_METRICS: tuple[str, ...] = (
-    "equinorm_means",
-    "equiangular_means",
-    "maxangle_means",
-    "nc3",
-    "nc4",
-)
+#: thresholds of the SPEC §7 table
+IDENTITY_TOL = 1e-10
+PERP_SMALL = 0.1
+PERP_FALL_FACTOR = 10.0
+NC1_FALL_FACTOR = 100.0
+NC1_AFTER_TPT_FACTOR = 3.0
+NC234_FALL_FACTOR = 2.0
+NC4_LAST_MAX = 0.01
+SNR_GROW_FACTOR = 2.0
+SNR_EQUALISE_FACTOR = 2.0
+#: the noise rule: a verdict needs the margin in log to exceed this many σ
+NOISE_SIGMAS = 3.0
+#: σ of a normal variable from the median absolute value (1/Φ⁻¹(3/4))
+_MAD_SCALE = 1.4826
+
+WITHIN_NOISE = "within noise of the threshold"
+NOT_APPLICABLE = "not applicable: "
+#: the flag that makes only the ω claims not applicable (module docstring)
+_OMEGA_ONLY_FLAG = "within_class_singular"
+_OMEGA_CLAIMS = frozenset({"snr_grows", "snr_equalises"})
+#: NC2/NC3 metrics of ``nc2_nc3_nc4_fall`` that fall by a factor; the first three are of the means
+_MEANS_METRICS: tuple[str, ...] = ("equinorm_means", "equiangular_means", "maxangle_means")
+_FALL_METRICS: tuple[str, ...] = (*_MEANS_METRICS, "nc3")
+
 _LOSS_ALIASES = {
     "cross_entropy": "ce",
     "crossentropy": "ce",
@@ -119,12 +181,14 @@ _STATEMENTS: dict[str, str] = {
     "identity": "L = L_NC1 + L_NC2/3 + L_⊥ at every measurement (max relative residual)",
     "tpt_reached": "training error reaches zero (the terminal phase of training, TPT)",
     "perp_small": "L_⊥/L is small from TPT on (median over those measurements)",
-    "perp_falls": "L_⊥/L falls during training (last ÷ first)",
-    "nc1_falls": "nc1 falls by orders of magnitude (first ÷ last)",
-    "nc1_falls_after_tpt": "nc1 keeps falling after training error reaches zero (TPT ÷ last)",
-    "nc2_nc3_nc4_fall": "equinorm, equiangularity, max-angle of the means, nc3 and nc4 fall "
-    "(how many of the 5 are lower last than first; nc4 may stay equal)",
-    "snr_equalises": "the ω_j equalise after TPT (ω_max/ω_min last ÷ TPT)",
+    "perp_falls": "L_⊥/L falls by at least 10× during training (first ÷ last)",
+    "nc1_falls": "nc1 falls by orders of magnitude, at least 100× (first ÷ last)",
+    "nc1_falls_after_tpt": "nc1 keeps falling after training error reaches zero, at least 3× "
+    "(TPT ÷ last)",
+    "nc2_nc3_nc4_fall": "equinorm, equiangularity and max-angle of the means and nc3 fall at "
+    "least 2× (first ÷ last), and nc4 ends ≤ 0.01 (how many of these pass)",
+    "snr_grows": "the smallest ω_j grows at least 2× after TPT (ω_min last ÷ TPT)",
+    "snr_equalises": "the ω_j equalise after TPT: the spread log(ω_max/ω_min) halves (TPT ÷ last)",
 }
 
 
@@ -162,8 +226,11 @@ def omega_of(row: Mapping[str, Any]) -> np.ndarray:
 
 
 def tpt_epoch_of(rows: Sequence[Mapping[str, Any]]) -> int | None:
-    """First measured epoch > 0 with zero training error (summary.json ``tpt_epoch``), or None."""
-    for row in rows:
+    """First measured epoch > 0 with zero training error (summary.json ``tpt_epoch``), or None.
+
+    The rows are taken in epoch order.
+    """
+    for row in sorted(rows, key=lambda r: _number(r.get("epoch"))):
         epoch, error = _number(row.get("epoch")), _number(row.get("train_error"))
         if math.isnan(error):
             error = 1.0 - _number(row.get("accuracy"))
@@ -181,12 +248,13 @@ def loss_kind(loss: str | None) -> str:
 
 
 def _ratio(num: float, den: float) -> float:
-    """``num / den`` with 0/0 = NaN and x/0 = ±∞ (for x ≠ 0), NaN in → NaN out."""
+    """``num / den`` with 0/0 = NaN and x/0 = ±∞ (for x ≠ 0), NaN in → NaN out; ∞/∞ = NaN."""
     if math.isnan(num) or math.isnan(den):
         return math.nan
     if den == 0.0:
         return math.nan if num == 0.0 else math.copysign(math.inf, num)
-    return num / den
+    with np.errstate(invalid="ignore"):
+        return float(np.float64(num) / np.float64(den))
 
 
 def _perp_ratio(row: Mapping[str, Any]) -> float:
@@ -196,82 +264,471 @@ def _perp_ratio(row: Mapping[str, Any]) -> float:
     return _number(row.get("loss_perp_ratio"))
 
 
-def _omega_spread(row: Mapping[str, Any]) -> float:
-    """ω_max / ω_min of a row (NaN when any ω is NaN or the row has none)."""
+def _omega_min(row: Mapping[str, Any]) -> float:
+    """ω_min of a row (NaN when any ω is NaN or the row has none)."""
     omega = omega_of(row)
     if omega.size == 0 or np.isnan(omega).any():
         return math.nan
-    return _ratio(float(omega.max()), float(omega.min()))
+    return float(omega.min())
+
+
+def _log_spread(row: Mapping[str, Any]) -> float:
+    """log(ω_max/ω_min) of a row (NaN when any ω is NaN, ≤ 0 or the row has none)."""
+    omega = omega_of(row)
+    if omega.size == 0 or np.isnan(omega).any() or (omega <= 0).any():
+        return math.nan
+    return math.log(_ratio(float(omega.max()), float(omega.min())))
+
+
+def _flags(row: Mapping[str, Any]) -> list[str]:
+    text = row.get("flags")
+    if isinstance(text, (list, tuple)):
+        return [str(f) for f in text if f]
+    if not isinstance(text, str):
+        return []
+    return [f.strip() for f in text.split(";") if f.strip()]
 
 
 # --------------------------------------------------------------------------------------------
-# the claims
+# the noise rule
 # --------------------------------------------------------------------------------------------
 
 
-def _claim(
+def _log_step(a: float, b: float) -> float:
+    """|log b − log a| for non-negative a, b: 0 when equal (also 0 → 0), ∞ between 0 and > 0."""
+    if a == b:
+        return 0.0
+    if a <= 0.0 or b <= 0.0 or math.isinf(a) or math.isinf(b):
+        return math.inf
+    return abs(math.log(b) - math.log(a))
+
+
+def log_noise(series: Iterable[float]) -> float:
+    """σ = 1.4826 · median |log m_e − log m_{e−1}| / √2 of a series (SPEC §7 *Noise*).
+
+    Parameters
+    ----------
+    series : iterable of float, shape (n,)
+        Non-negative values in epoch order; NaN entries are left out.
+
+    Returns
+    -------
+    float
+        The per-measurement scatter in natural log; NaN with fewer than two values; ∞ when most
+        steps go to or from 0 (or ∞).
+
+    Examples
+    --------
+    >>> log_noise([1.0, 1.0, 1.0])
+    0.0
+    >>> round(log_noise([1.0, math.e, 1.0, math.e]), 4)  # every step is 1 in log
+    1.0484
+    """
+    values = [v for v in (float(x) for x in series) if not math.isnan(v)]
+    if len(values) < 2:
+        return math.nan
+    steps = [_log_step(a, b) for a, b in zip(values, values[1:])]
+    return _MAD_SCALE * float(np.median(steps)) / math.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One value compared with its threshold by the noise rule."""
+
+    value: float
+    holds: bool | None
+    noise: float
+    detail: str
+
+
+def _decide(value: float, threshold: float, noise: float, *, at_most: bool) -> bool | None:
+    """The three outcomes: True when the log margin exceeds 3σ, False below −3σ, else None."""
+    if math.isnan(value) or value < 0.0 or math.isnan(noise):
+        return None
+    with np.errstate(divide="ignore"):
+        log_value = float(np.log(np.float64(value)))
+    margin = math.log(threshold) - log_value if at_most else log_value - math.log(threshold)
+    band = NOISE_SIGMAS * noise
+    if margin > band:
+        return True
+    if margin < -band:
+        return False
+    return None
+
+
+def _check(
+    value: float, threshold: float, window: Sequence[float], *, at_most: bool, detail: str
+) -> _Check:
+    noise = log_noise(window)
+    return _Check(value, _decide(value, threshold, noise, at_most=at_most), noise, detail)
+
+
+# --------------------------------------------------------------------------------------------
+# the run the claims look at
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the claim functions read: the rows in epoch order and the run's facts."""
+
+    rows: list[Mapping[str, Any]]
+    loss: str
+    square_reason: str  # why the L_⊥ claims do not apply ("" when they do)
+    tpt_epoch: int | None
+    tpt_index: int | None  # the first row at or after the TPT epoch
+    num_classes: int | None
+    flags: tuple[str, ...]  # degenerate-feature flags of the last measurement
+
+    @property
+    def first(self) -> Mapping[str, Any]:
+        return self.rows[0]
+
+    @property
+    def last(self) -> Mapping[str, Any]:
+        return self.rows[-1]
+
+    def epoch(self, index: int) -> str:
+        epoch = _number(self.rows[index].get("epoch"))
+        return "?" if math.isnan(epoch) else f"{epoch:g}"
+
+    def late_half(self) -> list[Mapping[str, Any]]:
+        """The measurements of the last half of the run (epochs ≥ (first + last)/2)."""
+        lo, hi = _number(self.first.get("epoch")), _number(self.last.get("epoch"))
+        middle = 0.5 * (lo + hi)
+        return [r for r in self.rows if _number(r.get("epoch")) >= middle]
+
+    def after_tpt(self) -> list[Mapping[str, Any]]:
+        """The measurements from TPT on (empty without a TPT)."""
+        return [] if self.tpt_index is None else self.rows[self.tpt_index :]
+
+    def tpt_reason(self) -> str:
+        """Why no TPT-to-last comparison can be made ("" when it can)."""
+        if self.tpt_epoch is None:
+            return "no TPT: training error never reached zero"
+        if self.tpt_index is None:
+            return f"no measurement at or after the TPT epoch {self.tpt_epoch:g}"
+        if self.tpt_index == len(self.rows) - 1:
+            return f"the TPT (epoch {self.epoch(self.tpt_index)}) is the last measurement"
+        return ""
+
+
+def _build_run(
+    rows: Sequence[Mapping[str, Any]],
+    loss: str | None,
+    tpt_epoch: float | None,
+    lam_exact: bool,
+    num_classes: int | None,
+) -> _Run:
+    from ncmse.rundir import order_rows
+
+    ordered = order_rows(rows)
+    kind = loss_kind(loss)
+    if kind not in SQUARE_LOSSES:
+        square_reason = (
+            f"a {kind} run, not a square-loss run: the MSE decomposition does not describe what "
+            "it optimised"
+        )
+    elif not lam_exact:
+        square_reason = (
+            "the decomposition is only approximate for this run (lam_exact false: a rescaled "
+            "MSE with k ≠ 1, or a λ other than the one training applied)"
+        )
+    else:
+        square_reason = ""
+    tpt = None if tpt_epoch is None else int(tpt_epoch)
+    index = None
+    if tpt is not None:
+        epochs = [_number(r.get("epoch")) for r in ordered]
+        index = next((i for i, e in enumerate(epochs) if e >= tpt), None)
+    return _Run(
+        ordered,
+        kind,
+        square_reason,
+        tpt,
+        index,
+        _classes(ordered, num_classes),
+        tuple(_flags(ordered[-1])) if ordered else (),
+    )
+
+
+def _classes(rows: Sequence[Mapping[str, Any]], num_classes: int | None) -> int | None:
+    """C: given, else the rows' ``num_classes``, else the number of ω plus one."""
+    if num_classes is not None:
+        return int(num_classes)
+    if not rows:
+        return None
+    value = _number(rows[-1].get("num_classes"))
+    if math.isfinite(value) and value >= 1:
+        return int(value)
+    k = omega_of(rows[-1]).size
+    return k + 1 if k else None
+
+
+# --------------------------------------------------------------------------------------------
+# records
+# --------------------------------------------------------------------------------------------
+
+
+def _json_float(value: float | int | None) -> float | int | None:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _record(
     claim_id: str,
     value: float | int | None,
     threshold: float | None,
-    relation: str,
-    *,
-    note: str = "",
-    applicable: bool = True,
+    noise: float | None,
+    holds: bool | None,
+    reason: str,
 ) -> dict[str, Any]:
-    """A claim dict; ``holds`` from ``value relation threshold`` unless not applicable or NaN."""
-    holds: bool | None
-    if not applicable:
-        holds = None
-    elif relation == "not null":
-        holds = value is not None
-    elif value is None or (isinstance(value, float) and math.isnan(value)):
-        holds = None
-        note = note or "the value is undefined (NaN)"
-    else:
-        compare = {
-            "<=": value <= threshold,
-            "<": value < threshold,
-            ">=": value >= threshold,
-            ">": value > threshold,
-            "==": value == threshold,
-        }
-        holds = bool(compare[relation])
-    if isinstance(value, float) and math.isnan(value):
-        value = None
     return {
         "id": claim_id,
         "statement": _STATEMENTS[claim_id],
-        "value": value,
+        "value": _json_float(value),
         "threshold": threshold,
-        "relation": relation,
+        "noise": _json_float(noise),
         "holds": holds,
-        "note": note,
+        "reason": reason,
     }
 
 
-def _nan_epochs(rows: Sequence[Mapping[str, Any]], values: Sequence[float]) -> str:
-    bad = [_epoch_text(r) for r, v in zip(rows, values) if math.isnan(v)]
-    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-    return f"undefined (NaN) at epoch {shown}"
+def _not_applicable(claim_id: str, threshold: float | None, why: str) -> dict[str, Any]:
+    return _record(claim_id, None, threshold, None, None, NOT_APPLICABLE + why)
 
 
-def _epoch_text(row: Mapping[str, Any]) -> str:
-    epoch = _number(row.get("epoch"))
-    return "?" if math.isnan(epoch) else f"{epoch:g}"
+def _from_check(claim_id: str, threshold: float, check: _Check) -> dict[str, Any]:
+    """The record of a claim decided by one :class:`_Check`."""
+    if math.isnan(check.value):
+        reason = f"the value is undefined (NaN): {check.detail}"
+    elif math.isnan(check.noise):
+        reason = (
+            "no noise estimate (fewer than two measurements with a value in the window): "
+            f"{check.detail}"
+        )
+    elif check.holds is None:
+        reason = f"{WITHIN_NOISE}: {check.detail}"
+    else:
+        reason = check.detail
+    return _record(claim_id, check.value, threshold, check.noise, check.holds, reason)
 
 
-def _identity(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _window_text(rows: Sequence[Mapping[str, Any]], noise: float) -> str:
+    if not rows:
+        return "no measurement in the noise window"
+    a, b = _number(rows[0].get("epoch")), _number(rows[-1].get("epoch"))
+    return f"σ = {_fmt(noise)} over {len(rows)} measurement(s), epochs {a:g}–{b:g}"
+
+
+# --------------------------------------------------------------------------------------------
+# the claims: one small function each
+# --------------------------------------------------------------------------------------------
+
+
+def _identity(run: _Run) -> dict[str, Any]:
     residuals = []
-    for row in rows:
+    for row in run.rows:
         loss = _number(row.get("loss"))
         parts = sum(_number(row.get(k)) for k in ("loss_nc1", "loss_nc23", "loss_perp"))
         residuals.append(_ratio(abs(loss - parts), abs(loss)) if loss != 0.0 or parts else 0.0)
-    if any(math.isnan(r) for r in residuals):
-        return _claim(
-            "identity", math.nan, _IDENTITY_TOL, "<=", note="L or a part of it is " +
-            _nan_epochs(rows, residuals),
-        )  # fmt: skip
-    return _claim("identity", float(max(residuals)), _IDENTITY_TOL, "<=")
+    bad = [run.epoch(i) for i, r in enumerate(residuals) if math.isnan(r)]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        return _record("identity", None, IDENTITY_TOL, None, None,
+                       f"L or a part of it is undefined (NaN) at epoch {shown}")  # fmt: skip
+    worst = int(np.argmax(residuals))
+    value = float(residuals[worst])
+    reason = f"largest relative residual at epoch {run.epoch(worst)} (no noise rule)"
+    return _record("identity", value, IDENTITY_TOL, None, value <= IDENTITY_TOL, reason)
+
+
+def _tpt_reached(run: _Run) -> dict[str, Any]:
+    if run.tpt_epoch is None:
+        return _record("tpt_reached", None, None, None, False,
+                       "training error never reached zero")  # fmt: skip
+    return _record("tpt_reached", run.tpt_epoch, None, None, True,
+                   f"zero training error first measured at epoch {run.tpt_epoch}")  # fmt: skip
+
+
+def _perp_small(run: _Run) -> dict[str, Any]:
+    if run.square_reason:
+        return _not_applicable("perp_small", PERP_SMALL, run.square_reason)
+    if run.tpt_index is None:
+        return _not_applicable("perp_small", PERP_SMALL, run.tpt_reason())
+    window = [_perp_ratio(r) for r in run.after_tpt()]
+    value = math.nan if any(math.isnan(v) for v in window) else float(np.median(window))
+    check = _check(value, PERP_SMALL, window, at_most=True, detail="")
+    detail = (
+        f"median L_⊥/L {_fmt(value)} over the {len(window)} measurement(s) from epoch "
+        f"{run.epoch(run.tpt_index)} on; {_window_text(run.after_tpt(), check.noise)}"
+    )
+    return _from_check("perp_small", PERP_SMALL, _Check(value, check.holds, check.noise, detail))
+
+
+def _first_last(
+    claim_id: str,
+    run: _Run,
+    series: Callable[[Mapping[str, Any]], float],
+    name: str,
+    threshold: float,
+    *,
+    after_tpt: bool,
+) -> dict[str, Any]:
+    """A "falls/grows by a factor" claim: series(start) ÷ series(last), or its inverse."""
+    start = run.tpt_index if after_tpt else 0
+    window_rows = run.after_tpt() if after_tpt else run.late_half()
+    a, b = series(run.rows[start]), series(run.last)
+    grows = claim_id == "snr_grows"
+    value = _ratio(b, a) if grows else _ratio(a, b)
+    window = [series(r) for r in window_rows]
+    check = _check(value, threshold, window, at_most=False, detail="")
+    detail = (
+        f"{name} {_fmt(a)} at epoch {run.epoch(start)} → {_fmt(b)} at epoch "
+        f"{run.epoch(len(run.rows) - 1)}; {_window_text(window_rows, check.noise)}"
+    )
+    return _from_check(claim_id, threshold, _Check(value, check.holds, check.noise, detail))
+
+
+def _single_reason(run: _Run) -> str:
+    if len(run.rows) > 1:
+        return ""
+    return f"a single measurement (epoch {run.epoch(0)}): nothing to compare"
+
+
+def _perp_falls(run: _Run) -> dict[str, Any]:
+    why = run.square_reason or _single_reason(run)
+    if why:
+        return _not_applicable("perp_falls", PERP_FALL_FACTOR, why)
+    return _first_last("perp_falls", run, _perp_ratio, "L_⊥/L", PERP_FALL_FACTOR,
+                       after_tpt=False)  # fmt: skip
+
+
+def _nc1_falls(run: _Run) -> dict[str, Any]:
+    if why := _single_reason(run):
+        return _not_applicable("nc1_falls", NC1_FALL_FACTOR, why)
+    series = lambda r: _number(r.get("nc1"))  # noqa: E731
+    return _first_last("nc1_falls", run, series, "nc1", NC1_FALL_FACTOR, after_tpt=False)
+
+
+def _nc1_falls_after_tpt(run: _Run) -> dict[str, Any]:
+    if why := run.tpt_reason():
+        return _not_applicable("nc1_falls_after_tpt", NC1_AFTER_TPT_FACTOR, why)
+    series = lambda r: _number(r.get("nc1"))  # noqa: E731
+    return _first_last("nc1_falls_after_tpt", run, series, "nc1", NC1_AFTER_TPT_FACTOR,
+                       after_tpt=True)  # fmt: skip
+
+
+def _snr_grows(run: _Run) -> dict[str, Any]:
+    why = run.tpt_reason() or ("" if omega_of(run.last).size else "no ω measured")
+    if why:
+        return _not_applicable("snr_grows", SNR_GROW_FACTOR, why)
+    return _first_last("snr_grows", run, _omega_min, "ω_min", SNR_GROW_FACTOR, after_tpt=True)
+
+
+def _snr_equalises(run: _Run) -> dict[str, Any]:
+    k = omega_of(run.last).size
+    why = run.tpt_reason() or (
+        "" if k >= 2 else "no ω measured" if k == 0 else "a single ω_j (C = 2): nothing to equalise"
+    )
+    if why:
+        return _not_applicable("snr_equalises", SNR_EQUALISE_FACTOR, why)
+    return _first_last("snr_equalises", run, _log_spread, "log(ω_max/ω_min)",
+                       SNR_EQUALISE_FACTOR, after_tpt=True)  # fmt: skip
+
+
+def _nc234_parts(run: _Run) -> list[tuple[str, _Check]]:
+    """The parts of ``nc2_nc3_nc4_fall``, each decided by the noise rule."""
+    late = run.late_half()
+    # C unknown (old rows without num_classes or ω): the metrics of the means are kept
+    names = _FALL_METRICS if run.num_classes is None or run.num_classes > 2 else ("nc3",)
+    parts = []
+    for name in names:
+        a, b = _number(run.first.get(name)), _number(run.last.get(name))
+        window = [_number(r.get(name)) for r in late]
+        check = _check(_ratio(a, b), NC234_FALL_FACTOR, window, at_most=False, detail="")
+        parts.append(
+            (
+                name,
+                _Check(
+                    check.value,
+                    check.holds,
+                    check.noise,
+                    f"{name} {_fmt(a)} → {_fmt(b)} (σ {_fmt(check.noise)})",
+                ),
+            )
+        )
+    b = _number(run.last.get("nc4"))
+    check = _check(b, NC4_LAST_MAX, [_number(r.get("nc4")) for r in late], at_most=True, detail="")
+    parts.append(("nc4", _Check(b, check.holds, check.noise,
+                                f"nc4 last {_fmt(b)} (σ {_fmt(check.noise)})")))  # fmt: skip
+    return parts
+
+
+def _nc2_nc3_nc4_fall(run: _Run) -> dict[str, Any]:
+    if why := _single_reason(run):
+        return _not_applicable("nc2_nc3_nc4_fall", None, why)
+    parts = _nc234_parts(run)
+    passed = [n for n, c in parts if c.holds is True]
+    failed = [n for n, c in parts if c.holds is False]
+    open_ = [(n, c) for n, c in parts if c.holds is None]
+    noises = [c.noise for _, c in parts if math.isfinite(c.noise)]
+    noise = max(noises) if noises else math.nan
+    details = "; ".join(c.detail for _, c in parts)
+    scope = "" if len(parts) == 5 else "C = 2: the three metrics of the means do not apply; "
+    if failed:
+        holds, reason = False, f"did not pass: {', '.join(failed)}; {scope}{details}"
+    elif open_:
+        undefined = [n for n, c in open_ if math.isnan(c.value)]
+        lead = (
+            f"undefined (NaN): {', '.join(undefined)}"
+            if undefined
+            else f"{WITHIN_NOISE}: {', '.join(n for n, _ in open_)}"
+        )
+        holds, reason = None, f"{lead}; {scope}{details}"
+    else:
+        holds, reason = True, f"all {len(parts)} pass; {scope}{details}"
+    return _record("nc2_nc3_nc4_fall", len(passed), len(parts), noise, holds, reason)
+
+
+#: the claims in the order of :data:`CLAIM_IDS`
+_CLAIMS: tuple[tuple[str, Callable[[_Run], dict[str, Any]]], ...] = (
+    ("identity", _identity),
+    ("tpt_reached", _tpt_reached),
+    ("perp_small", _perp_small),
+    ("perp_falls", _perp_falls),
+    ("nc1_falls", _nc1_falls),
+    ("nc1_falls_after_tpt", _nc1_falls_after_tpt),
+    ("nc2_nc3_nc4_fall", _nc2_nc3_nc4_fall),
+    ("snr_grows", _snr_grows),
+    ("snr_equalises", _snr_equalises),
+)
+_THRESHOLDS: dict[str, float | None] = {
+    "perp_falls": PERP_FALL_FACTOR,
+    "nc1_falls": NC1_FALL_FACTOR,
+    "nc1_falls_after_tpt": NC1_AFTER_TPT_FACTOR,
+    "nc2_nc3_nc4_fall": None,
+    "snr_grows": SNR_GROW_FACTOR,
+    "snr_equalises": SNR_EQUALISE_FACTOR,
+}
+
+
+def _degenerate_reason(run: _Run, claim_id: str) -> str:
+    """Why a trend claim is not applicable on a degenerate run ("" when it applies)."""
+    if claim_id not in TREND_CLAIMS or not run.flags:
+        return ""
+    flags = [f for f in run.flags if f != _OMEGA_ONLY_FLAG or claim_id in _OMEGA_CLAIMS]
+    if not flags:
+        return ""
+    return (
+        f"the last measurement (epoch {run.epoch(len(run.rows) - 1)}) has degenerate features "
+        f"({', '.join(flags)}, SPEC §2)"
+    )
 
 
 def evaluate_claims(
@@ -280,16 +737,18 @@ def evaluate_claims(
     loss: str | None,
     tpt_epoch: int | float | None,
     lam_exact: bool = True,
+    num_classes: int | None = None,
 ) -> list[dict[str, Any]]:
     """The SPEC §7 verdicts of one run.
 
     Parameters
     ----------
     rows : sequence of mapping
-        The run's measurements in order of epoch (metrics.jsonl / metrics.csv rows). Training-split
-        names are read (``loss``, ``loss_nc1``, ``loss_nc23``, ``loss_perp``, ``nc1``,
-        ``equinorm_means``, ``equiangular_means``, ``maxangle_means``, ``nc3``, ``nc4``, ``snr``,
-        ``epoch``); ``test_*`` keys are ignored.
+        The run's measurements, in any order (they are taken in epoch order; a duplicated or
+        missing epoch raises). Training-split names are read (``epoch``, ``train_error``,
+        ``loss``, ``loss_nc1``, ``loss_nc23``, ``loss_perp``, ``nc1``, ``equinorm_means``,
+        ``equiangular_means``, ``maxangle_means``, ``nc3``, ``nc4``, ``snr``, ``flags``,
+        ``num_classes``); ``test_*`` keys are ignored.
     loss : str or None
         The loss the run was trained with (``mse``, ``ce``, ``rescaled_mse``). The L_⊥ claims apply
         to square-loss runs only.
@@ -300,170 +759,65 @@ def evaluate_claims(
         Whether the rows' decomposition is that of the objective the run minimised
         (summary.json ``lam_exact``; false for a rescaled MSE with k ≠ 1 or a λ other than
         training's). When false the L_⊥ claims are not applicable.
+    num_classes : int, optional
+        C (default: the rows' ``num_classes``, else the number of ω plus one).
 
     Returns
     -------
     list of dict
-        One dict per id of :data:`CLAIM_IDS`, in that order (see the module docstring).
+        One record per id of :data:`CLAIM_IDS`, in that order (keys :data:`RECORD_KEYS`).
+
+    Raises
+    ------
+    InputError
+        If two rows have the same epoch or a row has no finite epoch.
     """
-    rows = list(rows)
-    kind = loss_kind(loss)
     if not rows:
-        return [
-            _claim(cid, None, None, "not null" if cid == "tpt_reached" else "<=",
-                   note="no measurement yet", applicable=False)
-            for cid in CLAIM_IDS
-        ]  # fmt: skip
-    first, last = rows[0], rows[-1]
-    tpt_row, tpt_note = _tpt_row(rows, tpt_epoch)
-    square = kind in SQUARE_LOSSES and bool(lam_exact)
-    if kind not in SQUARE_LOSSES:
-        square_note = (
-            f"not a square-loss run (loss {kind}): the MSE decomposition does not describe what "
-            "it optimised"
-        )
-    elif not lam_exact:
-        square_note = (
-            "the decomposition is only approximate for this run (lam_exact false: a rescaled MSE "
-            "with k ≠ 1, or a λ other than the one training applied)"
-        )
-    else:
-        square_note = ""
-    claims = [_identity(rows)]
-
-    tpt_value = None if tpt_epoch is None else int(tpt_epoch)
-    claims.append(
-        _claim("tpt_reached", tpt_value, None, "not null",
-               note="" if tpt_value is not None else "training error never reached zero")
-    )  # fmt: skip
-
-    # perp_small: median of L_⊥/L over the measurements from TPT on
-    if not square or tpt_row is None:
+        return [_not_applicable(cid, _THRESHOLDS.get(cid), "no measurement yet")
+                for cid in CLAIM_IDS]  # fmt: skip
+    run = _build_run(rows, loss, tpt_epoch, bool(lam_exact), num_classes)
+    claims = []
+    for claim_id, evaluate in _CLAIMS:
+        why = _degenerate_reason(run, claim_id)
         claims.append(
-            _claim("perp_small", None, _PERP_SMALL, "<=", note=square_note or tpt_note,
-                   applicable=False)
-        )  # fmt: skip
-    else:
-        after = rows[tpt_row:]
-        ratios = [_perp_ratio(r) for r in after]
-        if any(math.isnan(v) for v in ratios):
-            claims.append(
-                _claim("perp_small", math.nan, _PERP_SMALL, "<=",
-                       note="L_⊥/L " + _nan_epochs(after, ratios))
-            )  # fmt: skip
-        else:
-            note = f"{len(ratios)} measurement(s) from epoch {_epoch_text(after[0])} on"
-            claims.append(
-                _claim("perp_small", float(np.median(ratios)), _PERP_SMALL, "<=", note=note)
-            )
-
-    # first-vs-last claims need two measurements: one row compared with itself decides nothing
-    single = "" if len(rows) > 1 else (
-        f"a single measurement (epoch {_epoch_text(first)}): nothing to compare"
-    )  # fmt: skip
-
-    # perp_falls: L_⊥/L last ÷ first
-    if not square or single:
-        claims.append(_claim("perp_falls", None, 1.0, "<", note=square_note or single,
-                             applicable=False))  # fmt: skip
-    else:
-        a, b = _perp_ratio(first), _perp_ratio(last)
-        note = f"L_⊥/L {a:.4g} at epoch {_epoch_text(first)} → {b:.4g} at {_epoch_text(last)}"
-        claims.append(_claim("perp_falls", _ratio(b, a), 1.0, "<", note=note))
-
-    # nc1_falls: first ÷ last
-    a, b = _number(first.get("nc1")), _number(last.get("nc1"))
-    if single:
-        claims.append(_claim("nc1_falls", None, _NC1_FACTOR, ">=", note=single,
-                             applicable=False))  # fmt: skip
-    else:
-        note = f"nc1 {a:.4g} at epoch {_epoch_text(first)} → {b:.4g} at {_epoch_text(last)}"
-        claims.append(_claim("nc1_falls", _ratio(a, b), _NC1_FACTOR, ">=", note=note))
-
-    # nc1_falls_after_tpt: TPT ÷ last
-    after_note = _after_tpt(rows, tpt_row, tpt_note)
-    if after_note:
-        claims.append(_claim("nc1_falls_after_tpt", None, 1.0, ">", note=after_note,
-                             applicable=False))  # fmt: skip
-    else:
-        a = _number(rows[tpt_row].get("nc1"))
-        note = f"nc1 {a:.4g} at epoch {_epoch_text(rows[tpt_row])} → {b:.4g} at " + _epoch_text(
-            last
+            _not_applicable(claim_id, _THRESHOLDS.get(claim_id), why) if why else evaluate(run)
         )
-        claims.append(_claim("nc1_falls_after_tpt", _ratio(a, b), 1.0, ">", note=note))
-
-    if single:
-        claims.append(_claim("nc2_nc3_nc4_fall", None, float(len(_FALL_METRICS)), "==",
-                             note=single, applicable=False))  # fmt: skip
-    else:
-        claims.append(_fall_claim(first, last))
-
-    # snr_equalises: (ω_max/ω_min) last ÷ TPT
-    k = omega_of(last).size
-    if after_note or k < 2:
-        note = after_note or (
-            "no ω measured" if k == 0 else "a single ω_j (C = 2): nothing to equalise"
-        )  # fmt: skip
-        claims.append(_claim("snr_equalises", None, 1.0, "<", note=note, applicable=False))
-    else:
-        a, b = _omega_spread(rows[tpt_row]), _omega_spread(last)
-        note = (
-            f"ω_max/ω_min {a:.4g} at epoch {_epoch_text(rows[tpt_row])} → {b:.4g} at "
-            f"{_epoch_text(last)}"
-        )
-        claims.append(_claim("snr_equalises", _ratio(b, a), 1.0, "<", note=note))
     return claims
-
-
-def _tpt_row(rows: Sequence[Mapping[str, Any]], tpt_epoch: float | None) -> tuple[int | None, str]:
-    """Index of the first row at or after the TPT epoch, or None with the reason."""
-    if tpt_epoch is None:
-        return None, "no TPT: training error never reached zero"
-    epochs = [_number(r.get("epoch")) for r in rows]
-    index = next((i for i, e in enumerate(epochs) if e >= float(tpt_epoch)), None)
-    if index is None:
-        return None, f"no measurement at or after the TPT epoch {tpt_epoch:g}"
-    return index, ""
-
-
-def _after_tpt(rows: Sequence[Mapping[str, Any]], tpt_row: int | None, tpt_note: str) -> str:
-    """Why a TPT-to-last comparison cannot be made ("" when it can)."""
-    if tpt_row is None:
-        return tpt_note
-    if tpt_row == len(rows) - 1:
-        epoch = _epoch_text(rows[tpt_row])
-        return f"the TPT (epoch {epoch}) is the last measurement: nothing after it"
-    return ""
-
-
-#: a scale-free metric this close to 0 at both ends is at its collapsed value, not "did not fall"
-_AT_ZERO = 1e-12
-
-
-def _fall_claim(first: Mapping[str, Any], last: Mapping[str, Any]) -> dict[str, Any]:
-    fell, stayed, undefined = [], [], []
-    for name in _FALL_METRICS:
-        a, b = _number(first.get(name)), _number(last.get(name))
-        if math.isnan(a) or math.isnan(b):
-            undefined.append(name)
-        elif b < a or (name == "nc4" and b <= a) or max(abs(a), abs(b)) <= _AT_ZERO:
-            fell.append(name)  # a metric at 0 throughout (e.g. equinorm of C = 2 means) held
-        else:
-            stayed.append(name)
-    total = len(_FALL_METRICS)
-    if undefined:
-        note = "undefined (NaN) first or last: " + ", ".join(undefined)
-        return _claim("nc2_nc3_nc4_fall", math.nan, float(total), "==", note=note)
-    note = "did not fall: " + ", ".join(stayed) if stayed else "all fell"
-    return _claim("nc2_nc3_nc4_fall", len(fell), total, "==", note=note)
 
 
 # --------------------------------------------------------------------------------------------
 # summaries
 # --------------------------------------------------------------------------------------------
 
+_HOLDS_WHEN: dict[str, str] = {
+    "identity": f"≤ {IDENTITY_TOL:g} (no noise rule)",
+    "tpt_reached": "not null",
+    "perp_small": f"≤ {PERP_SMALL:g} by more than 3σ",
+    "perp_falls": f"≥ {PERP_FALL_FACTOR:g}× by more than 3σ",
+    "nc1_falls": f"≥ {NC1_FALL_FACTOR:g}× by more than 3σ",
+    "nc1_falls_after_tpt": f"≥ {NC1_AFTER_TPT_FACTOR:g}× by more than 3σ",
+    "nc2_nc3_nc4_fall": f"all pass (each falls ≥ {NC234_FALL_FACTOR:g}×, nc4 last ≤ "
+    f"{NC4_LAST_MAX:g}; each by more than 3σ)",
+    "snr_grows": f"≥ {SNR_GROW_FACTOR:g}× by more than 3σ",
+    "snr_equalises": f"≥ {SNR_EQUALISE_FACTOR:g}× by more than 3σ",
+}
 
-def outcome_of(claim):
+
+def holds_when(claim_id: str) -> str:
+    """The rule of a claim in words, e.g. ``"≥ 100× by more than 3σ"`` ("" for an unknown id).
+
+    >>> holds_when("perp_small")
+    '≤ 0.1 by more than 3σ'
+    """
+    return _HOLDS_WHEN.get(claim_id, "")
+
+
+def outcome_of(claim: Mapping[str, Any]) -> str:
+    """``"holds"``, ``"fails"``, ``"inconclusive"`` or ``"not applicable"`` of a claim record.
+
+    >>> outcome_of({"holds": None, "reason": "not applicable: a ce run"})
+    'not applicable'
+    """
     if claim.get("holds") is True:
         return "holds"
     if claim.get("holds") is False:
@@ -472,113 +826,43 @@ def outcome_of(claim):
     return "not applicable" if reason.startswith("not applicable") else "inconclusive"
 
 
+def claims_are_current(claims: Any) -> bool:
+    """Whether recorded claims follow the current rules (every id, every record key).
+
+    Records of older versions (``relation``/``note``, no ``noise``/``reason``, no ``snr_grows``)
+    are stale: a reader re-evaluates them from the run's rows.
+    """
+    if not isinstance(claims, list) or not all(isinstance(c, Mapping) for c in claims):
+        return False
+    return [c.get("id") for c in claims] == list(CLAIM_IDS) and all(
+        set(RECORD_KEYS) <= set(c) for c in claims
+    )
+
+
 def tally(claims: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Claim ids by verdict: ``{"hold": [...], "fail": [...], "not_applicable": [...]}``."""
-    out: dict[str, list[str]] = {"hold": [], "fail": [], "not_applicable": []}
+    """Claim ids by outcome: ``{"hold", "fail", "inconclusive", "not_applicable"}`` → ids."""
+    keys = {"holds": "hold", "fails": "fail", "inconclusive": "inconclusive",
+            "not applicable": "not_applicable"}  # fmt: skip
+    out: dict[str, list[str]] = {k: [] for k in keys.values()}
     for claim in claims:
-        holds = claim.get("holds")
-        key = "not_applicable" if holds is None else ("hold" if holds else "fail")
-        out[key].append(str(claim.get("id")))
+        out[keys[outcome_of(claim)]].append(str(claim.get("id")))
     return out
 
 
 def format_tally(claims: Iterable[Mapping[str, Any]], *, report: Any = None) -> str:
-    """One console line: ``claims: 6/8 hold; failing: a, b; not applicable: c; report: PATH``.
+    """One console line counting the outcomes by name.
 
-    The count is over the claims that could be decided (true or false).
+    ``claims: 5 hold, 2 fail (snr_equalises, perp_falls), 1 inconclusive (x), 1 not applicable
+    (y); report: PATH`` — failed, inconclusive and not-applicable claims are named; the
+    not-applicable part only when there is one.
     """
     t = tally(claims)
-    decided = len(t["hold"]) + len(t["fail"])
-    parts = [f"claims: {len(t['hold'])}/{decided} hold"]
-    if t["fail"]:
-        parts.append("failing: " + ", ".join(t["fail"]))
+    parts = [f"{len(t['hold'])} hold"]
+    for key, word in (("fail", "fail"), ("inconclusive", "inconclusive")):
+        ids = t[key]
+        parts.append(f"{len(ids)} {word}" + (f" ({', '.join(ids)})" if ids else ""))
     if t["not_applicable"]:
-        parts.append("not applicable: " + ", ".join(t["not_applicable"]))
-    if report is not None:
-        parts.append(f"report: {report}")
-    return "; ".join(parts)
-
-
-def claim_columns(claims: Iterable[Mapping[str, Any]] | None) -> dict[str, bool | None]:
-    """``{"claim_<id>": holds}`` for every id of :data:`CLAIM_IDS` (None when absent)."""
-    by_id = {str(c.get("id")): c.get("holds") for c in claims or ()}
-    return {f"claim_{cid}": by_id.get(cid) for cid in CLAIM_IDS}
-
-
-# --------------------------------------------------------------------------------------------
-# claim 4: MSE vs CE
-# --------------------------------------------------------------------------------------------
-
-
-def accuracy_gaps(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Pair MSE and CE runs of the same dataset, network and seed (SPEC §7 claim 4).
-
-    Parameters
-    ----------
-    runs : iterable of mapping
-        One record per run with ``name``, ``dataset``, ``model``, ``seed``, ``loss`` and
-        ``test_accuracy`` (final, a fraction in [0, 1]; None when not measured). Runs of other
-        losses (e.g. rescaled MSE) are not paired.
-
-    Returns
-    -------
-    list of dict
-        One entry per (dataset, model, seed) that has an MSE or a CE run:
-        ``{"dataset", "model", "seed", "mse_run", "ce_run", "mse_test_accuracy",
-        "ce_test_accuracy", "value", "threshold", "holds", "note"}`` with ``value`` = test
-        accuracy(MSE) − test accuracy(CE) in percentage points, ``holds`` = |value| ≤ 1 point, and
-        ``holds`` None (with the reason in ``note``) when the partner is missing, a test accuracy
-        is unknown, or several runs of one loss share the key (e.g. an lr grid: select the lr
-        first). Sorted by dataset, model, seed.
-    """
-    groups: dict[tuple[str, str, str], dict[str, list[Mapping[str, Any]]]] = {}
-    for run in runs:
-        kind = loss_kind(run.get("loss"))
-        if kind not in ("mse", "ce"):
-            continue
-        key = tuple(str(run.get(k)) for k in ("dataset", "model", "seed"))
-        groups.setdefault(key, {"mse": [], "ce": []})[kind].append(run)  # type: ignore[index]
-    out = []
-    for (dataset, model, seed), by_loss in sorted(groups.items()):
-        mse, ce = by_loss["mse"], by_loss["ce"]
-        entry: dict[str, Any] = {
-            "dataset": dataset,
-            "model": model,
-            "seed": seed,
-            "mse_run": _names(mse),
-            "ce_run": _names(ce),
-            "mse_test_accuracy": None,
-            "ce_test_accuracy": None,
-            "value": None,
-            "threshold": GAP_THRESHOLD_PP,
-            "holds": None,
-            "note": "",
-        }
-        if len(mse) != 1 or len(ce) != 1:
-            if not mse or not ce:
-                entry["note"] = f"no {'CE' if mse else 'MSE'} run with the same dataset/model/seed"
-            else:
-                entry["note"] = (
-                    f"{len(mse)} MSE and {len(ce)} CE runs share dataset/model/seed (different "
-                    "lr or weight decay?): not paired"
-                )
-            out.append(entry)
-            continue
-        a, b = _number(mse[0].get("test_accuracy")), _number(ce[0].get("test_accuracy"))
-        entry["mse_test_accuracy"] = None if math.isnan(a) else a
-        entry["ce_test_accuracy"] = None if math.isnan(b) else b
-        if math.isnan(a) or math.isnan(b):
-            entry["note"] = "test accuracy not measured (measure_test) in one of the runs"
-        else:
-            gap = 100.0 * (a - b)
-            entry["value"] = gap
-            # accuracies are fractions k/N: a gap of exactly 1 point must not fail on rounding
-            entry["holds"] = bool(abs(gap) <= GAP_THRESHOLD_PP * (1.0 + 1e-12))
-        out.append(entry)
-    return out
-
-
-def _names(runs: Sequence[Mapping[str, Any]]) -> str | None:
-    if not runs:
-        return None
-    return ", ".join(str(r.get("name")) for r in runs)
+        parts.append(f"{len(t['not_applicable'])} not applicable "
+                     f"({', '.join(t['not_applicable'])})")  # fmt: skip
+    line = "claims: " + ", ".join(parts)
+    return line if report is None else f"{line}; report: {report}"

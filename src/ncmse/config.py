@@ -48,6 +48,8 @@ class Config:
 
     Defaults reproduce the embedded demo: digits, MLP, MSE loss, reaching the terminal phase in
     about a minute on two CPU cores. See ``docs`` or ``ncmse train --help`` for the presets.
+    ``freeze_features: true`` trains only the classifier (the final ``nn.Linear``) on the
+    features of the network as initialised (:func:`ncmse.train.freeze_features`).
     """
 
     name: str = "digits-mlp-mse"
@@ -60,6 +62,9 @@ class Config:
     # model
     model: str = "mlp"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: train only the final nn.Linear; every other layer (BatchNorm statistics included) stays
+    #: as initialised and in eval mode: the "no feature learning" baseline
+    freeze_features: bool = False
     # loss
     loss: str = "mse"
     mse_reduction: str = "mean"

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ncmse.claims import CLAIM_IDS, loss_kind, outcome_of
+from ncmse.claims import CLAIM_IDS, claims_are_current, loss_kind, outcome_of
 
 __all__ = [
     "GAP_THRESHOLD_PP",
@@ -58,7 +58,6 @@ __all__ = [
     "claim_counts",
     "config_differences",
     "current_claims",
-    "is_current",
     "distinct_labels",
     "gap_verdict",
     "group_by_config",
@@ -158,26 +157,17 @@ SOURCE_STALE = (
 )
 
 
-def is_current(claims: Any) -> bool:
-    """Whether recorded claim records follow the current schema (SPEC §7): a record per id of
-    :data:`ncmse.claims.CLAIM_IDS`, in order, each with ``noise`` and ``reason``. Records of an
-    older format (``relation``/``note``, no noise) are stale."""
-    if not isinstance(claims, list) or not all(isinstance(c, Mapping) for c in claims):
-        return False
-    ids = [str(c.get("id")) for c in claims]
-    return ids == list(CLAIM_IDS) and all("noise" in c and "reason" in c for c in claims)
-
-
 def current_claims(run: Any) -> tuple[list[dict[str, Any]], str]:
     """A loaded run's claims in the current schema and where they came from.
 
-    Recorded claims are used when :func:`is_current`; stale ones are re-evaluated from the
-    run's rows (:func:`ncmse.verdicts.run_claims` of the run without its recorded claims).
+    Recorded claims are used when :func:`ncmse.claims.claims_are_current`; stale ones are
+    re-evaluated from the run's rows (:func:`ncmse.verdicts.run_claims` of the run without its
+    recorded claims).
     """
     from ncmse.verdicts import run_claims
 
     recorded = run.summary.get("claims")
-    if recorded is None or is_current(recorded):
+    if recorded is None or claims_are_current(recorded):
         return run_claims(run)
     summary = {k: v for k, v in run.summary.items() if k != "claims"}
     claims, _ = run_claims(dataclasses.replace(run, summary=summary))

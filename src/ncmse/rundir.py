@@ -51,6 +51,7 @@ __all__ = [
     "default_run_dir",
     "from_json",
     "load_run",
+    "order_rows",
     "read_config",
     "read_rows",
     "read_summary",
@@ -315,9 +316,13 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     Raises
     ------
     InputError
-        If a line is damaged (wrong number of cells, not JSON).
+        If a line is damaged (wrong number of cells, not JSON, an empty line between rows).
     """
-    path = Path(path)
+    return [row for _, row in _read_numbered(Path(path))]
+
+
+def _read_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, row)`` of every row of a metrics file (line 1 is a CSV's header)."""
     try:
         if path.suffix == ".jsonl":
             return _read_jsonl(path)
@@ -333,14 +338,33 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError) -> InputError:
     )
 
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
+def _damaged(path: Path, line_no: int, what: str) -> InputError:
+    return InputError(
+        f"{str(path)!r} line {line_no}: {what}; the file is damaged — rerun the run or fix "
+        "that line"
+    )
+
+
+def _no_gaps(path: Path, lines: list[tuple[int, bool]]) -> None:
+    """An empty line between two rows is damage; empty lines at the end are not."""
+    seen_blank: int | None = None
+    for line_no, blank in lines:
+        if blank:
+            seen_blank = line_no if seen_blank is None else seen_blank
+        elif seen_blank is not None:
+            raise _damaged(path, seen_blank, "an empty line between two rows")
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
             return []
-        rows = []
-        for line_no, cells in enumerate(reader, start=2):
+        rows, lines = [], []
+        for cells in reader:
+            line_no = reader.line_num
+            lines.append((line_no, not cells))
             if not cells:
                 continue
             if len(cells) != len(header):
@@ -348,13 +372,15 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
                     f"{str(path)!r} line {line_no} has {len(cells)} cells but the header has "
                     f"{len(header)}; the file is damaged — rerun the run or truncate that line"
                 )
-            rows.append(dict(zip(header, cells)))
+            rows.append((line_no, dict(zip(header, cells))))
+    _no_gaps(path, lines)
     return rows
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    rows, lines = [], []
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        lines.append((line_no, not line.strip()))
         if not line.strip():
             continue
         try:
@@ -363,8 +389,117 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise InputError(
                 f"{str(path)!r} line {line_no} is not JSON ({exc}); the file is damaged"
             ) from exc
-        rows.append(flatten_row(from_json(row)))
+        if not isinstance(row, dict):
+            raise _damaged(path, line_no, f"a JSON {type(row).__name__}, not an object")
+        rows.append((line_no, flatten_row(from_json(row))))
+    _no_gaps(path, lines)
     return rows
+
+
+#: columns of a training run's rows that hold a finite number in every row where they are set
+_FINITE_COLUMNS = frozenset(
+    {"lr", "wall_time", "flow_time", "train_error", "accuracy", "nc4", "loss", "loss_nc1",
+     "loss_nc23", "loss_perp", "loss_ls", "objective", "lam"}
+)  # fmt: skip
+#: columns of fractions, in [0, 1]
+_UNIT_COLUMNS = frozenset({"train_error", "accuracy", "nc4"})
+
+
+def _check_cells(path: Path, numbered: list[tuple[int, dict[str, Any]]]) -> None:
+    """Every cell of a numeric column is a number, and the training columns are in range.
+
+    A column is numeric when any of its cells is a number (text columns stay text); an empty
+    cell means absent. Rows with an ``epoch`` are a training run's: their fractions lie in
+    [0, 1] and their losses, rates and times are finite.
+    """
+    names = list(dict.fromkeys(k for _, row in numbered for k in row))
+    for line_no, row in numbered:
+        if not any(str(v).strip() for v in row.values() if v is not None):
+            raise _damaged(path, line_no, "a row with no values")
+    training = "epoch" in names
+    for name in names:
+        if name.removeprefix("test_") in _TEXT_COLUMNS:
+            continue
+        cells = [(line_no, row.get(name)) for line_no, row in numbered]
+        parsed = [(line_no, cell, _parse_cell(cell)) for line_no, cell in cells]
+        if not any(isinstance(v, float) for _, _, v in parsed):
+            continue  # a text column
+        for line_no, cell, value in parsed:
+            if not isinstance(value, float):
+                raise _damaged(path, line_no, f"column {name!r} holds {cell!r}, not a number")
+            if training and not _in_range(name.removeprefix("test_"), value):
+                raise _damaged(
+                    path,
+                    line_no,
+                    f"column {name!r} holds {cell!r}, which "
+                    f"{_RANGE_TEXT[name.removeprefix('test_') in _UNIT_COLUMNS]}",
+                )
+
+
+_RANGE_TEXT = {True: "is not a fraction in [0, 1]", False: "is not finite"}
+
+
+def _in_range(name: str, value: float) -> bool:
+    if math.isnan(value):
+        return True
+    if name in _UNIT_COLUMNS:
+        return 0.0 <= value <= 1.0
+    return name not in _FINITE_COLUMNS or math.isfinite(value)
+
+
+def order_rows(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    source: str = "the rows",
+    lines: Sequence[int] | None = None,
+) -> list[Mapping[str, Any]]:
+    """Measurement rows in epoch order (SPEC §7 *Order*).
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Rows with an ``epoch`` (a number, or its text).
+    source : str
+        What the rows came from (named in errors: a file).
+    lines : sequence of int, optional
+        The line of each row in ``source`` (named in errors; default: the row's position).
+
+    Returns
+    -------
+    list of mapping
+        The same row objects, sorted by epoch.
+
+    Raises
+    ------
+    InputError
+        If a row has no epoch, an epoch that is not a non-negative whole number, or two rows
+        have the same epoch.
+    """
+    rows = list(rows)
+    where = list(lines) if lines is not None else list(range(1, len(rows) + 1))
+    word = "line" if lines is not None else "row"
+    epochs = []
+    for line_no, row in zip(where, rows):
+        cell = row.get("epoch")
+        value = _parse_cell(cell)
+        if not isinstance(value, float) or not (
+            math.isfinite(value) and value >= 0 and value.is_integer()
+        ):
+            raise InputError(
+                f"{source} {word} {line_no}: column 'epoch' holds {cell!r}, not a whole number "
+                ">= 0; the file is damaged — rerun the run or fix that line"
+            )
+        epochs.append(value)
+    first_at: dict[float, int] = {}
+    for line_no, epoch in zip(where, epochs):
+        if epoch in first_at:
+            raise InputError(
+                f"{source} {word} {line_no}: epoch {epoch:g} is measured twice (also {word} "
+                f"{first_at[epoch]}); the file is damaged — rerun the run or remove one of them"
+            )
+        first_at[epoch] = line_no
+    order = sorted(range(len(rows)), key=epochs.__getitem__)
+    return [rows[i] for i in order]
 
 
 @dataclass(frozen=True)
@@ -494,11 +629,27 @@ def load_run(run_dir: str | Path) -> Run:
     summary = read_summary(path) or {}
     config = read_config(path) or {}
     metrics_file = csv_path if csv_path.is_file() else jsonl_path if jsonl_path.is_file() else None
-    rows = read_rows(metrics_file) if metrics_file is not None else []
+    rows = _checked_rows(metrics_file) if metrics_file is not None else []
     columns, text_columns = _columns(rows)
     kind = str(summary.get("kind", "train"))
     bools = frozenset(n for n in columns if _all_bool(row.get(n) for row in rows))
     return Run(path, kind, summary, config, columns, text_columns, len(rows), metrics_file, bools)
+
+
+def _checked_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics file, checked cell by cell, training rows in epoch order.
+
+    Raises
+    ------
+    InputError
+        Naming the file, line and column of the first damaged cell or repeated epoch.
+    """
+    numbered = _read_numbered(path)
+    _check_cells(path, numbered)
+    if not numbered or not any("epoch" in row for _, row in numbered):
+        return [row for _, row in numbered]
+    lines = [line_no for line_no, _ in numbered]
+    return order_rows([row for _, row in numbered], source=repr(str(path)), lines=lines)
 
 
 def snr_columns(names: Iterable[str], *, test: bool = False) -> list[str]:

@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+import types
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ __all__ = [
     "lr_milestones",
     "measurement_epochs",
     "config_of_run",
+    "freeze_features",
     "open_run_dir",
     "record_data_source",
     "resume",
@@ -122,14 +124,17 @@ RESUME_SAFE_KEYS: frozenset[str] = frozenset(
 def measurement_epochs(
     epochs: int, points: int = 50, explicit: list[int] | None = None
 ) -> list[int]:
-    """Log-spaced measurement epochs in [1, epochs], always including 1 and ``epochs``.
+    """Epoch 0 and log-spaced measurement epochs in [1, epochs], always including 1 and ``epochs``.
+
+    Epoch 0 is the network as initialised, before any step (SPEC §6): the "first" measurement
+    of the SPEC §7 verdicts is then the untrained state.
 
     Parameters
     ----------
     epochs : int
         Length of the run.
     points : int
-        Target number of distinct epochs (fewer when ``epochs < points``: then every epoch).
+        Target number of distinct epochs ≥ 1 (fewer when ``epochs < points``: then every epoch).
     explicit : list of int, optional
         Use these epochs instead (sorted, deduplicated; 0 means "before training").
 
@@ -141,7 +146,7 @@ def measurement_epochs(
     if explicit is not None:
         return sorted({int(e) for e in explicit if 0 <= int(e) <= epochs})
     if epochs <= points:
-        return list(range(1, epochs + 1))
+        return list(range(0, epochs + 1))
     raw = points
     chosen: list[int] = []
     while raw <= 20 * points:
@@ -150,7 +155,48 @@ def measurement_epochs(
         if len(chosen) >= points:
             break
         raw += 1
-    return chosen
+    return [0, *chosen]
+
+
+def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    """``train(mode)`` of a frozen module: whatever ``mode``, it (and its children) stay in eval."""
+    return nn.Module.train(module, False)
+
+
+def freeze_features(model: nn.Module) -> list[nn.Parameter]:
+    """Freeze every layer of ``model`` but its classifier; returns the classifier's parameters.
+
+    The classifier is the final ``nn.Linear`` (:func:`ncmse.models.classifier_of`). Every other
+    parameter stops requiring gradients, and every module that does not contain the classifier
+    stays in eval mode even when the training loop calls ``model.train()``: BatchNorm layers
+    normalise with their running statistics *as initialised* (which they never update) and
+    dropout is off, so the features are one fixed function of the input — those the classifier
+    is trained on are exactly those measured (in eval mode). Keeping BatchNorm in train mode
+    instead would train the classifier on batch-normalised features that differ from the
+    measured ones.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (not a DDP wrapper).
+
+    Returns
+    -------
+    list of nn.Parameter
+        The parameters left to train (weight and bias of the classifier).
+    """
+    from ncmse.models import classifier_of
+
+    head = classifier_of(model)
+    keep = {id(p) for p in head.parameters()}
+    for param in model.parameters():
+        if id(param) not in keep:
+            param.requires_grad_(False)
+    for module in model.modules():
+        if not any(sub is head for sub in module.modules()):
+            module.train = types.MethodType(_stay_in_eval, module)  # type: ignore[method-assign]
+            module.eval()
+    return list(head.parameters())
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,8 +338,9 @@ class Trainer:
         b = self.bundle
         self.train_x, self.train_y = b.train_x.to(self.device), b.train_y.to(self.device)
         self.test_x, self.test_y = b.test_x.to(self.device), b.test_y.to(self.device)
+        params = freeze_features(self.network) if cfg.freeze_features else self.network.parameters()
         self.optimizer = torch.optim.SGD(
-            self.network.parameters(),
+            params,
             lr=cfg.lr,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,

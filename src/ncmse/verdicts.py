@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ncmse.central_path import describe_fit, fit_central_path, is_current_fit
-from ncmse.claims import evaluate_claims, format_tally, tpt_epoch_of
+from ncmse.claims import claims_are_current, evaluate_claims, format_tally, tpt_epoch_of
 from ncmse.rundir import Run
 
 __all__ = [
@@ -28,7 +28,10 @@ __all__ = [
 
 #: where a run's verdicts came from (named on report pages)
 SOURCE_SUMMARY = "recorded in summary.json by the run"
-SOURCE_COMPUTED = "computed by the report from the metrics file (the run did not record them)"
+SOURCE_COMPUTED = (
+    "computed by the report from the metrics file (the run did not record them, or recorded "
+    "them under older rules)"
+)
 
 
 def run_rows(run: Run) -> list[dict[str, Any]]:
@@ -51,9 +54,13 @@ def _summary_tpt(run: Run, rows: Sequence[Mapping[str, Any]]) -> float | None:
 
 
 def run_claims(run: Run) -> tuple[list[dict[str, Any]], str]:
-    """The run's claims and where they came from (:data:`SOURCE_SUMMARY` or computed)."""
+    """The run's claims and where they came from (:data:`SOURCE_SUMMARY` or computed).
+
+    Recorded claims of an older version (:func:`ncmse.claims.claims_are_current` false) are
+    stale: they are re-evaluated from the run's rows.
+    """
     recorded = run.summary.get("claims")
-    if isinstance(recorded, list) and recorded and all(isinstance(c, Mapping) for c in recorded):
+    if claims_are_current(recorded):
         return [dict(c) for c in recorded], SOURCE_SUMMARY
     rows = run_rows(run)
     claims = evaluate_claims(

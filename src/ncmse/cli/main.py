@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ufm": ("ncmse.cli.ufm", "simulate the unconstrained features model and its flows"),
     "report": ("ncmse.cli.report", "draw figures and an HTML report for run directories"),
     "sweep": ("ncmse.cli.sweep", "expand a grid of runs and run or submit them"),
+    "controls": (
+        "ncmse.cli.controls",
+        "run the positive and negative controls of the claim verdicts",
+    ),
 }
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ncmse.claims import CLAIM_IDS, outcome_of
+from ncmse.claims import CLAIM_IDS, claims_are_current, outcome_of
 from ncmse.errors import NCMSEError
-from ncmse.pairing import OUTCOMES, Pairing, RunEntry, current_claims, is_current, pair_runs
+from ncmse.pairing import OUTCOMES, Pairing, RunEntry, current_claims, pair_runs
 from ncmse.pairing import seed_groups as pairing_seed_groups
 from ncmse.rundir import load_run, read_config
 from ncmse.sweep.grid import RunSpec, preset_stem
@@ -138,7 +138,7 @@ def _claims_and_description(
     describe = {k: summary.get(k) for k in ("dataset", "model")}
     describe["loss"] = summary.get("loss_name", summary.get("loss"))
     recorded = summary.get("claims")
-    if is_current(recorded):
+    if claims_are_current(recorded):
         return tuple(c for c in recorded if isinstance(c, dict)), describe
     if status != "finished" and not recorded:
         return (), describe
