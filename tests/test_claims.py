@@ -557,3 +557,28 @@ def test_tally_names_every_outcome():
         "claims: 5 hold, 1 fail (snr_equalises), 1 inconclusive (nc1_falls), "
         "2 not applicable (perp_small, perp_falls)"
     )
+
+
+def test_perp_falls_needs_the_ls_loss_to_fall_too():
+    """Claim 2 is "L_⊥/L falls *while* L_NC1 and L_NC2/3 fall": features frozen at
+    initialisation (only the classifier trains) bring L_⊥ to 0 with L_NC1 + L_NC2/3 unchanged —
+    approach to the central path without collapse — and must not hold it (negative control);
+    the collapse rows hold it (positive control)."""
+    assert verdicts(collapse_rows())["perp_falls"]["holds"] is True
+    frozen = collapse_rows()
+    ls = frozen[0]["loss_nc1"] + frozen[0]["loss_nc23"]
+    for row in frozen:
+        row["loss_nc1"], row["loss_nc23"] = 0.4 * ls, 0.6 * ls  # features never move
+        row["loss_perp"] = 0.8 * ls * math.exp(-row["epoch"] / 2.0)  # the classifier converges
+        row["loss"] = ls + row["loss_perp"]
+    claim = verdicts(frozen)["perp_falls"]
+    assert claim["value"] > 1e3  # L_⊥/L itself falls by far more than 10×
+    assert claim["holds"] is False and "did not fall" in claim["reason"]
+    # an L_LS that falls by less than the noise allows is undecided, never a confirmation
+    noisy = collapse_rows()
+    for k, row in enumerate(noisy):
+        scale = (0.6 if k % 2 else 1.0) * (0.45 if row is noisy[-1] else 1.0)
+        row["loss_nc1"] = 0.4 * ls * scale
+        row["loss_nc23"] = 0.6 * ls * scale
+        row["loss"] = row["loss_nc1"] + row["loss_nc23"] + row["loss_perp"]
+    assert verdicts(noisy)["perp_falls"]["holds"] is not True
