@@ -70,6 +70,35 @@ class NCResult:
         out.update(extras)
         return out
 
+    def to_log_dict(self) -> dict[str, float]:
+        """Flat ``{name: float}`` for experiment loggers (Lightning ``log_dict``, the HF Trainer's
+        ``log``, TensorBoard, W&B): no strings, lists or booleans.
+
+        Every scalar of :data:`METRIC_NAMES` that is a number (``balanced`` as 0/1), ``snr``
+        expanded to ``snr_1 … snr_k``, and one ``flag_<name>`` per name of :data:`FLAGS`: 1.0
+        when the flag holds, 0.0 otherwise (so a flag's curve exists in every run). Numeric
+        ``extras`` are included; ``nc4_method`` and other strings are not.
+
+        Examples
+        --------
+        >>> import torch, ncmse
+        >>> H, y = torch.randn(60, 4, dtype=torch.float64), torch.arange(60) % 3
+        >>> d = ncmse.measure_features(H, y, torch.randn(3, 4), num_classes=3).to_log_dict()
+        >>> d["snr_1"] >= d["snr_2"], d["flag_within_class_singular"], d["num_samples"]
+        (True, 0.0, 60.0)
+        >>> all(type(v) is float for v in d.values())
+        True
+        """
+        out: dict[str, float] = {}
+        for name, value in self.to_dict().items():
+            if name == "snr":
+                out.update({f"snr_{j}": float(v) for j, v in enumerate(value, start=1)})
+            elif isinstance(value, (bool, int, float)):
+                out[name] = float(value)
+        for name in FLAGS:
+            out[f"flag_{name}"] = 1.0 if name in self.flags else 0.0
+        return out
+
 
 #: the scalar metric names, in a stable order (for CSV columns)
 METRIC_NAMES: tuple[str, ...] = (
