@@ -561,6 +561,8 @@ def measure(
     rtol: float | None = None,
     distributed: bool | None = None,
     min_samples: int | None = None,
+    ignore_index: int | None = -100,
+    shift_labels: bool = False,
 ) -> NCResult:
     """Measure collapse of a model's last-layer features on a loader of ``(inputs, labels)``.
 
@@ -591,6 +593,42 @@ def measure(
     lam : λ of the MSE decomposition (SPEC §3)
     min_samples : measure only the classes with at least this many samples (None: all classes
         must be present); see :func:`measure_stream`
+    ignore_index : positions (or samples) with this label are not measured (default −100, as
+        ``nn.CrossEntropyLoss``; None: every label is a class)
+    shift_labels : the class of the features at position t is the label at t + 1 (causal
+        language models trained on their own ``input_ids``)
+
+    Sequence models: the classifier's input may be ``[B, T, p]`` (any ``[..., p]``) with labels
+    ``[B, T]`` of the same leading shape; every position is a sample. Batches may be dicts
+    (``input_ids``, ``attention_mask``, ``labels``, …): every entry but ``labels`` is passed to
+    the model as a keyword argument, and positions where ``attention_mask`` is 0 are not measured.
+    Features that are the output of a ``LayerNorm`` (a transformer's last hidden state) span at
+    most p − 1 dimensions, so Σ_W is singular by construction: one
+    :class:`~ncmse.errors.NCMSEWarning` per measurement says so, instead of one per flag.
+
+    Examples
+    --------
+    A causal language model's last hidden state (the input of ``lm_head``) against the next token:
+
+    >>> import torch, ncmse
+    >>> from torch import nn
+    >>> class TinyLM(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed, self.pos = nn.Embedding(5, 3), nn.Embedding(10, 3)
+    ...         self.lm_head = nn.Linear(3, 5)
+    ...     def forward(self, input_ids, attention_mask=None):
+    ...         h = self.embed(input_ids) + self.pos(torch.arange(input_ids.shape[1]))
+    ...         return self.lm_head(torch.tanh(h))
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> ids = torch.arange(60).reshape(6, 10) % 5
+    >>> mask = torch.ones_like(ids); mask[0, 7:] = 0          # padding: never measured
+    >>> batches = [{"input_ids": ids, "attention_mask": mask, "labels": ids}]
+    >>> model = TinyLM()
+    >>> r = ncmse.measure(model, batches, classifier=model.lm_head, shift_labels=True)
+    >>> r.num_samples                                          # 6·9 positions less 3 padded
+    51
     """
     from ncmse.frontend import measure_model
 
@@ -610,4 +648,6 @@ def measure(
         dtype=dtype,
         rtol=rtol,
         min_samples=min_samples,
+        ignore_index=ignore_index,
+        shift_labels=shift_labels,
     )
