@@ -28,7 +28,7 @@ from ncmse.errors import (
     NonFiniteError,
     ShapeError,
 )
-from ncmse.result import FLAGS, NCResult
+from ncmse.result import CLASSIFIER_FLAGS, FLAGS, NCResult, features_only
 from ncmse.stats import ClassStats, check_batch
 from ncmse.subset import DeferredRows, check_min_samples
 
@@ -49,8 +49,13 @@ _Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 def _check_classifier(
-    W: torch.Tensor, b: torch.Tensor | None, num_classes: int, dim: int | None
+    W: torch.Tensor | None, b: torch.Tensor | None, num_classes: int, dim: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    if W is None:  # features only: a zero stand-in whose numbers are never reported
+        if b is not None:
+            raise InputError("b was given without W; pass both (or neither, for features only)")
+        zero = torch.zeros(num_classes, dim or 1, dtype=torch.float64)
+        return zero, zero[:, 0]
     if not isinstance(W, torch.Tensor) or W.ndim != 2 or W.shape[0] != num_classes:
         shape = tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__
         raise ShapeError(
@@ -87,8 +92,8 @@ def _distributed(flag: bool | None) -> bool:
 
 def result_from_stats(
     stats: ClassStats,
-    W: torch.Tensor,
-    b: torch.Tensor,
+    W: torch.Tensor | None,
+    b: torch.Tensor | None,
     *,
     lam: float = 0.0,
     correct: float | None = None,
@@ -106,7 +111,7 @@ def result_from_stats(
     Parameters
     ----------
     stats : ClassStats   (every class must have samples)
-    W : [C, p], b : [C]
+    W : [C, p], b : [C]  (both None: features only, see :func:`ncmse.result.features_only`)
     lam : float          λ of the decomposition
     correct, nc4_mismatch : counts over the N samples of argmax(Wh+b) = y, resp. ≠ NCC decision
     rtol : relative tolerance of every rank decision, in (0, 1)
@@ -117,6 +122,8 @@ def result_from_stats(
     lam = lstsq._check_lam(lam)
     stats._require_all_classes()
     C, p = stats.num_classes, stats.dim
+    with_classifier = W is not None
+    W, b = _check_classifier(W, b, C, p) if W is None else (W, b)
     rtol_ = measures.default_rtol(p, C, stats.dtype) if rtol is None else measures.check_rtol(rtol)
     counts, means, within_sq, within = (t.to(torch.float64) for t in stats.centred())
     N = float(counts.sum())
@@ -157,10 +164,12 @@ def result_from_stats(
     if "no_between_class_spread" in flags:  # undefined, never a number that reads as collapse
         values = dict.fromkeys(values, nan)
         snr = (nan,) * len(snr)
+    if not with_classifier:
+        flags = tuple(f for f in flags if f not in CLASSIFIER_FLAGS)
     if warn:
         for flag in flags:
             _warn(f"ncmse: {flag}: {FLAGS[flag]}")
-    return NCResult(
+    result = NCResult(
         accuracy=nan if correct is None else float(correct) / N,
         loss=dec.loss,
         equinorm_classifier=measures.equinorm(W),
@@ -181,6 +190,7 @@ def result_from_stats(
         num_samples_excluded=int(excluded[1]),
         **values,
     )
+    return result if with_classifier else features_only(result)
 
 
 def _warn(message: str) -> None:
@@ -219,7 +229,7 @@ def _flags(
 def measure_features(
     features: torch.Tensor,
     labels: torch.Tensor,
-    W: torch.Tensor,
+    W: torch.Tensor | None,
     b: torch.Tensor | None = None,
     *,
     num_classes: int,
@@ -234,7 +244,8 @@ def measure_features(
     ----------
     features : Tensor [N, p]   last-layer features (input of the final linear layer), any float
     labels : Tensor [N]        integer classes in [0, C)
-    W : Tensor [C, p]          classifier weight
+    W : Tensor [C, p] or None  classifier weight (None: features only — the classifier-side
+                               quantities are NaN, see :func:`ncmse.result.features_only`)
     b : Tensor [C] or None     classifier bias (None = no bias)
     num_classes : int          C ≥ 2
     lam : float                λ of the MSE decomposition (SPEC §3)
@@ -261,10 +272,11 @@ def measure_features(
     check_batch(features, labels, C)
     if features.shape[0] == 0:
         raise EmptyDataError("features are empty (N = 0); measure on a non-empty split")
-    W, b = _check_classifier(W, b, C, features.shape[1])
+    if W is not None:
+        W, b = _check_classifier(W, b, C, features.shape[1])
     # the statistics convert one block at a time, never all N rows at once (a CPU block of 1024
     # rows stays in cache-friendly, heap-served allocations; larger blocks on an accelerator)
-    step = _block_rows(W.device, features.shape[1])
+    step = _block_rows(features.device if W is None else W.device, features.shape[1])
     views = [
         (features[start : start + step], labels[start : start + step])
         for start in range(0, features.shape[0], step)
@@ -306,7 +318,7 @@ def _check_options(lam: Any, rtol: Any, dtype: Any) -> None:
 
 def measure_stream(
     batches: _Batches | Callable[[], _Batches],
-    W: torch.Tensor,
+    W: torch.Tensor | None,
     b: torch.Tensor | None = None,
     *,
     num_classes: int,
@@ -324,7 +336,9 @@ def measure_stream(
     NC4 compares each sample with the *final* class means. The features are cached for it while
     they fit ``memory_budget_bytes``; beyond that the stream is read a second time, which needs
     ``batches`` to be re-iterable (a list, a DataLoader) or a zero-argument callable returning a
-    fresh iterable. With ``torch.distributed`` initialised (and ``distributed`` not False), each
+    fresh iterable. ``W=None`` (and ``b=None``): the features alone, in one pass; the
+    classifier-side quantities are NaN (:func:`ncmse.result.features_only`). With
+    ``torch.distributed`` initialised (and ``distributed`` not False), each
     rank passes its shard and every rank receives the global result.
 
     ``min_samples=None`` (default) requires every class to have samples. An integer m ≥ 1
@@ -343,12 +357,13 @@ def measure_stream(
     factory = _reiterable(batches)
     first_iter = factory() if factory is not None else iter(batches)
     dist_on = _distributed(distributed)
-    dev = torch.device(device) if device is not None else W.device
+    no_classifier = W is None
+    dev = torch.device(device) if device is not None else None if no_classifier else W.device
 
     stats: ClassStats | None = None
     deferred: DeferredRows | None = None
     label_bounds: list[torch.Tensor] = []  # running [min, max] of labels that live on a device
-    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
+    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None if no_classifier else []
     cached_bytes = 0
     # Batches are gathered into blocks of ≥ _BLOCK_ROWS rows before they reach the statistics:
     # the per-batch bookkeeping (a dozen small tensor operations) then runs a few times per
@@ -380,6 +395,7 @@ def measure_stream(
         check_batch(features, labels, C, finite=False, label_range=False)
         if stats is None:
             W, b = _check_classifier(W, b, C, features.shape[1])
+            dev = features.device if dev is None else dev
             stats = ClassStats(C, features.shape[1], device=dev, dtype=dtype)
             block_target = _block_rows(dev, features.shape[1])
             if m is not None and m >= 3:  # classes with < m samples must not reach the scatter
@@ -429,7 +445,9 @@ def measure_stream(
     means = stats.class_means()
     Wd, bd = W.to(device=dev, dtype=torch.float64), b.to(device=dev, dtype=torch.float64)
 
-    if cache is not None:
+    if no_classifier:  # no decision to count: no second pass
+        method, source = "unavailable", iter(())
+    elif cache is not None:
         method, source = (_nc4_method or "cache"), iter(cache)
     elif factory is not None:
         method, source = "second_pass", factory()
@@ -458,8 +476,8 @@ def measure_stream(
     correct, mismatch = counts[0], counts[1]
     return result_from_stats(
         stats,
-        W,
-        b,
+        None if no_classifier else W,
+        None if no_classifier else b,
         lam=lam,
         correct=float(correct),
         nc4_mismatch=float(mismatch),

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["NCResult", "METRIC_NAMES", "FLAGS", "flatten_row"]
+__all__ = [
+    "NCResult",
+    "METRIC_NAMES",
+    "FLAGS",
+    "CLASSIFIER_METRICS",
+    "CLASSIFIER_FLAGS",
+    "features_only",
+    "flatten_row",
+]
 
 
 @dataclass
@@ -130,6 +138,24 @@ FLAGS: dict[str, str] = {
         "loss_nc1, loss_nc23 and loss_perp are approximate"
     ),
 }
+
+
+#: the quantities that need a classifier (W, b): NaN when features are measured without one.
+#: ``loss_ls``, ``loss_nc1`` and ``loss_nc23`` stay: they are those of the least-squares
+#: classifier, functions of the features alone (SPEC §3).
+CLASSIFIER_METRICS: tuple[str, ...] = (
+    "accuracy", "loss", "loss_perp", "nc3", "nc4", "equinorm_classifier",
+    "equiangular_classifier", "maxangle_classifier", "etf_error_wm",
+)  # fmt: skip
+
+#: flags about the classifier, never raised without one
+CLASSIFIER_FLAGS: tuple[str, ...] = ("zero_classifier_rows",)
+
+
+def features_only(result: NCResult) -> NCResult:
+    """``result`` with every quantity of :data:`CLASSIFIER_METRICS` NaN (a measurement of the
+    features without a classifier: ``W=None``)."""
+    return replace(result, **dict.fromkeys(CLASSIFIER_METRICS, math.nan))
 
 
 def flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:
