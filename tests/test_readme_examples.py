@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-_BLOCK = re.compile(r"<!-- readme-test(?::\s*(?P<how>[^>]*?))?\s*-->\s*\n```(\w+)\n(.*?)\n```", re.S)
+_BLOCK = re.compile(
+    r"<!-- readme-test(?::\s*(?P<how>[^>]*?))?\s*-->\s*\n```(\w+)\n(.*?)\n```", re.S
+)
 
 
 def _blocks() -> list[tuple[str, str]]:
