@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +159,38 @@ def test_nc1_by_depth_figure(tmp_path):
     assert figure.png.stat().st_size > 1000 and figure.svg.exists()
     svg = figure.svg.read_text()
     assert "conv1" in svg and "conv2" in svg and "epoch 1" in svg
+
+
+def test_measure_layers_under_ddp_drops_padding_and_a_padding_only_shard_takes_part(tmp_path):
+    """2 gloo processes, odd N on a DistributedSampler with batch size 1: rank 1's last batch is
+    the padding alone; both ranks get the one-process result on the N samples."""
+    import torch.multiprocessing as mp
+
+    x, y = _images(n=45)
+    model = _ConvNet().double()
+    ref = ncmse.measure_layers(model, [(x, y)], {"conv2": model.conv2}, num_classes=C,
+                               pool="avg")["conv2"]  # fmt: skip
+    mp.spawn(_ddp_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    got = [float((tmp_path / f"nc1_{rank}").read_text()) for rank in range(2)]
+    assert got == [pytest.approx(ref.nc1, rel=1e-10)] * 2
+
+
+def _ddp_worker(rank: int, folder: str) -> None:
+    import os
+
+    import torch.distributed as dist
+    from torch.utils.data import DistributedSampler
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getppid() % 1000))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        x, y = _images(n=45)
+        model = _ConvNet().double()
+        data = TensorDataset(x, y)
+        sampler = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True, seed=3)
+        loader = DataLoader(data, batch_size=1, sampler=sampler)
+        out = ncmse.measure_layers(model, loader, {"conv2": model.conv2}, num_classes=C,
+                                   pool="avg")  # fmt: skip
+        (Path(folder) / f"nc1_{rank}").write_text(repr(out["conv2"].nc1))
+    finally:
+        dist.destroy_process_group()

@@ -120,3 +120,24 @@ def test_import_without_transformers_is_one_line_naming_the_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     expected = "ncmse.integrations.transformers needs transformers: pip install transformers"
     assert out.stdout.strip() == expected
+
+
+def test_several_processes_need_a_loader():
+    """Accelerate's training dataloader may repeat samples across processes: refused up front."""
+    from ncmse.errors import InputError
+
+    class Args:
+        world_size = 2
+
+    class FakeTrainer:
+        def log(self, logs):
+            pass
+
+    callback = NeuralCollapseCallback(FakeTrainer())
+    with pytest.raises(InputError, match="2 processes .* pass NeuralCollapseCallback"):
+        callback.on_train_begin(Args(), None, None)
+    Args.world_size = 1  # negative control: one process measures the Trainer's dataloader
+    assert callback.on_train_begin(Args(), None, "control") == "control"
+    given = NeuralCollapseCallback(FakeTrainer(), loader=[])
+    Args.world_size = 2
+    assert given.on_train_begin(Args(), None, "control") == "control"

@@ -204,15 +204,19 @@ class _Hooks:
 def _passes(
     model: nn.Module, loader: Iterable, hooks: _Hooks, real: int | None, device: torch.device
 ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor, int]]:
-    """``(features per layer, labels [B'], B')`` per batch, less the rows that are padding."""
-    seen = 0
+    """``(features per layer, labels [B'], B')`` per batch, less the rows that are padding. A
+    batch made of padding alone is skipped, unless nothing was yielded yet (its empty features
+    then give the layers' dimensions, so a rank whose shard is all padding still takes part in
+    the reduction)."""
+    seen, yielded = 0, False
     for raw in loader:
         batch = _unpack(raw, device)
         size = batch.rows()
         keep = size if real is None else max(0, min(size, real - seen))
         seen += size
-        if keep == 0:
+        if keep == 0 and yielded:
             continue
+        yielded = True
         for got in hooks.outputs.values():
             got.clear()
         model(*batch.args, **batch.kwargs)

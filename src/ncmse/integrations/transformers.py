@@ -49,9 +49,11 @@ class NeuralCollapseCallback(transformers.TrainerCallback):
         The trainer whose ``log`` receives the values (a callback is not given its trainer).
     loader : iterable of batches, optional
         Dicts with ``input_ids``, ``attention_mask``, ``labels``, …; default: the trainer's
-        training dataloader. With several processes, pass a ``DataLoader`` with a
-        ``DistributedSampler`` (``drop_last=False``): the training dataloader that accelerate
-        prepares may repeat samples to even out the processes' batches, which ncmse cannot see.
+        training dataloader. With several processes a ``loader`` is required (an
+        :class:`~ncmse.errors.InputError` at ``on_train_begin`` otherwise): a ``DataLoader`` with
+        a ``DistributedSampler`` (``drop_last=False``), because the training dataloader that
+        accelerate prepares may repeat samples to even out the processes' batches, which ncmse
+        cannot see.
     every_n_steps : int, optional
         Measure every this many optimiser steps instead of at the end of each epoch.
     layer : nn.Linear or str, optional
@@ -96,6 +98,16 @@ class NeuralCollapseCallback(transformers.TrainerCallback):
         self.measure_options = dict(shift_labels=shift_labels, min_samples=min_samples,
                                     **measure_options)  # fmt: skip
         self.last_result = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.loader is None and getattr(args, "world_size", 1) > 1:
+            raise InputError(
+                f"with {args.world_size} processes the Trainer's training dataloader (prepared "
+                "by accelerate) may repeat samples to even out the processes' batches, and "
+                "ncmse cannot see which; pass NeuralCollapseCallback(trainer, loader=DataLoader("
+                "dataset, sampler=DistributedSampler(dataset, shuffle=False), collate_fn=...))"
+            )
+        return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.every_n_steps is None:
