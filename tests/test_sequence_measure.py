@@ -166,3 +166,17 @@ def test_mismatched_labels_name_both_shapes_and_shift_labels():
         ncmse.measure(model, [(x, y[:, 1:])])
     with pytest.raises(ShapeError, match="shift_labels=True needs sequence"):
         ncmse.measure(model, [(x[:, 0], y[:, 0])], shift_labels=True)
+
+
+def test_other_warnings_pass_through_once_per_location():
+    """The warnings held back during a measurement are re-emitted, and a repeated measurement in a
+    loop shows a repeated warning once (Python's default), not once per call."""
+    x, y, model = _sequence_tensors()
+    loader = DataLoader(TensorDataset(x, y), batch_size=4, drop_last=True)  # drops 3 samples
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        for _ in range(3):
+            ncmse.measure(model, loader)
+    drops = [w for w in caught if "drop_last=True" in str(w.message)]
+    assert len(drops) == 1

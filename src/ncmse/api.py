@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -102,6 +102,7 @@ def result_from_stats(
     rtol: float | None = None,
     warn: bool = True,
     excluded: tuple[int, int] = (0, 0),
+    quiet: Collection[str] = (),
 ) -> NCResult:
     """All SPEC §2–§3 quantities from the statistics, the classifier and the decision counts.
 
@@ -117,6 +118,7 @@ def result_from_stats(
     rtol : relative tolerance of every rank decision, in (0, 1)
         (default ``max(p, C)·eps(stats.dtype)·100``)
     warn : emit an :class:`~ncmse.errors.NCMSEWarning` for each degenerate-feature flag
+    quiet : flags not to warn about (the caller explains them; they stay in ``flags``)
     excluded : (classes, samples) left out of ``stats`` by ``min_samples``, recorded in the result
     """
     lam = lstsq._check_lam(lam)
@@ -168,7 +170,8 @@ def result_from_stats(
         flags = tuple(f for f in flags if f not in CLASSIFIER_FLAGS)
     if warn:
         for flag in flags:
-            _warn(f"ncmse: {flag}: {FLAGS[flag]}")
+            if flag not in quiet:
+                _warn(f"ncmse: {flag}: {FLAGS[flag]}")
     result = NCResult(
         accuracy=nan if correct is None else float(correct) / N,
         loss=dec.loss,
@@ -330,6 +333,7 @@ def measure_stream(
     distributed: bool | None = None,
     min_samples: int | None = None,
     _nc4_method: str | None = None,
+    _quiet_flags: Collection[str] = (),
 ) -> NCResult:
     """Measure collapse of a stream of ``(features [B, p], labels [B])`` batches in one pass.
 
@@ -484,6 +488,7 @@ def measure_stream(
         nc4_method=method,
         rtol=rtol,
         excluded=excluded,
+        quiet=_quiet_flags,
     )
 
 

@@ -159,7 +159,8 @@ def measure_model(
             # the budget or raises, instead of reading an exhausted iterator a second time
             stream = batches() if isinstance(loader, Iterator) else batches
             measure_device = torch.device(device) if device is not None else model_device
-            with features.hooked(), _layernorm_explained(features, C, options) as explained:
+            note = _LayerNormNote(features, C, float(options.get("lam", 0.0)))
+            with features.hooked():
                 result = measure_stream(
                     stream,
                     layer.weight,
@@ -167,9 +168,10 @@ def measure_model(
                     num_classes=C,
                     device=measure_device,
                     distributed=distributed,
+                    _quiet_flags=note.quiet,
                     **options,
                 )
-            explained.report()
+            note.report(result)
             rows = features.rows_counted(dist_on, measure_device)
     finally:
         inner.train(was_training)
@@ -384,57 +386,53 @@ _LAYERNORM_FLAGS = ("within_class_singular", "between_class_rank_deficient",
 
 
 class _LayerNormNote:
-    """Warnings of one measurement, held back while it runs: those of the flags that the
-    features' LayerNorm explains become one message in a transformer user's words."""
+    """The flags that the features' LayerNorm explains, known once the first batch has run
+    (:attr:`quiet` is filled then, before the result's flags are warned about), and the one
+    message, in a transformer user's words, that replaces their warnings."""
 
     def __init__(self, features: _Features, num_classes: int, lam: float) -> None:
         self.features, self.num_classes, self.lam = features, num_classes, lam
-        self.records: list[warnings.WarningMessage] = []
+        self.quiet = _Quiet(self)
 
-    def report(self) -> None:
-        name, p = self.features.layernorm, self.features.layer.in_features
-        expected = {"within_class_singular"}
-        if p <= self.num_classes - 1:
-            expected.add("between_class_rank_deficient")
+    def expected(self) -> set[str]:
+        if self.features.layernorm is None:
+            return set()
+        flags = {"within_class_singular"}
+        if self.features.layer.in_features <= self.num_classes - 1:
+            flags.add("between_class_rank_deficient")
         if self.lam == 0:
-            expected.add("total_covariance_singular")
-        explained = []
-        for record in self.records:
-            flag = _flag_of(record)
-            if name is not None and flag in expected:
-                explained.append(flag)
-                continue
-            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
-        if explained:
-            warnings.warn(
-                f"ncmse: the features are the output of LayerNorm {name!r}, which centres each "
-                f"feature vector over its p = {p} coordinates: every vector (less the "
-                "LayerNorm's bias, divided by its gain) sums to zero, so the features span at "
-                "most p − 1 dimensions and the within-class covariance Σ_W is singular by "
-                "construction. This is expected for a transformer's hidden states, not a defect: "
-                "nc1 and snr are computed on the spanned subspace. Flags raised by it: "
-                f"{', '.join(explained)} (kept in result.flags)",
-                NCMSEWarning,
-                stacklevel=4,
-            )
+            flags.add("total_covariance_singular")
+        return flags
+
+    def report(self, result: NCResult) -> None:
+        explained = [flag for flag in result.flags if flag in self.expected()]
+        if not explained:
+            return
+        name, p = self.features.layernorm, self.features.layer.in_features
+        warnings.warn(
+            f"ncmse: the features are the output of LayerNorm {name!r}, which centres each "
+            f"feature vector over its p = {p} coordinates: every vector (less the LayerNorm's "
+            "bias, divided by its gain) sums to zero, so the features span at most p − 1 "
+            "dimensions and the within-class covariance Σ_W is singular by construction. This is "
+            "expected for a transformer's hidden states, not a defect: nc1 and snr are computed "
+            f"on the spanned subspace. Flags raised by it: {', '.join(explained)} (kept in "
+            "result.flags)",
+            NCMSEWarning,
+            stacklevel=4,
+        )
 
 
-def _flag_of(record: warnings.WarningMessage) -> str | None:
-    text = str(record.message)
-    for flag in _LAYERNORM_FLAGS:
-        if text.startswith(f"ncmse: {flag}:"):
-            return flag
-    return None
+class _Quiet:
+    """A live view of :meth:`_LayerNormNote.expected` (membership tests only)."""
 
+    def __init__(self, note: _LayerNormNote) -> None:
+        self.note = note
 
-@contextlib.contextmanager
-def _layernorm_explained(
-    features: _Features, num_classes: int, options: dict[str, Any]
-) -> Iterator[_LayerNormNote]:
-    """Context: the warnings raised inside are recorded; :meth:`_LayerNormNote.report` re-emits
-    them (the ones a LayerNorm explains as one message)."""
-    note = _LayerNormNote(features, num_classes, float(options.get("lam", 0.0)))
-    with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always")
-        yield note
-    note.records = list(records)
+    def __contains__(self, flag: object) -> bool:
+        return flag in self.note.expected()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.note.expected())
+
+    def __len__(self) -> int:
+        return len(self.note.expected())

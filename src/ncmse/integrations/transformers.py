@@ -122,7 +122,8 @@ class NeuralCollapseCallback(transformers.TrainerCallback):
     def _measure(self, event: dict[str, Any]) -> None:
         import ncmse
 
-        model = event.get("model") or self.trainer.model
+        model = event.get("model")
+        model = self.trainer.model if model is None else model
         loader = self.loader if self.loader is not None else event.get("train_dataloader")
         if loader is None:
             raise InputError(
