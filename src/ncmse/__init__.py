@@ -24,6 +24,7 @@ _LAZY = {
     "measure": "ncmse.api",
     "measure_features": "ncmse.api",
     "measure_stream": "ncmse.api",
+    "measure_layers": "ncmse.layers",
     "NCResult": "ncmse.result",
     "ClassStats": "ncmse.stats",
     "merge": "ncmse.stats",
@@ -38,6 +39,7 @@ __all__ = [
     "measure",
     "measure_features",
     "measure_stream",
+    "measure_layers",
     "NCResult",
     "ClassStats",
     "merge",
@@ -52,6 +54,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover  (names for type checkers and IDEs)
     from ncmse.api import measure, measure_features, measure_stream
     from ncmse.errors import NCMSEError, NCMSEWarning
+    from ncmse.layers import measure_layers
     from ncmse.lstsq import decompose, lambda_for, ls_classifier
     from ncmse.result import NCResult
     from ncmse.stats import ClassStats, merge

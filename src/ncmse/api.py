@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from ncmse.errors import (
     NonFiniteError,
     ShapeError,
 )
-from ncmse.result import FLAGS, NCResult
+from ncmse.result import CLASSIFIER_FLAGS, FLAGS, NCResult, features_only
 from ncmse.stats import ClassStats, check_batch
 from ncmse.subset import DeferredRows, check_min_samples
 
@@ -49,8 +49,13 @@ _Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 def _check_classifier(
-    W: torch.Tensor, b: torch.Tensor | None, num_classes: int, dim: int | None
+    W: torch.Tensor | None, b: torch.Tensor | None, num_classes: int, dim: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    if W is None:  # features only: a zero stand-in whose numbers are never reported
+        if b is not None:
+            raise InputError("b was given without W; pass both (or neither, for features only)")
+        zero = torch.zeros(num_classes, dim or 1, dtype=torch.float64)
+        return zero, zero[:, 0]
     if not isinstance(W, torch.Tensor) or W.ndim != 2 or W.shape[0] != num_classes:
         shape = tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__
         raise ShapeError(
@@ -87,8 +92,8 @@ def _distributed(flag: bool | None) -> bool:
 
 def result_from_stats(
     stats: ClassStats,
-    W: torch.Tensor,
-    b: torch.Tensor,
+    W: torch.Tensor | None,
+    b: torch.Tensor | None,
     *,
     lam: float = 0.0,
     correct: float | None = None,
@@ -97,6 +102,7 @@ def result_from_stats(
     rtol: float | None = None,
     warn: bool = True,
     excluded: tuple[int, int] = (0, 0),
+    quiet: Collection[str] = (),
 ) -> NCResult:
     """All SPEC §2–§3 quantities from the statistics, the classifier and the decision counts.
 
@@ -106,7 +112,7 @@ def result_from_stats(
     Parameters
     ----------
     stats : ClassStats   (every class must have samples)
-    W : [C, p], b : [C]
+    W : [C, p], b : [C]  (both None: features only, see :func:`ncmse.result.features_only`)
     lam : float          λ of the decomposition
     correct, nc4_mismatch : over the N samples, the accuracy credits ([y ∈ A]/|A|, A the
         classifier's maximisers) and the NC4 mismatches (A shares no class with the nearest
@@ -114,11 +120,14 @@ def result_from_stats(
     rtol : relative tolerance of every rank decision, in (0, 1)
         (default ``max(p, C)·eps(stats.dtype)·100``)
     warn : emit an :class:`~ncmse.errors.NCMSEWarning` for each degenerate-feature flag
+    quiet : flags not to warn about (the caller explains them; they stay in ``flags``)
     excluded : (classes, samples) left out of ``stats`` by ``min_samples``, recorded in the result
     """
     lam = lstsq._check_lam(lam)
     stats._require_all_classes()
     C, p = stats.num_classes, stats.dim
+    with_classifier = W is not None
+    W, b = _check_classifier(W, b, C, p) if W is None else (W, b)
     rtol_ = measures.default_rtol(p, C, stats.dtype) if rtol is None else measures.check_rtol(rtol)
     counts, means, within_sq, within = (t.to(torch.float64) for t in stats.centred())
     # one tolerance for every rank decision: the statistics' precision and the features' own
@@ -182,10 +191,13 @@ def result_from_stats(
     }
     if zero_rows:  # the cosine of a zero row is undefined (not 0, which reads as a simplex)
         classifier["equiangular_classifier"] = classifier["maxangle_classifier"] = nan
+    if not with_classifier:
+        flags = tuple(f for f in flags if f not in CLASSIFIER_FLAGS)
     if warn:
         for flag in flags:
-            _warn(f"ncmse: {flag}: {FLAGS[flag]}")
-    return NCResult(
+            if flag not in quiet:
+                _warn(f"ncmse: {flag}: {FLAGS[flag]}")
+    result = NCResult(
         accuracy=nan if correct is None else float(correct) / N,
         loss=dec.loss,
         **classifier,
@@ -204,6 +216,7 @@ def result_from_stats(
         num_samples_excluded=int(excluded[1]),
         **values,
     )
+    return result if with_classifier else features_only(result)
 
 
 def _warn(message: str) -> None:
@@ -248,7 +261,7 @@ def _flags(
 def measure_features(
     features: torch.Tensor,
     labels: torch.Tensor,
-    W: torch.Tensor,
+    W: torch.Tensor | None,
     b: torch.Tensor | None = None,
     *,
     num_classes: int,
@@ -263,7 +276,8 @@ def measure_features(
     ----------
     features : Tensor [N, p]   last-layer features (input of the final linear layer), any float
     labels : Tensor [N]        integer classes in [0, C)
-    W : Tensor [C, p]          classifier weight
+    W : Tensor [C, p] or None  classifier weight (None: features only — the classifier-side
+                               quantities are NaN, see :func:`ncmse.result.features_only`)
     b : Tensor [C] or None     classifier bias (None = no bias)
     num_classes : int          C ≥ 2
     lam : float                λ of the MSE decomposition (SPEC §3)
@@ -290,10 +304,11 @@ def measure_features(
     check_batch(features, labels, C)
     if features.shape[0] == 0:
         raise EmptyDataError("features are empty (N = 0); measure on a non-empty split")
-    W, b = _check_classifier(W, b, C, features.shape[1])
+    if W is not None:
+        W, b = _check_classifier(W, b, C, features.shape[1])
     # the statistics convert one block at a time, never all N rows at once (a CPU block of 1024
     # rows stays in cache-friendly, heap-served allocations; larger blocks on an accelerator)
-    step = _block_rows(W.device, features.shape[1])
+    step = _block_rows(features.device if W is None else W.device, features.shape[1])
     views = [
         (features[start : start + step], labels[start : start + step])
         for start in range(0, features.shape[0], step)
@@ -335,7 +350,7 @@ def _check_options(lam: Any, rtol: Any, dtype: Any) -> None:
 
 def measure_stream(
     batches: _Batches | Callable[[], _Batches],
-    W: torch.Tensor,
+    W: torch.Tensor | None,
     b: torch.Tensor | None = None,
     *,
     num_classes: int,
@@ -347,13 +362,16 @@ def measure_stream(
     distributed: bool | None = None,
     min_samples: int | None = None,
     _nc4_method: str | None = None,
+    _quiet_flags: Collection[str] = (),
 ) -> NCResult:
     """Measure collapse of a stream of ``(features [B, p], labels [B])`` batches in one pass.
 
     NC4 compares each sample with the *final* class means. The features are cached for it while
     they fit ``memory_budget_bytes``; beyond that the stream is read a second time, which needs
     ``batches`` to be re-iterable (a list, a DataLoader) or a zero-argument callable returning a
-    fresh iterable. With ``torch.distributed`` initialised (and ``distributed`` not False), each
+    fresh iterable. ``W=None`` (and ``b=None``): the features alone, in one pass; the
+    classifier-side quantities are NaN (:func:`ncmse.result.features_only`). With
+    ``torch.distributed`` initialised (and ``distributed`` not False), each
     rank passes its shard and every rank receives the global result.
 
     ``min_samples=None`` (default) requires every class to have samples. An integer m ≥ 1
@@ -372,12 +390,13 @@ def measure_stream(
     factory = _reiterable(batches)
     first_iter = factory() if factory is not None else iter(batches)
     dist_on = _distributed(distributed)
-    dev = torch.device(device) if device is not None else W.device
+    no_classifier = W is None
+    dev = torch.device(device) if device is not None else None if no_classifier else W.device
 
     stats: ClassStats | None = None
     deferred: DeferredRows | None = None
     label_bounds: list[torch.Tensor] = []  # running [min, max] of labels that live on a device
-    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
+    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None if no_classifier else []
     cached_bytes = 0
     # Batches are gathered into blocks of ≥ _BLOCK_ROWS rows before they reach the statistics:
     # the per-batch bookkeeping (a dozen small tensor operations) then runs a few times per
@@ -409,6 +428,7 @@ def measure_stream(
         check_batch(features, labels, C, finite=False, label_range=False)
         if stats is None:
             W, b = _check_classifier(W, b, C, features.shape[1])
+            dev = features.device if dev is None else dev
             stats = ClassStats(C, features.shape[1], device=dev, dtype=dtype)
             block_target = _block_rows(dev, features.shape[1])
             if m is not None and m >= 3:  # classes with < m samples must not reach the scatter
@@ -458,7 +478,9 @@ def measure_stream(
     means = stats.class_means()
     Wd, bd = W.to(device=dev, dtype=torch.float64), b.to(device=dev, dtype=torch.float64)
 
-    if cache is not None:
+    if no_classifier:  # no decision to count: no second pass
+        method, source = "unavailable", iter(())
+    elif cache is not None:
         method, source = (_nc4_method or "cache"), iter(cache)
     elif factory is not None:
         method, source = "second_pass", factory()
@@ -485,14 +507,15 @@ def measure_stream(
     correct, mismatch = counts[0], counts[1]
     return result_from_stats(
         stats,
-        W,
-        b,
+        None if no_classifier else W,
+        None if no_classifier else b,
         lam=lam,
         correct=float(correct),
         nc4_mismatch=float(mismatch),
         nc4_method=method,
         rtol=rtol,
         excluded=excluded,
+        quiet=_quiet_flags,
     )
 
 
@@ -591,6 +614,8 @@ def measure(
     rtol: float | None = None,
     distributed: bool | None = None,
     min_samples: int | None = None,
+    ignore_index: int | None = -100,
+    shift_labels: bool = False,
 ) -> NCResult:
     """Measure collapse of a model's last-layer features on a loader of ``(inputs, labels)``.
 
@@ -621,6 +646,42 @@ def measure(
     lam : λ of the MSE decomposition (SPEC §3)
     min_samples : measure only the classes with at least this many samples (None: all classes
         must be present); see :func:`measure_stream`
+    ignore_index : positions (or samples) with this label are not measured (default −100, as
+        ``nn.CrossEntropyLoss``; None: every label is a class)
+    shift_labels : the class of the features at position t is the label at t + 1 (causal
+        language models trained on their own ``input_ids``)
+
+    Sequence models: the classifier's input may be ``[B, T, p]`` (any ``[..., p]``) with labels
+    ``[B, T]`` of the same leading shape; every position is a sample. Batches may be dicts
+    (``input_ids``, ``attention_mask``, ``labels``, …): every entry but ``labels`` is passed to
+    the model as a keyword argument, and positions where ``attention_mask`` is 0 are not measured.
+    Features that are the output of a ``LayerNorm`` (a transformer's last hidden state) span at
+    most p − 1 dimensions, so Σ_W is singular by construction: one
+    :class:`~ncmse.errors.NCMSEWarning` per measurement says so, instead of one per flag.
+
+    Examples
+    --------
+    A causal language model's last hidden state (the input of ``lm_head``) against the next token:
+
+    >>> import torch, ncmse
+    >>> from torch import nn
+    >>> class TinyLM(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed, self.pos = nn.Embedding(5, 3), nn.Embedding(10, 3)
+    ...         self.lm_head = nn.Linear(3, 5)
+    ...     def forward(self, input_ids, attention_mask=None):
+    ...         h = self.embed(input_ids) + self.pos(torch.arange(input_ids.shape[1]))
+    ...         return self.lm_head(torch.tanh(h))
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> ids = torch.arange(60).reshape(6, 10) % 5
+    >>> mask = torch.ones_like(ids); mask[0, 7:] = 0          # padding: never measured
+    >>> batches = [{"input_ids": ids, "attention_mask": mask, "labels": ids}]
+    >>> model = TinyLM()
+    >>> r = ncmse.measure(model, batches, classifier=model.lm_head, shift_labels=True)
+    >>> r.num_samples                                          # 6·9 positions less 3 padded
+    51
     """
     from ncmse.frontend import measure_model
 
@@ -640,4 +701,6 @@ def measure(
         dtype=dtype,
         rtol=rtol,
         min_samples=min_samples,
+        ignore_index=ignore_index,
+        shift_labels=shift_labels,
     )

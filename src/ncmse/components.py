@@ -45,7 +45,10 @@ class Components:
 def load_config_dataset(cfg: Config) -> Any:
     """The dataset a run's config names (:func:`ncmse.data.load_dataset` with its data keys)."""
     from ncmse.data import load_dataset
+    from ncmse.userref import is_reference, load_user_dataset
 
+    if is_reference(cfg.dataset):
+        return load_user_dataset(cfg)
     return load_dataset(
         cfg.dataset,
         data_dir=cfg.data_dir,
@@ -66,9 +69,13 @@ def build_components(cfg: Config, device: torch.device, *, bundle: Any = None) -
         From :func:`ncmse.data.load_dataset` when the dataset is not available offline.
     """
     from ncmse.models import build_model
+    from ncmse.userref import build_user_model, is_reference
 
     bundle = bundle or load_config_dataset(cfg)
     torch.manual_seed(cfg.seed)
+    if is_reference(cfg.model):
+        model = build_user_model(cfg, bundle).to(device)
+        return Components(bundle, model, config_loss(cfg, bundle.num_classes), device)
     model = build_model(
         cfg.model,
         num_classes=bundle.num_classes,

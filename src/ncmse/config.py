@@ -233,6 +233,11 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
 def _validate_value(key: str, value: Any) -> None:
     if value is None:
         return
+    if key in ("dataset", "model") and ":" in str(value):  # user code, "module:function"
+        from ncmse.userref import check_reference
+
+        check_reference(key, value)
+        return
     if key in _CHOICES:
         choices = _CHOICES[key]()
         if value not in choices:
@@ -285,7 +290,7 @@ def config_from_dict(data: dict[str, Any], *, where: str = "config") -> Config:
 
 
 def _check_consistency(cfg: Config) -> None:
-    if cfg.model_kwargs:
+    if cfg.model_kwargs and ":" not in cfg.model:  # a user factory checks its own options
         from ncmse.models import check_model_kwargs
 
         check_model_kwargs(cfg.model, cfg.model_kwargs)

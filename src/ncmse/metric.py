@@ -60,12 +60,16 @@ class NeuralCollapseMetric(Metric):
 
     Parameters
     ----------
-    classifier : nn.Linear
+    classifier : nn.Linear or None
         The final layer. Every quantity is that of its weights at :meth:`compute` (see "One set of
-        weights" below).
+        weights" below). None: the features of any layer, without a classifier (``num_classes``
+        and ``dim`` then required); the classifier-side quantities are NaN
+        (:data:`ncmse.result.CLASSIFIER_METRICS`).
     num_classes : int, optional
         Must equal ``classifier.out_features`` (the default); anything else is a
         :class:`~ncmse.errors.ShapeError` at construction.
+    dim : int, optional
+        The feature dimension p, only with ``classifier=None``.
     lam : float
         λ of the MSE decomposition (SPEC §3).
     keep_features : bool
@@ -98,12 +102,13 @@ class NeuralCollapseMetric(Metric):
 
     def __init__(
         self,
-        classifier: nn.Linear,
+        classifier: nn.Linear | None,
         *,
         num_classes: int | None = None,
         lam: float = 0.0,
         keep_features: bool = False,
         min_samples: int | None = None,
+        dim: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,15 +118,7 @@ class NeuralCollapseMetric(Metric):
                 "min_samples needs keep_features=True: accuracy and nc4 over the measured classes "
                 "(argmax over the kept classes) are only known once every sample has been seen"
             )
-        if not isinstance(classifier, nn.Linear):
-            raise InputError(f"classifier must be an nn.Linear, got {type(classifier).__name__}")
-        C = classifier.out_features
-        if num_classes is not None and num_classes != C:
-            raise ShapeError(
-                f"num_classes={num_classes!r} but the classifier has out_features={C} (one "
-                "output per class); pass num_classes=classifier.out_features or the matching layer"
-            )
-        p = classifier.in_features
+        C, p = _shape_of(classifier, num_classes, dim)
         # a tuple keeps the layer out of the sub-modules (its parameters are not this metric's
         # state) and, unlike a closure, pickles
         self._classifier = (classifier,)
@@ -145,7 +142,7 @@ class NeuralCollapseMetric(Metric):
             )
         self._weights_seen: _WeightsKey | None = None
 
-    def _get_classifier(self) -> nn.Linear:
+    def _get_classifier(self) -> nn.Linear | None:
         return self._classifier[0]
 
     def _as_stats(self, index: int | None = None) -> ClassStats:
@@ -189,6 +186,8 @@ class NeuralCollapseMetric(Metric):
             self.labels.append(labels.detach().to(device=stats.device, dtype=torch.long))
             return
         layer = self._get_classifier()
+        if layer is None:  # features only: no decisions to count
+            return
         key = _WeightsKey.of(layer)
         if self._weights_seen is not None and not self._weights_seen.same(key):
             self.weights_changed.fill_(1.0)
@@ -218,14 +217,18 @@ class NeuralCollapseMetric(Metric):
         """The :class:`~ncmse.NCResult` of everything seen (all processes)."""
         stats = self._merged_stats()
         layer = self._get_classifier()
-        W = layer.weight.detach().to(device=stats.device, dtype=stats.dtype)
-        b = layer.bias.detach().to(W) if layer.bias is not None else None
-        if b is None:
-            b = torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
+        W = b = None
+        if layer is not None:
+            W = layer.weight.detach().to(device=stats.device, dtype=stats.dtype)
+            b = layer.bias.detach().to(W) if layer.bias is not None else None
+            if b is None:
+                b = torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
         if self.min_samples is not None:
             return self._compute_subset(W, b, stats.dtype)
-        correct, mismatch, method = self._update_time_accuracy(layer), None, "unavailable"
-        if self.keep_features:
+        correct, mismatch, method = None, None, "unavailable"
+        if layer is not None:
+            correct = self._update_time_accuracy(layer)
+        if self.keep_features and layer is not None:
             data = _gathered(self.features)
             if isinstance(data, torch.Tensor) and data.numel():
                 means = stats.class_means().to(torch.float64)
@@ -267,7 +270,9 @@ class NeuralCollapseMetric(Metric):
         )
         return None
 
-    def _compute_subset(self, W: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> NCResult:
+    def _compute_subset(
+        self, W: torch.Tensor | None, b: torch.Tensor | None, dtype: torch.dtype
+    ) -> NCResult:
         """Every quantity over the classes with ≥ min_samples samples, from the kept features."""
         from ncmse.api import measure_features
 
@@ -284,8 +289,34 @@ class NeuralCollapseMetric(Metric):
             dtype=dtype,
             min_samples=self.min_samples,
         )
-        result.nc4_method = "cache"
+        result.nc4_method = "cache" if W is not None else "unavailable"
         return result
+
+
+def _shape_of(classifier: nn.Linear | None, num_classes: int | None, dim: int | None) -> tuple:
+    """``(C, p)`` of the metric: the classifier's, or ``num_classes`` and ``dim`` without one."""
+    if classifier is None:
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (num_classes, dim))
+        if not ok or num_classes < 2 or dim < 1:
+            raise InputError(
+                "without a classifier, pass num_classes (≥ 2) and dim (the feature dimension p, "
+                f"≥ 1); got num_classes={num_classes!r}, dim={dim!r}"
+            )
+        return num_classes, dim
+    if not isinstance(classifier, nn.Linear):
+        raise InputError(f"classifier must be an nn.Linear, got {type(classifier).__name__}")
+    C = classifier.out_features
+    if num_classes is not None and num_classes != C:
+        raise ShapeError(
+            f"num_classes={num_classes!r} but the classifier has out_features={C} (one "
+            "output per class); pass num_classes=classifier.out_features or the matching layer"
+        )
+    if dim is not None and dim != classifier.in_features:
+        raise ShapeError(
+            f"dim={dim!r} but the classifier has in_features={classifier.in_features}; leave dim "
+            "out when a classifier is given"
+        )
+    return C, classifier.in_features
 
 
 class _WeightsKey:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["NCResult", "METRIC_NAMES", "FLAGS", "flatten_row"]
+__all__ = [
+    "NCResult",
+    "METRIC_NAMES",
+    "FLAGS",
+    "CLASSIFIER_METRICS",
+    "CLASSIFIER_FLAGS",
+    "features_only",
+    "flatten_row",
+]
 
 
 @dataclass
@@ -70,6 +78,35 @@ class NCResult:
         out.update(extras)
         return out
 
+    def to_log_dict(self) -> dict[str, float]:
+        """Flat ``{name: float}`` for experiment loggers (Lightning ``log_dict``, the HF Trainer's
+        ``log``, TensorBoard, W&B): no strings, lists or booleans.
+
+        Every scalar of :data:`METRIC_NAMES` that is a number (``balanced`` as 0/1), ``snr``
+        expanded to ``snr_1 … snr_k``, and one ``flag_<name>`` per name of :data:`FLAGS`: 1.0
+        when the flag holds, 0.0 otherwise (so a flag's curve exists in every run). Numeric
+        ``extras`` are included; ``nc4_method`` and other strings are not.
+
+        Examples
+        --------
+        >>> import torch, ncmse
+        >>> H, y = torch.randn(60, 4, dtype=torch.float64), torch.arange(60) % 3
+        >>> d = ncmse.measure_features(H, y, torch.randn(3, 4), num_classes=3).to_log_dict()
+        >>> d["snr_1"] >= d["snr_2"], d["flag_within_class_singular"], d["num_samples"]
+        (True, 0.0, 60.0)
+        >>> all(type(v) is float for v in d.values())
+        True
+        """
+        out: dict[str, float] = {}
+        for name, value in self.to_dict().items():
+            if name == "snr":
+                out.update({f"snr_{j}": float(v) for j, v in enumerate(value, start=1)})
+            elif isinstance(value, (bool, int, float)):
+                out[name] = float(value)
+        for name in FLAGS:
+            out[f"flag_{name}"] = 1.0 if name in self.flags else 0.0
+        return out
+
 
 #: the scalar metric names, in a stable order (for CSV columns)
 METRIC_NAMES: tuple[str, ...] = (
@@ -109,6 +146,24 @@ FLAGS: dict[str, str] = {
         "loss_nc1, loss_nc23 and loss_perp are approximate"
     ),
 }
+
+
+#: the quantities that need a classifier (W, b): NaN when features are measured without one.
+#: ``loss_ls``, ``loss_nc1`` and ``loss_nc23`` stay: they are those of the least-squares
+#: classifier, functions of the features alone (SPEC §3).
+CLASSIFIER_METRICS: tuple[str, ...] = (
+    "accuracy", "loss", "loss_perp", "nc3", "nc4", "equinorm_classifier",
+    "equiangular_classifier", "maxangle_classifier", "etf_error_wm",
+)  # fmt: skip
+
+#: flags about the classifier, never raised without one
+CLASSIFIER_FLAGS: tuple[str, ...] = ("zero_classifier_rows",)
+
+
+def features_only(result: NCResult) -> NCResult:
+    """``result`` with every quantity of :data:`CLASSIFIER_METRICS` NaN (a measurement of the
+    features without a classifier: ``W=None``)."""
+    return replace(result, **dict.fromkeys(CLASSIFIER_METRICS, math.nan))
 
 
 def flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -759,7 +759,7 @@ def open_run_dir(
 def record_data_source(cfg: Config) -> Config:
     """``cfg`` with ``data_dir`` set to the directory the dataset is read from (the run records
     the data it used), when the config left it to the default search."""
-    if cfg.data_dir is not None or cfg.dataset == "digits":
+    if cfg.data_dir is not None or cfg.dataset == "digits" or ":" in cfg.dataset:
         return cfg
     import dataclasses
 
