@@ -194,9 +194,9 @@ def test_pack_console_lines_name_their_run(
     assert pack_main([str(pack)]) == 0
     err = capsys.readouterr().err
     epoch_lines = [line for line in err.splitlines() if "train_err" in line]
-    assert len(epoch_lines) == 4, err
+    assert len(epoch_lines) == 6, err  # epochs 0, 1, 2 of each run
     for name in ("r0", "r1"):
-        assert sum(line.startswith(f"[{name}] epoch ") for line in epoch_lines) == 2, err
+        assert sum(line.startswith(f"[{name}] epoch ") for line in epoch_lines) == 3, err
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from ncmse.central_path import (
     omega_table,
     verdict_word,
 )
-from ncmse.claims import CLAIM_IDS, holds_when, outcome_of, tpt_epoch_of
+from ncmse.claims import CLAIM_IDS, outcome_of, tpt_epoch_of
 from ncmse.pairing import (
     GAP_THRESHOLD_PP,
     OUTCOMES,
@@ -146,8 +146,6 @@ def outcome_html(outcome: str, title: str = "", *, word: bool = True) -> str:
 
 def _threshold_text(claim: Mapping[str, Any]) -> str:
     cid = str(claim.get("id"))
-    if "relation" not in claim and holds_when(cid):
-        return holds_when(cid)
     threshold = claim.get("threshold")
     relation = claim.get("relation")
     text = _RELATION_TEXT.get(str(relation), str(relation)) if relation else _HOLDS_WHEN.get(
