@@ -290,7 +290,8 @@ def test_runs_of_different_configs_are_not_paired(tmp_path):
         ({}, True, ""),  # only the loss (and the name) differ
         ({"mse_reduction": "sum_classes", "lam": 0.01, "rescale_k": 2.0}, True, ""),  # loss keys
         ({"report": False, "num_threads": 4, "quiet": True}, True, ""),  # run control
-        ({"lr": 0.05}, False, "lr"),
+        ({"lr": 0.05}, True, ""),  # selected per loss (SPEC §6)
+        ({"weight_decay": 5e-3}, False, "weight_decay"),
         ({"epochs": 41}, False, "epochs"),
         ({"model_kwargs": {"width": 65, "depth": 2, "batch_norm": False}}, False, "model_kwargs"),
         ({"momentum": 0.5}, False, "momentum"),  # absent from the MSE config: its default 0.9

@@ -8,13 +8,14 @@ configurations (``config.yaml``) agree except
 
 * the keys that belong to a loss, :data:`LOSS_KEYS`: ``loss``, ``mse_reduction``, ``rescale_k``,
   ``rescale_m`` (parameters of the loss function) and ``lam`` (the λ at which the MSE
-  decomposition is reported; null = derived from the loss and the weight decay);
+  decomposition is reported; null = derived from the loss and the weight decay), and
+  :data:`TUNED_PER_LOSS`: ``lr``, which the protocol selects for each loss separately (SPEC §6);
 * the keys that name or file a run without changing what is trained or measured,
   :data:`RECORD_KEYS`: ``name`` and :data:`RUN_CONTROL_KEYS` (where data and outputs go,
   logging, checkpoint frequency, device, threads, measurement batching, how a step is launched —
   the keys a sweep also ignores when it compares a run directory with its plan).
 
-Everything else — dataset, model and ``model_kwargs`` (width, depth, BatchNorm), lr, weight
+Everything else — dataset, model and ``model_kwargs`` (width, depth, BatchNorm), weight
 decay, momentum, schedule, epochs, batch size, measurement epochs, seed, precision,
 ``freeze_features`` — must be equal. A key missing from one config.yaml (written before the
 key existed) counts as its default value in :class:`ncmse.config.Config`. Runs that cannot be
@@ -49,12 +50,14 @@ from ncmse.claims import CLAIM_IDS, claims_are_current, loss_kind, outcome_of
 __all__ = [
     "GAP_THRESHOLD_PP",
     "LOSS_KEYS",
+    "PAIR_FREE_KEYS",
     "OUTCOMES",
     "RECORD_KEYS",
     "RUN_CONTROL_KEYS",
     "RunEntry",
     "Pairing",
     "SOURCE_STALE",
+    "TUNED_PER_LOSS",
     "claim_counts",
     "config_differences",
     "current_claims",
@@ -67,6 +70,12 @@ __all__ = [
 
 #: config keys that belong to a loss: they may differ between an MSE run and its CE partner
 LOSS_KEYS: tuple[str, ...] = ("loss", "mse_reduction", "rescale_k", "rescale_m", "lam")
+#: keys the protocol tunes separately for each loss: the learning rate is selected per loss by
+#: final test error (SPEC §6), and nn.MSELoss's mean over the C outputs makes MSE gradients ~C
+#: times smaller than cross-entropy's, so the two losses' best rates differ by design
+TUNED_PER_LOSS: tuple[str, ...] = ("lr",)
+#: what may differ between the MSE and the CE run of a pair (besides :data:`RECORD_KEYS`)
+PAIR_FREE_KEYS: tuple[str, ...] = (*LOSS_KEYS, *TUNED_PER_LOSS)
 #: config keys that do not change the result of a run: where data and outputs go, logging,
 #: checkpoint frequency, threads, measurement batching, how a step is launched (also ignored when
 #: a sweep compares a run directory with its planned config)
@@ -211,7 +220,7 @@ def _key(config: Mapping[str, Any], drop: Iterable[str]) -> tuple[tuple[str, Any
 
 
 def config_differences(
-    a: Mapping[str, Any], b: Mapping[str, Any], *, drop: Iterable[str] = LOSS_KEYS
+    a: Mapping[str, Any], b: Mapping[str, Any], *, drop: Iterable[str] = PAIR_FREE_KEYS
 ) -> list[str]:
     """Keys whose values differ between two configs (``drop`` and :data:`RECORD_KEYS` ignored).
 
@@ -316,7 +325,7 @@ def pair_runs(runs: Sequence[RunEntry]) -> Pairing:
             candidates.append(run)
     buckets: dict[tuple, dict[str, list[RunEntry]]] = {}
     for run in candidates:
-        key = _key(run.config or {}, LOSS_KEYS)
+        key = _key(run.config or {}, PAIR_FREE_KEYS)
         buckets.setdefault(key, {"mse": [], "ce": []})[loss_kind(run.loss)].append(run)
     pairs = []
     for by_loss in buckets.values():
@@ -366,7 +375,7 @@ def _pair_record(mse: RunEntry, ce: RunEntry) -> dict[str, Any]:
         "reason": ""
         if a is not None and b is not None
         else ("test accuracy not measured (measure_test) in one of the runs"),  # fmt: skip
-        "_key": _key(mse.config or {}, (*LOSS_KEYS, "seed")),
+        "_key": _key(mse.config or {}, (*PAIR_FREE_KEYS, "seed")),
     }
     return record
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ncmse.errors import InputError
 from ncmse.fileio import atomic_write_text
-from ncmse.pairing import LOSS_KEYS, RunEntry, distinct_labels, group_by_config
+from ncmse.pairing import PAIR_FREE_KEYS, RunEntry, distinct_labels, group_by_config
 from ncmse.report.figures import derived_columns
 from ncmse.report.html import check_embed, figure_html, page, relative_link, table
 from ncmse.report.style import (
@@ -190,7 +190,7 @@ def accuracy_table(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[str, 
         for run, label in zip(runs, labels)
     ]
     table_: dict[tuple[str, str, str], dict[str, AccuracyCell]] = {}
-    for label, members in group_by_config(entries, drop=(*LOSS_KEYS, "seed")):
+    for label, members in group_by_config(entries, drop=(*PAIR_FREE_KEYS, "seed")):
         first = members[0].describe
         by_loss: dict[str, list[RunEntry]] = {}
         for member in members:
