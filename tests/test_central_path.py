@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-import ncmse.central_path
-from ncmse.central_path import (
+import ncmse.verdicts.central_path
+from ncmse.ufm.closed_form import law_for_flow
+from ncmse.verdicts.central_path import (
     CLOCK_RECONSTRUCTED,
     CLOCK_RECORDED,
     clock_of,
@@ -18,7 +19,6 @@ from ncmse.central_path import (
     fit_law,
     fitted_omega,
 )
-from ncmse.ufm.closed_form import law_for_flow
 
 N, C = 300, 10
 #: log-spaced measurement epochs as a run of 120 epochs records them
@@ -40,7 +40,7 @@ DEFAULT_E0 = 11.0
 
 
 def default_tau(epochs):
-    """τ(e) of the default schedule, summed step by step (independent of ncmse.schedule)."""
+    """τ(e) of the default schedule, summed step by step (independent of ncmse.train.schedule)."""
     out = []
     for e in epochs:
         tau = 0.0
@@ -391,7 +391,7 @@ def test_the_console_line_says_the_verdict_the_factor_and_the_baseline():
 
 
 def test_doctests():
-    failures, tests = doctest.testmod(ncmse.central_path)
+    failures, tests = doctest.testmod(ncmse.verdicts.central_path)
     assert tests > 0 and failures == 0
 
 

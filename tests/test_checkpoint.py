@@ -11,13 +11,13 @@ import textwrap
 import pytest
 import torch
 
-from ncmse.checkpoint import (
+from ncmse.errors import CheckpointError
+from ncmse.rundir.checkpoint import (
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
     verify_checkpoint,
 )
-from ncmse.errors import CheckpointError
 
 
 def _state(epoch: int) -> dict:
@@ -83,7 +83,7 @@ def test_rotation_keeps_previous_and_never_rotates_a_damaged_last(tmp_path):
 KILLED_SAVE = textwrap.dedent(
     """
     import sys, torch
-    from ncmse.checkpoint import save_checkpoint
+    from ncmse.rundir.checkpoint import save_checkpoint
     for epoch in (1, 2, 3):
         save_checkpoint({"model": {"w": torch.full((20000,), float(epoch))}, "config": {},
                          "epoch": epoch}, sys.argv[1])

@@ -16,8 +16,9 @@ import math
 import numpy as np
 import pytest
 
-import ncmse.claims
-from ncmse.claims import (
+import ncmse.verdicts.claims
+from ncmse.errors import InputError
+from ncmse.verdicts.claims import (
     CLAIM_IDS,
     RECORD_KEYS,
     TREND_CLAIMS,
@@ -29,7 +30,6 @@ from ncmse.claims import (
     tally,
     tpt_epoch_of,
 )
-from ncmse.errors import InputError
 
 #: epoch 0 and ~log-spaced epochs to 120, as a run measures them (SPEC §6)
 EPOCHS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 17, 20, 23, 27, 32, 38, 45, 53, 62, 73, 86,
@@ -533,7 +533,7 @@ def test_values_are_json_ready():
 
 
 def test_doctests():
-    failures, tests = doctest.testmod(ncmse.claims)
+    failures, tests = doctest.testmod(ncmse.verdicts.claims)
     assert tests > 0 and failures == 0
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ncmse.config import (
+from ncmse.errors import ConfigError
+from ncmse.rundir.reader import RunWriter, read_config
+from ncmse.train.config import (
     DEFAULT_PRESET,
     Config,
     config_from_dict,
@@ -16,8 +18,6 @@ from ncmse.config import (
     resolve_config,
     valid_keys,
 )
-from ncmse.errors import ConfigError
-from ncmse.rundir import RunWriter, read_config
 
 
 def test_default_is_digits_mlp_mse() -> None:
@@ -186,7 +186,7 @@ def test_integer_bounds_are_what_torch_and_numpy_take(tmp_path: Path) -> None:
     cfg = resolve_config("tiny", [f"seed={2**63 - 1}", f"epochs={10**9}"])
     torch.manual_seed(cfg.seed)
     np.random.default_rng(cfg.seed + 1)  # the test subset's seed
-    from ncmse.train import measurement_epochs
+    from ncmse.train.loop import measurement_epochs
 
     epochs = measurement_epochs(cfg.epochs)
     assert epochs[0] == 1 and epochs[-1] == 10**9 and epochs == sorted(set(epochs))

@@ -22,17 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from ncmse.claims import CLAIM_IDS, evaluate_claims, outcome_of
 from ncmse.cli import main
-from ncmse.controls import (
+from ncmse.rundir.reader import load_run
+from ncmse.verdicts.claims import CLAIM_IDS, evaluate_claims, outcome_of
+from ncmse.verdicts.controls import (
     CONTROLS,
     NEGATIVE_CLAIMS,
     Control,
     ControlResult,
     controls_separate,
 )
-from ncmse.rundir import load_run
-from ncmse.verdicts import run_rows
+from ncmse.verdicts.record import run_rows
 
 POSITIVE = [c.name for c in CONTROLS if c.positive]
 NEGATIVE = [c.name for c in CONTROLS if not c.positive]

@@ -1,4 +1,5 @@
-"""Tests of ncmse.data: sources (IDX, torchvision formats), subsets, standardisation, loader."""
+"""Tests of ncmse.train.data: sources (IDX, torchvision formats), subsets, standardisation,
+loader."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from ncmse import data as D
-from ncmse.data import DATASETS, DatasetBundle, TensorLoader, load_dataset, read_idx
 from ncmse.errors import DataUnavailableError, InputError
+from ncmse.train import data as D
+from ncmse.train.data import DATASETS, DatasetBundle, TensorLoader, load_dataset, read_idx
 
 # ---------------------------------------------------------------------------------------------
 # helpers that write tiny datasets in the real on-disk formats

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import ncmse
-from ncmse.stats import ClassStats
+from ncmse.collapse.stats import ClassStats
 
 C, P = 4, 6
 
@@ -132,7 +132,7 @@ def test_objective_ignores_an_empty_shard_batch():
     over zero samples, NaN) must add nothing to the rank's objective sum."""
     from torch import nn
 
-    from ncmse.components import _ObjectiveLoader
+    from ncmse.train.setup import _ObjectiveLoader
 
     g = torch.Generator().manual_seed(0)
     out = torch.randn(5, 3, generator=g)

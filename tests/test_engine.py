@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from ncmse.config import resolve_config
-from ncmse.data import TensorLoader
-from ncmse.engine import PRECISIONS, FastStep, autocast_for, check_precision, float32_math
 from ncmse.errors import ConfigError
-from ncmse.losses import build_loss
-from ncmse.models import build_model
-from ncmse.packed import lockstep_epoch
-from ncmse.train import TrainStep
+from ncmse.train.config import resolve_config
+from ncmse.train.data import TensorLoader
+from ncmse.train.loop import TrainStep
+from ncmse.train.losses import build_loss
+from ncmse.train.models import build_model
+from ncmse.train.packed import lockstep_epoch
+from ncmse.train.step import PRECISIONS, FastStep, autocast_for, check_precision, float32_math
 
 
 @pytest.fixture(autouse=True)

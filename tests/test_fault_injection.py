@@ -1,7 +1,7 @@
 """Fault injection: ``ncmse train`` and ``ncmse sweep`` SIGKILLed at many moments, then resumed,
 end with exactly the results of an uninterrupted run (every column but ``wall_time``).
 
-Kill points use the testing hook ``NCMSE_FAULT_AT=<site>:<n>`` of :mod:`ncmse.fileio` (the
+Kill points use the testing hook ``NCMSE_FAULT_AT=<site>:<n>`` of :mod:`ncmse.rundir.atomic` (the
 process SIGKILLs itself at the n-th call of a write site, half-way through writing the
 temporary file, or between the checkpoint rotation and the final rename): targeted ones inside
 checkpoint, metrics, summary and config writes, plus kill points drawn at random (seeded) over
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ncmse.errors import BusyError
-from ncmse.locking import DirLock, holder, is_locked
+from ncmse.rundir.lock import DirLock, holder, is_locked
 
 pytestmark = pytest.mark.slow
 

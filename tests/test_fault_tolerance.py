@@ -83,7 +83,7 @@ def test_unwritable_json_is_one_line_and_debug_shows_the_traceback(
 def test_full_disk_during_a_run_is_one_line_and_leaves_no_temp_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
-    import ncmse.fileio as fileio
+    import ncmse.rundir.atomic as fileio
 
     real = fileio.os.fsync
     calls = {"n": 0}
@@ -186,7 +186,7 @@ def test_second_trainer_on_a_run_directory_is_refused_naming_the_holder(
     import sys
     import time
 
-    from ncmse.locking import is_locked
+    from ncmse.rundir.lock import is_locked
 
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "ncmse", "train", "--config", "tiny", *_sets("epochs=500")]
@@ -301,9 +301,9 @@ def test_device_cuda_without_cuda_creates_no_run_directory(
 
 
 def test_config_records_the_data_directory_actually_used(tmp_path: Path, monkeypatch) -> None:
-    import ncmse.data as data
-    from ncmse.config import resolve_config
-    from ncmse.train import record_data_source
+    import ncmse.train.data as data
+    from ncmse.train.config import resolve_config
+    from ncmse.train.loop import record_data_source
 
     system = tmp_path / "system"
     system.mkdir()
@@ -355,14 +355,14 @@ def test_explicit_data_dir_without_files_is_refused_and_leaves_no_run_directory(
 def test_full_disk_at_the_start_of_a_run_leaves_no_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch, where: str
 ) -> None:
-    import ncmse.locking
-    import ncmse.rundir
+    import ncmse.rundir.lock
+    import ncmse.rundir.reader
 
     def no_space(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
 
-    target = (ncmse.rundir.RunWriter, "write_config") if where == "config.yaml" else (
-        ncmse.locking.DirLock, "acquire")  # fmt: skip
+    target = (ncmse.rundir.reader.RunWriter, "write_config") if where == "config.yaml" else (
+        ncmse.rundir.lock.DirLock, "acquire")  # fmt: skip
     monkeypatch.setattr(*target, no_space)
     argv = ["train", "--config", "tiny", *_sets("epochs=1")]
     assert main([*argv, "--out", str(tmp_path / "new" / "deeper" / "run")]) == 2

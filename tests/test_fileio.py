@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from ncmse.fileio import atomic_torch_save, atomic_write, atomic_write_text
+from ncmse.rundir.atomic import atomic_torch_save, atomic_write, atomic_write_text
 
 
 def test_interrupted_write_keeps_old_file(tmp_path):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from ncmse.config import resolve_config
-from ncmse.schedule import epoch_learning_rates, flow_times, lr_milestones, steps_per_epoch
-from ncmse.train import CRASH_ENV, Trainer, train
+from ncmse.train.config import resolve_config
+from ncmse.train.loop import CRASH_ENV, Trainer, train
+from ncmse.train.schedule import epoch_learning_rates, flow_times, lr_milestones, steps_per_epoch
 
 #: digits: 1200 training samples; batch 128 → 9 full batches and a partial one
 SETS = ["quiet=true", "report=false", "tensorboard=false", "num_threads=1", "measure_test=false",

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from ncmse.errors import BusyError
-from ncmse.locking import DirLock, hold, holder, is_locked
+from ncmse.rundir.lock import DirLock, hold, holder, is_locked
 
 WORKERS = 4
 TRIALS = 120
@@ -54,7 +54,7 @@ def test_processes_released_together_get_exactly_one_holder(tmp_path):
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from ncmse.locking import DirLock
+    from ncmse.rundir.lock import DirLock
     lock = DirLock(sys.argv[1], "run directory").acquire()
     print("locked", flush=True)
     time.sleep(60)

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ncmse.errors import ConfigError
-from ncmse.losses import LOSSES, MSELoss, RescaledMSELoss, build_loss, lambda_for_training
+from ncmse.train.losses import LOSSES, MSELoss, RescaledMSELoss, build_loss, lambda_for_training
 
 C = 5
 
@@ -102,7 +102,7 @@ def test_ce_and_overrides_are_stated() -> None:
 
 
 def test_lambda_agrees_with_measurement_core() -> None:
-    from ncmse.lstsq import lambda_for
+    from ncmse.collapse.lstsq import lambda_for
 
     for loss in LOSSES:
         lam, text = lambda_for_training(loss, weight_decay=5e-4, num_classes=10)

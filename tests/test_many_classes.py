@@ -14,9 +14,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ncmse import pairwise
-from ncmse.decide import TiledDecisions, float32_unit_roundoff
-from ncmse.subset import DeferredRows, check_min_samples
+from ncmse.collapse import pairwise
+from ncmse.collapse.decisions import TiledDecisions, float32_unit_roundoff
+from ncmse.collapse.min_samples import DeferredRows, check_min_samples
 from reference_impl import decision_outcomes
 
 F64 = torch.float64
@@ -349,7 +349,7 @@ def test_deferred_rows_hold_exactly_the_first_m_minus_1_rows(m):
 
 # ------------------------------------------------------------------- through the API
 import ncmse  # noqa: E402
-from ncmse import decide  # noqa: E402
+from ncmse.collapse import decisions  # noqa: E402
 from ncmse.errors import EmptyClassError, InputError, LabelError, ShapeError  # noqa: E402
 
 SCALARS = (
@@ -424,7 +424,7 @@ def test_tiny_tiles_through_the_api_equal_one_tile(monkeypatch):
     H, y, W, b = _zipf_data(C=23, p=6, N=700, absent=(), singles=(), doubles=())
     one = ncmse.measure_features(H, y, W, b, num_classes=23, lam=0.1)
     monkeypatch.setattr(pairwise, "DEFAULT_TILE_BUDGET", 3 * 8 * 3 * 3)
-    monkeypatch.setattr(decide, "DEFAULT_CLASS_TILE", 2)
+    monkeypatch.setattr(decisions, "DEFAULT_CLASS_TILE", 2)
     assert pairwise.tile_size(23) == 3
     many = ncmse.measure_features(H, y, W, b, num_classes=23, lam=0.1)
     _assert_same(many, one)
@@ -434,13 +434,13 @@ def test_float32_decision_path_through_the_api_equals_float64(monkeypatch):
     H, y, W, b = _zipf_data(C=80, p=6, N=3000, absent=(), singles=(), doubles=())
     H = H + 1e3  # an offset: decisions are taken about μ_G
     auto = ncmse.measure_features(H, y, W, b, num_classes=80)  # 2C > p: float32 + re-decision
-    original = decide.TiledDecisions.__init__
+    original = decisions.TiledDecisions.__init__
 
     def float64_only(self, *args, **kwargs):
         kwargs["precision"] = "float64"
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(decide.TiledDecisions, "__init__", float64_only)
+    monkeypatch.setattr(decisions.TiledDecisions, "__init__", float64_only)
     exact = ncmse.measure_features(H, y, W, b, num_classes=80)
     assert auto.accuracy == exact.accuracy and auto.nc4 == exact.nc4
 
@@ -472,7 +472,7 @@ def test_metric_min_samples_matches_the_api():
 @pytest.mark.parametrize("onehot_max", [1024, 0])  # one-hot GEMMs, then index_put_
 def test_sync_free_device_update_equals_the_cpu_update(monkeypatch, onehot_max):
     """The accelerator path of ClassStats.update (no host sync), run on CPU tensors."""
-    from ncmse import stats as stats_mod
+    from ncmse.collapse import stats as stats_mod
 
     monkeypatch.setattr(stats_mod, "_ONEHOT_MAX_CLASSES", onehot_max)
     H, y, *_ = _zipf_data(C=12, p=5, N=400, absent=(4,), singles=(7,), doubles=())
@@ -489,7 +489,7 @@ def test_sync_free_device_update_equals_the_cpu_update(monkeypatch, onehot_max):
 
 @pytest.mark.parametrize("gather", [False, True])
 def test_decision_chunks_keep_every_row_in_order(gather):
-    from ncmse.api import _chunks
+    from ncmse.collapse.api import _chunks
 
     src = [(torch.arange(n, dtype=F64).unsqueeze(1) + 100 * i, torch.arange(n) + 100 * i)
            for i, n in enumerate((3, 5, 2, 7, 1))]  # fmt: skip
@@ -518,7 +518,7 @@ def test_measure_model_with_min_samples_equals_measure_features():
 
 def test_decisions_of_many_samples_are_taken_in_blocks():
     """More samples than one block: the same decisions as a dense float64 argmax."""
-    from ncmse.decide import TiledDecisions
+    from ncmse.collapse.decisions import TiledDecisions
 
     g = torch.Generator().manual_seed(3)
     C, p, N = 7, 5, 2500

@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorDataset
 
 import ncmse
+from ncmse.collapse.sampling import real_samples
 from ncmse.errors import InputError, SamplingWarning
-from ncmse.sampling import real_samples
 
 C, P, N_ODD = 4, 6, 101
 

@@ -1,4 +1,5 @@
-"""Tests of ncmse.models: every network builds, maps images to scores and ends in its classifier."""
+"""Tests of ncmse.train.models: every network builds, maps images to scores and ends in its
+classifier."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from ncmse.errors import ConfigError, InputError
-from ncmse.models import MODELS, build_model, classifier_of, count_parameters
+from ncmse.train.models import MODELS, build_model, classifier_of, count_parameters
 
 BIG = {"vgg19", "resnet34", "resnet50", "densenet121"}
 CASES = [

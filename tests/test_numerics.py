@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ncmse
-from ncmse import lstsq, measures
+from ncmse.collapse import geometry as ncmse_geometry
+from ncmse.collapse import lstsq
+from ncmse.collapse.result import METRIC_NAMES, flatten_row
+from ncmse.collapse.stats import ClassStats, merge
 from ncmse.errors import InputError
-from ncmse.result import METRIC_NAMES, flatten_row
-from ncmse.stats import ClassStats, merge
 from reference_impl import geometry, mp_decomposition
 
 #: every scalar §2 metric that is invariant under translation, scaling, rotation, permutation
@@ -221,7 +222,7 @@ def test_batch_order_and_sharding(seed, batch, shards):
         merged = merge(merged, part)
     if not bool((merged.counts > 0).all()):
         return
-    from ncmse.api import result_from_stats
+    from ncmse.collapse.api import result_from_stats
 
     r2 = result_from_stats(merged, W, b, lam=0.1, warn=False)
     names = tuple(n for n in SCALE_FREE + DECOMPOSITION if n not in ("nc4", "accuracy"))
@@ -401,7 +402,7 @@ def test_nc1_keeps_at_most_c_minus_one_directions():
     for off in (1e3, 1e4, 1e5):
         r = ncmse.measure_features(H + off, y, W, b, num_classes=2, lam=1e-3)
         assert r.nc1 == pytest.approx(base.nc1, rel=1e-8)
-    s, _ = measures.singular_values(torch.randn(6, 3, dtype=torch.float64), 1e-12)
+    s, _ = ncmse_geometry.singular_values(torch.randn(6, 3, dtype=torch.float64), 1e-12)
     assert len(s) == 2
 
 
@@ -467,7 +468,7 @@ def test_metric_pickles_and_matches_the_stream():
 
 
 def test_training_records_first_epoch_of_each_flag():
-    from ncmse.train import _first_flag_epochs
+    from ncmse.train.loop import _first_flag_epochs
 
     rows = [
         {"epoch": 1, "flags": "", "test_flags": ""},

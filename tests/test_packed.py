@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from ncmse.cli import main
-from ncmse.config import resolve_config
 from ncmse.errors import ConfigError
-from ncmse.packed import PackMember, train_packed
 from ncmse.sweep import SweepOptions, SweepSpec, expand, run_sweep
 from ncmse.sweep.grid import load_sweep_file
 from ncmse.sweep.pack import compatibility_key, group_packs
-from ncmse.train import CRASH_ENV
+from ncmse.train.config import resolve_config
+from ncmse.train.loop import CRASH_ENV
+from ncmse.train.packed import PackMember, train_packed
 
 QUIET = ["quiet=true", "report=false", "tensorboard=false"]
 
@@ -214,14 +214,14 @@ def test_pack_interrupted_or_disk_full_is_one_line(
     code: int,
     fragment: str,
 ) -> None:
-    import ncmse.packed
+    import ncmse.train.packed
     from ncmse.cli.pack import main as pack_main
-    from ncmse.locking import is_locked
+    from ncmse.rundir.lock import is_locked
 
     def fails(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr(ncmse.packed, "lockstep_epoch", fails)
+    monkeypatch.setattr(ncmse.train.packed, "lockstep_epoch", fails)
     pack = _pack_file(tmp_path, *QUIET, "epochs=2")
     assert pack_main([str(pack)]) == code
     err = capsys.readouterr().err
@@ -235,7 +235,7 @@ def test_pack_sigterm_is_one_line_and_releases_the_runs(tmp_path: Path) -> None:
     import signal
     import time
 
-    from ncmse.locking import is_locked
+    from ncmse.rundir.lock import is_locked
 
     pack = _pack_file(tmp_path, *QUIET, "epochs=5000", "checkpoint_every=1")
     proc = subprocess.Popen([sys.executable, "-m", "ncmse.cli.pack", str(pack)],
@@ -268,7 +268,7 @@ def test_pack_of_runs_that_do_not_fit_together_creates_nothing(tmp_path: Path) -
 
 def test_pack_whose_later_run_is_refused_removes_the_runs_it_created(tmp_path: Path) -> None:
     from ncmse.errors import InputError
-    from ncmse.locking import is_locked
+    from ncmse.rundir.lock import is_locked
 
     cfg = resolve_config("tiny", [*QUIET, "epochs=1"]).to_dict()
     taken = tmp_path / "taken"

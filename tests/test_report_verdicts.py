@@ -12,10 +12,6 @@ import numpy as np
 import pytest
 import yaml
 
-from ncmse.central_path import CLOCK_RECONSTRUCTED
-from ncmse.claims import CLAIM_IDS
-from ncmse.pairing import SOURCE_STALE, distinct_labels, gap_verdict, pair_runs
-from ncmse.pairing import current_claims as current_claims_of
 from ncmse.report import load_run, write_comparison_report, write_run_report
 from ncmse.report.verdicts import (
     central_path_section,
@@ -23,7 +19,11 @@ from ncmse.report.verdicts import (
     run_entries,
 )
 from ncmse.ufm.closed_form import projected_law
-from ncmse.verdicts import SOURCE_COMPUTED, SOURCE_SUMMARY, run_central_path, run_claims
+from ncmse.verdicts.central_path import CLOCK_RECONSTRUCTED
+from ncmse.verdicts.claims import CLAIM_IDS
+from ncmse.verdicts.pairing import SOURCE_STALE, distinct_labels, gap_verdict, pair_runs
+from ncmse.verdicts.pairing import current_claims as current_claims_of
+from ncmse.verdicts.record import SOURCE_COMPUTED, SOURCE_SUMMARY, run_central_path, run_claims
 
 C, N_PER_CLASS = 4, 50
 EPOCHS = [1, 2, 3, 5, 8, 12, 18, 27, 40]

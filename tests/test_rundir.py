@@ -1,4 +1,5 @@
-"""The run directory format (ncmse.rundir): round trips, old encodings, directories that the real
+"""The run directory format (ncmse.rundir.reader): round trips, old encodings, directories that the
+real
 commands write, and the one-way layers around it."""
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 from ncmse.cli.main import main
 from ncmse.errors import InputError
 from ncmse.report import write_comparison_report
-from ncmse.rundir import (
+from ncmse.rundir.guard import claim_run_dir, release_run_dir
+from ncmse.rundir.reader import (
     RunWriter,
     from_json,
     load_run,
@@ -25,7 +27,6 @@ from ncmse.rundir import (
     to_json,
     update_summary,
 )
-from ncmse.runguard import claim_run_dir, release_run_dir
 
 QUIET = ["quiet=true", "tensorboard=false", "measure_test=true"]
 
@@ -159,7 +160,7 @@ def _write_csv(path: Path, header: str, rows: list[str]) -> None:
 
 def test_rows_are_read_in_epoch_order(tmp_path: Path) -> None:
     """Reversing metrics.csv flipped perp_falls and nc2_nc3_nc4_fall (issue 19.5)."""
-    from ncmse.verdicts import run_claims
+    from ncmse.verdicts.record import run_claims
 
     run_dir = _collapse_run(tmp_path / "r")
     forward = run_claims(load_run(run_dir))[0]
@@ -314,7 +315,7 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_training_and_ufm_never_import_the_report() -> None:
-    mods = _modules_after("import ncmse.train, ncmse.ufm.runner, ncmse.components")
+    mods = _modules_after("import ncmse.train.loop, ncmse.ufm.runner, ncmse.train.setup")
     assert not {m for m in mods if m.startswith("ncmse.report")}
     assert "matplotlib" not in mods
 

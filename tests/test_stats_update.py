@@ -1,7 +1,8 @@
 """The streaming statistics' update paths against a float64 two-pass reference.
 
 The CPU update works in chunks of ``_CPU_ROWS`` rows through reused buffers and adds only the
-upper block-triangle of the scatter (row panels, :func:`ncmse.stats._panels`); the blocks below
+upper block-triangle of the scatter (row panels, :func:`ncmse.collapse.stats._panels`); the blocks
+below
 the diagonal are filled when the scatter is read. These tests reach every panel count, chunk
 boundaries, every input dtype and every reader of the state.
 """
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 import ncmse
-from ncmse.stats import _CPU_ROWS, ClassStats, _panels, merge
+from ncmse.collapse.stats import _CPU_ROWS, ClassStats, _panels, merge
 
 
 def reference(H: torch.Tensor, y: torch.Tensor, C: int):

@@ -22,15 +22,15 @@ import pytest
 import yaml
 
 from ncmse.cli import main
-from ncmse.config import resolve_config
 from ncmse.errors import BusyError, ConfigError
-from ncmse.locking import is_locked
+from ncmse.rundir.lock import is_locked
 from ncmse.sweep import SweepOptions, SweepSpec, expand, run_sweep
 from ncmse.sweep.collect import RunResult, collect, group_results, select_lr
 from ncmse.sweep.core import SweepLock, SweepTerminated, plan
 from ncmse.sweep.execute import SlurmOptions, make_executor, parse_time_minutes, train_argv
 from ncmse.sweep.grid import PAPER_LR_GRID, load_sweep_file, lr_grid, run_name, value_token
 from ncmse.sweep.state import run_state
+from ncmse.train.config import resolve_config
 
 PRESET = "digits-mlp-mse"
 
@@ -383,7 +383,7 @@ def test_a_run_held_by_another_process_is_skipped_never_trained_twice(
     _register(runs, tmp_path)
     _fake_run_dir(runs[0], "running", checkpoint=True)
     orphan = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom ncmse.locking import DirLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom ncmse.rundir.lock import DirLock\n"
          "lock = DirLock(sys.argv[1], 'run directory').acquire()\nprint('locked', flush=True)\n"
          "time.sleep(60)", str(runs[0].run_dir)],
         stdout=subprocess.PIPE, text=True,
@@ -615,7 +615,7 @@ def test_end_to_end_tiny_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_paper_presets_expand_into_the_lr_selection_grid(tmp_path: Path) -> None:
-    from ncmse.config import list_presets
+    from ncmse.train.config import list_presets
 
     presets = tuple(p for p in list_presets() if p.startswith("paper-"))
     pairs = {tuple(p.split("-")[1:3]) for p in presets}

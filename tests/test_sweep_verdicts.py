@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ncmse.claims import CLAIM_IDS
 from ncmse.sweep import SweepOptions, SweepSpec, expand, run_sweep
 from ncmse.sweep.collect import collect, format_verdicts, sweep_pairing, sweep_seed_groups
+from ncmse.verdicts.claims import CLAIM_IDS
 
 _REASONS = {"holds": "", "fails": "misses the threshold by more than 3 noise",
             "inconclusive": "within noise of the threshold",

@@ -11,20 +11,20 @@ import torch
 import yaml
 
 from ncmse.cli.main import main
-from ncmse.components import build_components, scaled_classifier
-from ncmse.config import resolve_config
+from ncmse.collapse.result import flatten_row
 from ncmse.errors import DivergenceError, InputError
-from ncmse.models import classifier_of
-from ncmse.result import flatten_row
-from ncmse.rundir import read_summary
-from ncmse.sinks import load_checkpoint
-from ncmse.train import (
+from ncmse.rundir.reader import read_summary
+from ncmse.train.config import resolve_config
+from ncmse.train.loop import (
     CHECK_EVERY,
     Trainer,
     lr_milestones,
     measurement_epochs,
     train,
 )
+from ncmse.train.models import classifier_of
+from ncmse.train.setup import build_components, scaled_classifier
+from ncmse.train.sinks import load_checkpoint
 
 QUIET = ["quiet=true", "report=false", "tensorboard=false"]
 
@@ -112,8 +112,8 @@ def test_epoch_0_measures_the_network_as_initialised(tmp_path: Path) -> None:
     """SPEC §6: the first row is the untrained network, before any optimiser step."""
     import dataclasses
 
-    from ncmse.components import build_components, measure_split
-    from ncmse.runtime import configure_torch
+    from ncmse.train.runtime import configure_torch
+    from ncmse.train.setup import build_components, measure_split
 
     cfg = resolve_config("tiny", [*QUIET, "epochs=2", "measure_test=false"])
     train(cfg, tmp_path / "run")

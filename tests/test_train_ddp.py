@@ -64,10 +64,10 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
 
 DIVERGE_SCRIPT = """
 import json, sys, torch
-from ncmse.config import resolve_config
-from ncmse.distributed import init_distributed, process_group
+from ncmse.train.config import resolve_config
+from ncmse.train.distributed import init_distributed, process_group
 from ncmse.errors import DivergenceError
-from ncmse.train import Trainer, open_run_dir
+from ncmse.train.loop import Trainer, open_run_dir
 
 out = sys.argv[1]
 cfg = resolve_config("tiny", ["quiet=true", "report=false", "tensorboard=false", "epochs=2",

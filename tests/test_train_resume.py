@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ncmse.train import CRASH_ENV
+from ncmse.train.loop import CRASH_ENV
 
 SETS = [
     "quiet=true", "report=false", "tensorboard=false", "epochs=6", "num_threads=1",
@@ -249,14 +249,14 @@ def test_measure_on_a_read_only_run_directory_prints_and_stores_nothing(
     import errno
     import json
 
-    import ncmse.locking
+    import ncmse.rundir.lock
 
     run = _copy(killed_pair["reference"], tmp_path / "ro")
 
     def read_only(self, *args, **kwargs):  # what a read-only mount does to the lock file
         raise OSError(errno.EROFS, "Read-only file system", str(self.path))
 
-    monkeypatch.setattr(ncmse.locking.DirLock, "acquire", read_only)
+    monkeypatch.setattr(ncmse.rundir.lock.DirLock, "acquire", read_only)
     before = _summary_bytes(run)
     out = tmp_path / "m.json"
     line = _measure(run, capsys, "--json", str(out))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ncmse.claims import CLAIM_IDS, evaluate_claims
 from ncmse.cli import main
-from ncmse.locking import DirLock
-from ncmse.verdicts import end_of_run_lines
+from ncmse.rundir.lock import DirLock
+from ncmse.verdicts.claims import CLAIM_IDS, evaluate_claims
+from ncmse.verdicts.record import end_of_run_lines
 
 QUIET = ["quiet=true", "tensorboard=false"]
 

@@ -32,7 +32,7 @@ def _held_by_another_process(run: Path) -> Iterator[None]:
     """A child process holds ``run``'s lock for the block."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from ncmse.locking import DirLock; "
+         "import sys, time; from ncmse.rundir.lock import DirLock; "
          "lock = DirLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
          str(run)],
         stdout=subprocess.PIPE, text=True,
@@ -254,9 +254,9 @@ def test_train_resume_and_measure_of_a_ufm_run_say_what_it_is(
 
 
 def test_a_training_run_is_not_taken_for_a_ufm_run(tmp_path: Path) -> None:
-    from ncmse.config import resolve_config
-    from ncmse.rundir import RunWriter
-    from ncmse.runguard import is_ufm_run
+    from ncmse.rundir.guard import is_ufm_run
+    from ncmse.rundir.reader import RunWriter
+    from ncmse.train.config import resolve_config
 
     run = tmp_path / "train"
     run.mkdir()

@@ -74,7 +74,8 @@ class NCMSEWarning(UserWarning):
 
 
 class SamplingWarning(NCMSEWarning):
-    """A loader that may not give each sample of its dataset exactly once (see ncmse.sampling)."""
+    """A loader that may not give each sample of its dataset exactly once (see
+    ncmse.collapse.sampling)."""
 
 
 class BusyError(NCMSEError):

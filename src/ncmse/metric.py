@@ -10,9 +10,10 @@ Usage in a Lightning module::
     result = self.nc.compute()                # an ncmse.NCResult, synchronised across processes
 
 Multi-process synchronisation: the state is not additive (each process keeps its own shifts, see
-:mod:`ncmse.stats`), so every state is declared with ``dist_reduce_fx=None``; torchmetrics then
+:mod:`ncmse.collapse.stats`), so every state is declared with ``dist_reduce_fx=None``; torchmetrics
+then
 gathers the per-process states stacked along a new leading axis, and :meth:`compute` merges them
-exactly with :func:`ncmse.stats.merge`.
+exactly with :func:`ncmse.collapse.stats.merge`.
 
 DistributedSampler padding: with ``drop_last=False`` (Lightning's default under DDP), a
 ``DistributedSampler`` repeats up to R − 1 samples so that the R shards have equal length; fed as
@@ -20,7 +21,7 @@ they come, those samples are counted twice and every quantity is that of a diffe
 (N + pad samples). The padding is the last rows of a rank's pass, whatever the shuffle; pass
 ``valid`` to leave it out::
 
-    from ncmse.sampling import real_samples
+    from ncmse.collapse.sampling import real_samples
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -44,13 +45,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
         "ncmse.metric needs torchmetrics: pip install 'ncmse[lightning]' (or torchmetrics)"
     ) from exc
 
-from ncmse import lstsq
-from ncmse.api import _warn, result_from_stats
-from ncmse.decide import TiledDecisions, classifier_credit
+from ncmse.collapse import lstsq
+from ncmse.collapse.api import _warn, result_from_stats
+from ncmse.collapse.decisions import TiledDecisions, classifier_credit
+from ncmse.collapse.min_samples import check_min_samples
+from ncmse.collapse.result import NCResult
+from ncmse.collapse.stats import ClassStats, check_batch, merge
 from ncmse.errors import EmptyDataError, InputError, ShapeError
-from ncmse.result import NCResult
-from ncmse.stats import ClassStats, check_batch, merge
-from ncmse.subset import check_min_samples
 
 __all__ = ["NeuralCollapseMetric"]
 
@@ -162,7 +163,8 @@ class NeuralCollapseMetric(Metric):
         """Add a batch of features ``[B, p]`` and integer labels ``[B]``.
 
         ``valid`` : bool ``[B]``, optional — the rows to add (True); the others are ignored. Pass
-        ``ncmse.sampling.real_samples(sampler, batch_idx * batch_size, B)`` to leave out the
+        ``ncmse.collapse.sampling.real_samples(sampler, batch_idx * batch_size, B)`` to leave out
+        the
         padding of a ``DistributedSampler`` (see the module docstring).
         """
         if valid is not None:
@@ -200,7 +202,9 @@ class NeuralCollapseMetric(Metric):
             else torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
         )
         h = features.detach().to(W)
-        self.correct += classifier_credit(h, W, b, labels.to(h.device)).sum()  # ties: ncmse.decide
+        self.correct += classifier_credit(
+            h, W, b, labels.to(h.device)
+        ).sum()  # ties: ncmse.collapse.decisions
 
     def forward(self, *args, **kwargs) -> None:
         """Accumulate only: NC metrics of a single batch are not meaningful."""
@@ -269,7 +273,7 @@ class NeuralCollapseMetric(Metric):
 
     def _compute_subset(self, W: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> NCResult:
         """Every quantity over the classes with ≥ min_samples samples, from the kept features."""
-        from ncmse.api import measure_features
+        from ncmse.collapse.api import measure_features
 
         features, labels = _gathered(self.features), _gathered(self.labels)
         if not isinstance(features, torch.Tensor) or features.numel() == 0:

@@ -1,7 +1,7 @@
 """``python -m ncmse.cli.pack PACK.json``: train the pack a sweep wrote (``ncmse sweep --pack K``).
 
 The file holds ``{"runs": [{"run_dir", "state", "config"}, ...]}`` (:mod:`ncmse.sweep.pack`);
-the runs are trained together by :func:`ncmse.packed.train_packed`, then each finished run's
+the runs are trained together by :func:`ncmse.train.packed.train_packed`, then each finished run's
 report is drawn when its config asks for one, as ``ncmse train`` does.
 """
 
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _train_and_report(runs: list[tuple[Path, str, dict | None]]) -> int:
     """Train the pack, then draw each finished run's report; the exit status of :func:`main`."""
-    from ncmse.packed import PackMember, train_packed
+    from ncmse.train.packed import PackMember, train_packed
 
     results = train_packed([PackMember(*r) for r in runs])
     for (run_dir, _, _), result in zip(runs, results):
@@ -86,7 +86,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _wants_report(run_dir: Path) -> bool:
-    from ncmse.train import config_of_run
+    from ncmse.train.loop import config_of_run
 
     return bool(config_of_run(run_dir).report)
 

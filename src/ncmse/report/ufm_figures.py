@@ -1,4 +1,4 @@
-"""Figures of a ``ncmse ufm`` run directory (read through :mod:`ncmse.rundir`, drawn with
+"""Figures of a ``ncmse ufm`` run directory (read through :mod:`ncmse.rundir.reader`, drawn with
 :mod:`ncmse.report.style`).
 
 Figures (PNG and SVG each) under ``RUN_DIR/figures`` (or ``out_dir``):
@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from ncmse.errors import InputError
 from ncmse.report.style import LINE_COLOURS, FigureFile, new_figure, save_figure
-from ncmse.rundir import Run, load_run, read_rows
+from ncmse.rundir.reader import Run, load_run, read_rows
 
 __all__ = ["plot_ufm_run"]
 

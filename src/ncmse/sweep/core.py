@@ -29,12 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from ncmse.claims import CLAIM_IDS
 from ncmse.errors import BusyError, ConfigError
-from ncmse.fileio import atomic_write_text
-from ncmse.locking import DirLock, holder
-from ncmse.pairing import Pairing
-from ncmse.rundir import rows_to_csv, write_json
+from ncmse.rundir.atomic import atomic_write_text
+from ncmse.rundir.lock import DirLock, holder
+from ncmse.rundir.reader import rows_to_csv, write_json
 from ncmse.sweep.collect import (
     FINAL_KEYS,
     RunResult,
@@ -64,6 +62,8 @@ from ncmse.sweep.execute import (
 from ncmse.sweep.grid import RunSpec, SweepSpec, expand
 from ncmse.sweep.pack import PackJob, group_packs, pack_job
 from ncmse.sweep.state import config_differences, read_summary, run_state
+from ncmse.verdicts.claims import CLAIM_IDS
+from ncmse.verdicts.pairing import Pairing
 
 __all__ = [
     "EXECUTORS",
@@ -266,7 +266,8 @@ def _check_mismatches(planned: Sequence[PlannedRun]) -> None:
 
 
 class SweepLock:
-    """``flock`` on ``SWEEP_DIR/.sweep.lock`` (:mod:`ncmse.locking`), so two sweeps never share a
+    """``flock`` on ``SWEEP_DIR/.sweep.lock`` (:mod:`ncmse.rundir.lock`), so two sweeps never share
+    a
     directory; the kernel frees it when the sweep ends, however it ends."""
 
     def __init__(self, out: Path) -> None:

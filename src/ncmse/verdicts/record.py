@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ncmse.central_path import describe_fit, fit_central_path, is_current_fit
-from ncmse.claims import claims_are_current, evaluate_claims, format_tally, tpt_epoch_of
-from ncmse.rundir import Run
+from ncmse.rundir.reader import Run
+from ncmse.verdicts.central_path import describe_fit, fit_central_path, is_current_fit
+from ncmse.verdicts.claims import claims_are_current, evaluate_claims, format_tally, tpt_epoch_of
 
 __all__ = [
     "SOURCE_COMPUTED",
@@ -35,7 +35,7 @@ SOURCE_COMPUTED = (
 
 
 def run_rows(run: Run) -> list[dict[str, Any]]:
-    """The measurement rows of a loaded :class:`~ncmse.rundir.Run` (``snr`` as ``snr_j``
+    """The measurement rows of a loaded :class:`~ncmse.rundir.reader.Run` (``snr`` as ``snr_j``
     columns, NaN for empty cells, text columns as text)."""
     rows: list[dict[str, Any]] = [{} for _ in range(run.num_rows)]
     for name, values in run.columns.items():
@@ -56,7 +56,7 @@ def _summary_tpt(run: Run, rows: Sequence[Mapping[str, Any]]) -> float | None:
 def run_claims(run: Run) -> tuple[list[dict[str, Any]], str]:
     """The run's claims and where they came from (:data:`SOURCE_SUMMARY` or computed).
 
-    Recorded claims of an older version (:func:`ncmse.claims.claims_are_current` false) are
+    Recorded claims of an older version (:func:`ncmse.verdicts.claims.claims_are_current` false) are
     stale: they are re-evaluated from the run's rows.
     """
     recorded = run.summary.get("claims")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ncmse.claims import CLAIM_IDS, outcome_of
+from ncmse.verdicts.claims import CLAIM_IDS, outcome_of
 
 __all__ = [
     "CONTROLS",
@@ -91,7 +91,7 @@ class ControlResult:
     claims: tuple[dict[str, Any], ...]
 
     def outcomes(self) -> dict[str, str]:
-        """``{claim id: outcome}`` (:func:`ncmse.claims.outcome_of`)."""
+        """``{claim id: outcome}`` (:func:`ncmse.verdicts.claims.outcome_of`)."""
         return {str(c.get("id")): outcome_of(c) for c in self.claims}
 
     def failures(self) -> list[str]:
@@ -128,9 +128,9 @@ def run_controls(
     ConfigError
         For an unknown control name (or an invalid override).
     """
-    from ncmse.config import resolve_config
     from ncmse.errors import ConfigError
-    from ncmse.train import run_training
+    from ncmse.train.config import resolve_config
+    from ncmse.train.loop import run_training
 
     chosen = _chosen(names, ConfigError)
     configs = [

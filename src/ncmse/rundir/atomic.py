@@ -1,7 +1,7 @@
 """Atomic file writes: a reader never sees a half-written file, and an interrupted write leaves
 the previous version intact (temporary file ``.NAME.XXXXXXXX.tmp`` in the same directory, data
 ``fsync`` ed, then :func:`os.replace`). A writer killed mid-write leaves only such a temporary
-file, which :func:`ncmse.checkpoint.remove_stale_temps` deletes on the next resume.
+file, which :func:`ncmse.rundir.checkpoint.remove_stale_temps` deletes on the next resume.
 
 Testing hook (no-op unless set): ``NCMSE_FAULT_AT=<site>:<n>`` makes the process ``SIGKILL``
 itself at the n-th (1-based) call of the write site ``<site>``: for a file written by

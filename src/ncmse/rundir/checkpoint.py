@@ -7,7 +7,7 @@ Two files in ``RUN_DIR/checkpoints/``:
 
 :func:`save_checkpoint` serialises the state in memory first (a full disk then fails with a plain
 ``OSError``, not half-way through ``torch.save``), writes it to a temporary file beside the target
-(``.last.pt.<random>.tmp``, the pattern of :mod:`ncmse.fileio`), ``fsync`` s it, then rotates
+(``.last.pt.<random>.tmp``, the pattern of :mod:`ncmse.rundir.atomic`), ``fsync`` s it, then rotates
 atomically: ``last.pt`` is hard-linked to ``prev.pt`` (``rename`` where the file system has no
 hard links) and the temporary file renamed onto ``last.pt``; the directory is ``fsync`` ed. At
 every instant ``last.pt`` is a complete checkpoint (old or new), whatever kills the process.
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ncmse.errors import CheckpointError
-from ncmse.fileio import fault_point, fsync_directory, write_temp
+from ncmse.rundir.atomic import fault_point, fsync_directory, write_temp
 
 __all__ = [
     "LAST",
@@ -51,7 +51,7 @@ LAST = "last.pt"
 PREV = "prev.pt"
 #: keys every training checkpoint holds
 REQUIRED_KEYS: tuple[str, ...] = ("model", "config", "epoch")
-#: temporary files of :func:`ncmse.fileio.atomic_write` / :func:`save_checkpoint`
+#: temporary files of :func:`ncmse.rundir.atomic.atomic_write` / :func:`save_checkpoint`
 TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
 
 
@@ -222,7 +222,7 @@ def load_checkpoint(
 def remove_stale_temps(folders: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Delete ncmse's own temporary files (``.NAME.XXXXXXXX.tmp``) left by a killed writer.
 
-    Call only while holding the directory's lock (:mod:`ncmse.locking`): no live writer of
+    Call only while holding the directory's lock (:mod:`ncmse.rundir.lock`): no live writer of
     this directory can then own them.
 
     Returns

@@ -4,7 +4,8 @@ Each run keeps everything it has when trained alone — its own model, optimizer
 weight decay), learning-rate schedule, data order (its own seed's permutation), measurement
 schedule and run directory. The runs advance in lockstep, batch ``i`` of every run before batch
 ``i + 1`` of any, and on CUDA each run's batches and steps are issued on its own stream (each step
-one CUDA-graph replay, :class:`ncmse.engine.FastStep`), so the GPU overlaps the K small steps that
+one CUDA-graph replay, :class:`ncmse.train.step.FastStep`), so the GPU overlaps the K small steps
+that
 a single run leaves it too idle to fill. The arithmetic of each run is exactly the arithmetic of
 that run trained alone: packing changes when kernels run, never what they compute (on the CPU the
 packed runs are bit-identical to separate runs). A diverging run is stopped at the end of the
@@ -53,8 +54,8 @@ def lockstep_epoch(
     Parameters
     ----------
     members : sequence of (step, loader, stream)
-        ``step(x, y) -> (objective, correct)`` (a :class:`~ncmse.engine.FastStep`), the run's
-        :class:`~ncmse.data.TensorLoader`, and a CUDA stream for its work (None: the current
+        ``step(x, y) -> (objective, correct)`` (a :class:`~ncmse.train.step.FastStep`), the run's
+        :class:`~ncmse.train.data.TensorLoader`, and a CUDA stream for its work (None: the current
         stream). All loaders must have the same number of batches.
     epochs : sequence of int
         Each run's epoch number (it selects the run's data order).
@@ -138,7 +139,7 @@ class PackMember:
 
 def _shared_bundle(cfg: Any, device: torch.device, bundles: dict[tuple, Any]) -> Any:
     """Load each distinct dataset once, on the device (identical loads give identical data)."""
-    from ncmse.components import load_config_dataset
+    from ncmse.train.setup import load_config_dataset
 
     subset = cfg.per_class is not None or cfg.test_per_class is not None
     key = (
@@ -175,9 +176,9 @@ class _Planned:
 def _plan_member(member: PackMember, bundles: dict[tuple, Any]) -> _Planned:
     """Validate one member and load its dataset (shared with the other members); creates no
     file (a resume only reads its config.yaml)."""
-    from ncmse.config import config_from_dict
-    from ncmse.runtime import resolve_device
-    from ncmse.train import config_of_run, record_data_source
+    from ncmse.train.config import config_from_dict
+    from ncmse.train.loop import config_of_run, record_data_source
+    from ncmse.train.runtime import resolve_device
 
     run_dir = Path(member.run_dir)
     if member.state not in PACK_STATES:
@@ -213,12 +214,12 @@ def _check_lockstep(planned: Sequence[_Planned]) -> None:
 
 
 def _open_trainer(plan: _Planned, opened: list[tuple[Path, list[Path] | None]]) -> Any:
-    """The :class:`~ncmse.train.Trainer` of one planned member, its run directory claimed (as
+    """The :class:`~ncmse.train.loop.Trainer` of one planned member, its run directory claimed (as
     ``ncmse train`` does: one writer per directory); ``opened`` gets ``(run_dir, created)``
     (``created``: the directories a new run made, None for a resume)."""
-    from ncmse.runguard import claim_run_dir, missing_dirs
-    from ncmse.sinks import Checkpoints
-    from ncmse.train import Trainer, check_resume, open_run_dir
+    from ncmse.rundir.guard import claim_run_dir, missing_dirs
+    from ncmse.train.loop import Trainer, check_resume, open_run_dir
+    from ncmse.train.sinks import Checkpoints
 
     member, cfg, run_dir = plan.member, plan.cfg, Path(plan.member.run_dir)
     ckpt = None
@@ -258,7 +259,7 @@ def train_packed(members: Sequence[PackMember]) -> list[dict[str, Any]]:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("packed runs train in one process; launch them without torchrun")
-    from ncmse.runguard import release_run_dir, remove_new_run_dir
+    from ncmse.rundir.guard import release_run_dir, remove_new_run_dir
 
     bundles: dict[tuple, Any] = {}
     planned = [_plan_member(m, bundles) for m in members]  # every check before any file
@@ -281,7 +282,7 @@ def train_packed(members: Sequence[PackMember]) -> list[dict[str, Any]]:
 
 
 def _train_packed(trainers: list[Any]) -> list[dict[str, Any]]:
-    from ncmse.train import CRASH_ENV
+    from ncmse.train.loop import CRASH_ENV
 
     streams = [torch.cuda.Stream(t.device) if t.device.type == "cuda" else None for t in trainers]
     for k, t in enumerate(trainers):
@@ -316,6 +317,6 @@ def _train_packed(trainers: list[Any]) -> list[dict[str, Any]]:
             else:
                 still.append(k)
         if crash_after is not None and int(crash_after) in epochs:
-            os._exit(3)  # test hook, as in ncmse.train: after every run's epoch checkpoint
+            os._exit(3)  # test hook, as in ncmse.train.loop: after every run's epoch checkpoint
         active = still
     return [results[k] for k in range(len(trainers))]

@@ -1,6 +1,6 @@
 """The learning-rate schedule of a training config and its gradient-flow time (SPEC §6, §9).
 
-The trainer (:mod:`ncmse.train`) multiplies the learning rate by ``lr_gamma`` after the epochs
+The trainer (:mod:`ncmse.train.loop`) multiplies the learning rate by ``lr_gamma`` after the epochs
 :func:`lr_milestones` names (``torch.optim.lr_scheduler.MultiStepLR`` stepped once per epoch), so
 epoch ``e`` (1-based) trains at
 
@@ -50,7 +50,7 @@ def lr_milestones(epochs: int, fractions: Sequence[float]) -> list[int]:
 def steps_per_epoch(num_samples: int, batch_size: int, *, drop_last: bool = False) -> int:
     """Optimiser steps in one epoch of ``num_samples`` samples in (global) batches.
 
-    The trainer's loader (:class:`ncmse.data.TensorLoader`) keeps the last partial batch
+    The trainer's loader (:class:`ncmse.train.data.TensorLoader`) keeps the last partial batch
     (``drop_last=False``): ⌈N / B⌉ steps; with ``drop_last`` ⌊N / B⌋. Under DDP ``batch_size`` is
     the global batch (every rank takes the same number of steps).
     """
@@ -61,7 +61,7 @@ def steps_per_epoch(num_samples: int, batch_size: int, *, drop_last: bool = Fals
 
 
 def _schedule_keys(config: Mapping[str, Any]) -> tuple[int, float, float, list[float]]:
-    from ncmse.config import Config
+    from ncmse.train.config import Config
 
     default = Config()
     try:
@@ -114,7 +114,7 @@ def flow_times(config: Mapping[str, Any], steps: int) -> NDArray[np.float64]:
     ----------
     config : mapping
         A training config (``config.yaml``): ``epochs``, ``lr``, ``lr_gamma`` and
-        ``lr_milestones`` (missing keys take :class:`ncmse.config.Config`'s defaults).
+        ``lr_milestones`` (missing keys take :class:`ncmse.train.config.Config`'s defaults).
     steps : int
         Optimiser steps per epoch (:func:`steps_per_epoch`).
     """

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from ncmse.engine import PRECISIONS
 from ncmse.errors import ConfigError
-from ncmse.losses import LOSSES, MSE_REDUCTIONS
+from ncmse.train.losses import LOSSES, MSE_REDUCTIONS
+from ncmse.train.step import PRECISIONS
 
 __all__ = [
     "read_yaml_mapping",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: directory of the shipped presets
-PRESET_DIR = Path(__file__).resolve().parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 #: preset used by ``ncmse train`` without ``--config``
 DEFAULT_PRESET = "digits-mlp-mse"
 
@@ -49,7 +49,7 @@ class Config:
     Defaults reproduce the embedded demo: digits, MLP, MSE loss, reaching the terminal phase in
     about a minute on two CPU cores. See ``docs`` or ``ncmse train --help`` for the presets.
     ``freeze_features: true`` trains only the classifier (the final ``nn.Linear``) on the
-    features of the network as initialised (:func:`ncmse.train.freeze_features`).
+    features of the network as initialised (:func:`ncmse.train.loop.freeze_features`).
     """
 
     name: str = "digits-mlp-mse"
@@ -96,7 +96,7 @@ class Config:
     quiet: bool = False
     report: bool = True
     dist_backend: str = "auto"
-    # speed (CUDA; see docs/PERFORMANCE.md and ncmse.engine)
+    # speed (CUDA; see docs/PERFORMANCE.md and ncmse.train.step)
     precision: str = "tf32"
     channels_last: bool = False
     cuda_graph: bool = True
@@ -107,13 +107,13 @@ class Config:
 
 
 def _dataset_choices() -> tuple[str, ...]:
-    from ncmse.data import DATASETS
+    from ncmse.train.data import DATASETS
 
     return tuple(DATASETS)
 
 
 def _model_choices() -> tuple[str, ...]:
-    from ncmse.models import MODELS
+    from ncmse.train.models import MODELS
 
     return tuple(MODELS)
 
@@ -286,7 +286,7 @@ def config_from_dict(data: dict[str, Any], *, where: str = "config") -> Config:
 
 def _check_consistency(cfg: Config) -> None:
     if cfg.model_kwargs:
-        from ncmse.models import check_model_kwargs
+        from ncmse.train.models import check_model_kwargs
 
         check_model_kwargs(cfg.model, cfg.model_kwargs)
     if cfg.measure_epochs is not None and max(cfg.measure_epochs) > cfg.epochs:

@@ -1,6 +1,6 @@
 """The training step of one run: eager, or captured once in a CUDA graph and replayed.
 
-:class:`FastStep` has the contract of :class:`ncmse.train.TrainStep` — ``step(x, y) ->
+:class:`FastStep` has the contract of :class:`ncmse.train.loop.TrainStep` — ``step(x, y) ->
 (objective, correct)``: forward, loss, backward, SGD step, both returns detached device tensors —
 and gives the same numbers on every path:
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ncmse import pairwise
+from ncmse.collapse import pairwise
 from ncmse.errors import InputError
 
 __all__ = [
@@ -213,7 +213,7 @@ def cdnv(means: torch.Tensor, class_var: torch.Tensor, *, tile: int | None = Non
 
     The means are centred by their mean first (a common offset cancels before any product); the
     distances come from Gram tiles, close pairs from their differences
-    (:func:`ncmse.pairwise.means_pair_stats`). A pair with identical means gives +inf (no
+    (:func:`ncmse.collapse.pairwise.means_pair_stats`). A pair with identical means gives +inf (no
     separation), or NaN when it has no spread either.
 
     Parameters
@@ -234,7 +234,7 @@ def equinorm(vectors: torch.Tensor) -> float:
 def equiangular(vectors: torch.Tensor, *, tile: int | None = None) -> float:
     """Std over pairs c < c' of cos(v_c, v_c') (n−1 denominator; 0 for C = 2, a single pair).
 
-    Tiled over classes with Chan's update (:func:`ncmse.pairwise.angle_stats`).
+    Tiled over classes with Chan's update (:func:`ncmse.collapse.pairwise.angle_stats`).
     """
     return pairwise.angle_stats(vectors, tile=tile).equiangular
 
@@ -253,8 +253,8 @@ def nc3(W: torch.Tensor, mbar: torch.Tensor) -> float:
 def etf_error(gram: torch.Tensor) -> float:
     """‖G/‖G‖_F − (I − 11ᵀ/C)/√(C−1)‖_F for a given dense C×C Gram-like matrix G.
 
-    The measurement itself never forms G: :func:`ncmse.pairwise.means_pair_stats` and
-    :func:`ncmse.pairwise.cross_pass` accumulate the same error over tiles.
+    The measurement itself never forms G: :func:`ncmse.collapse.pairwise.means_pair_stats` and
+    :func:`ncmse.collapse.pairwise.cross_pass` accumulate the same error over tiles.
     """
     C = gram.shape[0]
     etf = torch.eye(C, dtype=gram.dtype, device=gram.device) - 1.0 / C

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ncmse.config import Config
-from ncmse.distributed import DistInfo
 from ncmse.errors import NCMSEWarning
-from ncmse.losses import LossSpec, build_loss
+from ncmse.train.config import Config
+from ncmse.train.distributed import DistInfo
+from ncmse.train.losses import LossSpec, build_loss
 
 __all__ = [
     "Components",
@@ -43,8 +43,9 @@ class Components:
 
 
 def load_config_dataset(cfg: Config) -> Any:
-    """The dataset a run's config names (:func:`ncmse.data.load_dataset` with its data keys)."""
-    from ncmse.data import load_dataset
+    """The dataset a run's config names (:func:`ncmse.train.data.load_dataset` with its data
+    keys)."""
+    from ncmse.train.data import load_dataset
 
     return load_dataset(
         cfg.dataset,
@@ -63,9 +64,9 @@ def build_components(cfg: Config, device: torch.device, *, bundle: Any = None) -
     Raises
     ------
     DataUnavailableError
-        From :func:`ncmse.data.load_dataset` when the dataset is not available offline.
+        From :func:`ncmse.train.data.load_dataset` when the dataset is not available offline.
     """
-    from ncmse.models import build_model
+    from ncmse.train.models import build_model
 
     bundle = bundle or load_config_dataset(cfg)
     torch.manual_seed(cfg.seed)
@@ -141,9 +142,9 @@ def measure_split(
         --min-samples``); ``objective`` stays the criterion over the whole split.
     """
     import ncmse
-    from ncmse.api import DEFAULT_MEMORY_BUDGET
-    from ncmse.data import TensorLoader
-    from ncmse.models import classifier_of
+    from ncmse.collapse.api import DEFAULT_MEMORY_BUDGET
+    from ncmse.train.data import TensorLoader
+    from ncmse.train.models import classifier_of
 
     info = dist_info or DistInfo()
     loader = _ObjectiveLoader(
@@ -239,7 +240,7 @@ def measure_checkpoint(
     "train": {...}, ...}`` (``run_id`` None for a checkpoint of an older ncmse).
 
     With the checkpoint's measurement rows, also the run's ``claims`` and ``central_path_fit``
-    (:func:`ncmse.verdicts.run_verdicts`), recomputed from them, and ``rows_to_epoch``, the
+    (:func:`ncmse.verdicts.record.run_verdicts`), recomputed from them, and ``rows_to_epoch``, the
     last epoch of those rows.
 
     A damaged ``last.pt`` falls back to the run's ``prev.pt`` (with a message naming both).
@@ -254,12 +255,12 @@ def measure_checkpoint(
     """
     import dataclasses
 
-    from ncmse.checkpoint import load_checkpoint
-    from ncmse.config import config_from_dict
+    from ncmse.collapse.min_samples import check_min_samples
     from ncmse.errors import InputError
-    from ncmse.runguard import is_ufm_run, ufm_refusal
-    from ncmse.runtime import resolve_device
-    from ncmse.subset import check_min_samples
+    from ncmse.rundir.checkpoint import load_checkpoint
+    from ncmse.rundir.guard import is_ufm_run, ufm_refusal
+    from ncmse.train.config import config_from_dict
+    from ncmse.train.runtime import resolve_device
 
     if lam is not None and not (math.isfinite(lam) and lam >= 0):
         raise InputError(f"--lam {lam!r} must be a finite number >= 0; omit it to use the run's λ")
@@ -300,7 +301,7 @@ def measure_checkpoint(
         )
     rows = ckpt.get("rows") or []
     if rows:  # the run's verdicts (SPEC §7, §9), recomputed from its rows up to this checkpoint
-        from ncmse.verdicts import run_verdicts
+        from ncmse.verdicts.record import run_verdicts
 
         out["rows_to_epoch"] = max(int(r["epoch"]) for r in rows)
 

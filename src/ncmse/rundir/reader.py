@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ncmse.collapse.result import flatten_row
 from ncmse.errors import InputError
-from ncmse.fileio import atomic_write_text
-from ncmse.result import flatten_row
+from ncmse.rundir.atomic import atomic_write_text
 
 __all__ = [
     "Run",
@@ -179,7 +179,7 @@ class RunWriter:
     Parameters
     ----------
     path : path
-        The run directory (claimed by :func:`ncmse.runguard.claim_run_dir`).
+        The run directory (claimed by :func:`ncmse.rundir.guard.claim_run_dir`).
     enabled : bool
         False on processes that must not write (DDP ranks ≠ 0): every method is then a no-op.
 

@@ -14,8 +14,8 @@ The loop (:meth:`Trainer.fit`) reads top to bottom::
         if measured epoch: record(measure_row)   # metrics files, summary, TensorBoard, console
         if checkpoint epoch: checkpoints.save(state_dict())
 
-Files are written through :class:`ncmse.rundir.RunWriter` (layout: docs/ARCHITECTURE.md); the
-sinks are :mod:`ncmse.sinks`. The report is drawn by the caller (``ncmse train``), not here.
+Files are written through :class:`ncmse.rundir.reader.RunWriter` (layout: docs/ARCHITECTURE.md); the
+sinks are :mod:`ncmse.train.sinks`. The report is drawn by the caller (``ncmse train``), not here.
 """
 
 from __future__ import annotations
@@ -35,17 +35,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncmse.components import Components, build_components, measure_split
-from ncmse.config import Config, config_from_dict
-from ncmse.distributed import (
-    DistInfo,
-    broadcast,
-    capture_rng,
-    init_distributed,
-    process_group,
-    restore_rng,
-)
-from ncmse.engine import FastStep, float32_math
 from ncmse.errors import (
     BusyError,
     CheckpointError,
@@ -54,8 +43,7 @@ from ncmse.errors import (
     InputError,
     NonFiniteError,
 )
-from ncmse.rundir import RunWriter, default_run_dir, read_config, read_summary
-from ncmse.runguard import (
+from ncmse.rundir.guard import (
     claim_run_dir,
     is_ufm_run,
     missing_dirs,
@@ -64,9 +52,21 @@ from ncmse.runguard import (
     remove_new_run_dir,
     ufm_refusal,
 )
-from ncmse.runtime import configure_torch, environment, resolve_device
-from ncmse.schedule import flow_times, lr_milestones
-from ncmse.sinks import Checkpoints, Console, TensorBoard
+from ncmse.rundir.reader import RunWriter, default_run_dir, read_config, read_summary
+from ncmse.train.config import Config, config_from_dict
+from ncmse.train.distributed import (
+    DistInfo,
+    broadcast,
+    capture_rng,
+    init_distributed,
+    process_group,
+    restore_rng,
+)
+from ncmse.train.runtime import configure_torch, environment, resolve_device
+from ncmse.train.schedule import flow_times, lr_milestones
+from ncmse.train.setup import Components, build_components, measure_split
+from ncmse.train.sinks import Checkpoints, Console, TensorBoard
+from ncmse.train.step import FastStep, float32_math
 
 __all__ = [
     "CHECK_EVERY",
@@ -166,7 +166,8 @@ def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
 def freeze_features(model: nn.Module) -> list[nn.Parameter]:
     """Freeze every layer of ``model`` but its classifier; returns the classifier's parameters.
 
-    The classifier is the final ``nn.Linear`` (:func:`ncmse.models.classifier_of`). Every other
+    The classifier is the final ``nn.Linear`` (:func:`ncmse.train.models.classifier_of`). Every
+    other
     parameter stops requiring gradients, and every module that does not contain the classifier
     stays in eval mode even when the training loop calls ``model.train()``: BatchNorm layers
     normalise with their running statistics *as initialised* (which they never update) and
@@ -185,7 +186,7 @@ def freeze_features(model: nn.Module) -> list[nn.Parameter]:
     list of nn.Parameter
         The parameters left to train (weight and bias of the classifier).
     """
-    from ncmse.models import classifier_of
+    from ncmse.train.models import classifier_of
 
     head = classifier_of(model)
     keep = {id(p) for p in head.parameters()}
@@ -312,7 +313,7 @@ class Trainer:
     writer : RunWriter, optional
         Writes config, metrics and summary; None writes nothing.
     checkpoints, console, tensorboard : optional
-        Sinks (:mod:`ncmse.sinks`); None: no checkpoints, a silent console, no TensorBoard.
+        Sinks (:mod:`ncmse.train.sinks`); None: no checkpoints, a silent console, no TensorBoard.
     """
 
     def __init__(
@@ -399,7 +400,7 @@ class Trainer:
         )
 
     def _train_loader(self) -> Any:
-        from ncmse.data import TensorLoader
+        from ncmse.train.data import TensorLoader
 
         world = self.dist.world_size
         if self.cfg.batch_size % world:
@@ -618,7 +619,7 @@ class Trainer:
         if error is not None:
             summary["error"] = error
         if status != "running":  # SPEC §7 verdicts and the §9 fit, from the training-split rows
-            from ncmse.verdicts import run_verdicts
+            from ncmse.verdicts.record import run_verdicts
 
             summary.update(
                 run_verdicts(rows, loss=self.cfg.loss, tpt_epoch=self.state.tpt_epoch,
@@ -718,7 +719,7 @@ def open_run_dir(
 ) -> Path:
     """Rank 0 claims the run directory (default ``runs/<name>-<time>``) and writes
     ``config.yaml`` first (so a run killed at any later moment can be resumed); all ranks get
-    its path. Release the claim with :func:`ncmse.runguard.release_run_dir` (rank 0).
+    its path. Release the claim with :func:`ncmse.rundir.guard.release_run_dir` (rank 0).
 
     Raises
     ------
@@ -763,7 +764,7 @@ def record_data_source(cfg: Config) -> Config:
         return cfg
     import dataclasses
 
-    from ncmse.data import dataset_source
+    from ncmse.train.data import dataset_source
 
     source = dataset_source(cfg.dataset)
     return cfg if source is None else dataclasses.replace(cfg, data_dir=source)
@@ -779,7 +780,7 @@ def run_training(
 ) -> tuple[Path, dict[str, Any]]:
     """Start (or, with ``resume``, continue) a run; returns (run directory, final summary).
 
-    Rank 0 holds the run directory's lock (:mod:`ncmse.runguard`) while it trains. No report is
+    Rank 0 holds the run directory's lock (:mod:`ncmse.rundir.guard`) while it trains. No report is
     drawn: ``ncmse train`` asks for it afterwards. A resume continues only the configuration its
     checkpoint was trained with (:func:`check_resume`); ``resume_set`` names the keys the user
     asked to change (:func:`resume_config`).
@@ -930,7 +931,7 @@ def resume_config(
     """
     import dataclasses
 
-    from ncmse.config import parse_overrides
+    from ncmse.train.config import parse_overrides
 
     parsed = parse_overrides(overrides)
     unsafe = sorted(set(parsed) - RESUME_SAFE_KEYS)

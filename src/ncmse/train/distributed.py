@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ncmse.config import Config
-from ncmse.runtime import resolve_device
+from ncmse.train.config import Config
+from ncmse.train.runtime import resolve_device
 
 __all__ = [
     "DistInfo",

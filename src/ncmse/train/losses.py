@@ -14,7 +14,8 @@ and a sentence saying how it was derived, so a run can record both.
   gives **λ = wd/2**; ``reduction="half_sum_classes"`` (½ · mean over samples of ‖f − e_y‖², the
   SPEC convention itself) gives **λ = wd**.
 
-The numbers come from :func:`ncmse.lstsq.lambda_for`; this module adds the loss modules and the
+The numbers come from :func:`ncmse.collapse.lstsq.lambda_for`; this module adds the loss modules
+and the
 recorded derivation.
 * ``rescaled_mse`` (Hui & Belkin 2021): per-sample (1/C)[k (f_y − M)² + Σ_{j≠y} f_j²]. With k = 1
   it equals M² × the ``mse``/``mean`` loss of the classifier (W/M, b/M), so the decomposition is
@@ -32,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ncmse.collapse.lstsq import lambda_for
 from ncmse.errors import ConfigError
-from ncmse.lstsq import lambda_for
 
 __all__ = [
     "LOSSES",

@@ -7,7 +7,7 @@ Two decisions are made here, both from what actually runs:
   order says nothing: an auxiliary head defined after ``fc``, or a head defined before the body,
   would otherwise be taken for the classifier.
 * **The samples**: the rows of DistributedSampler padding are dropped, and loaders that repeat or
-  drop samples are reported (:mod:`ncmse.sampling`).
+  drop samples are reported (:mod:`ncmse.collapse.sampling`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ncmse import sampling
-from ncmse.api import _check_num_classes, _distributed, measure_stream
+from ncmse.collapse import sampling
+from ncmse.collapse.api import _check_num_classes, _distributed, measure_stream
+from ncmse.collapse.result import NCResult
 from ncmse.errors import EmptyDataError, InputError, ShapeError
-from ncmse.result import NCResult
 
 __all__ = ["final_linear", "measure_model"]
 

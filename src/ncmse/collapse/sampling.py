@@ -205,7 +205,7 @@ def _dataset_length(loader: Any) -> int | None:
 
 def _warn(message: str) -> None:
     """Warn with the location of the first caller outside the ncmse package."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     level, frame = 2, sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1

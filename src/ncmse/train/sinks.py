@@ -1,11 +1,12 @@
 """What the training loop reports to: console/progress bar, TensorBoard, checkpoints.
 
-The loop in :mod:`ncmse.train` calls these objects; none of them decides anything about the run
-(the stop decision is :class:`ncmse.train.StopCheck`). On processes that must not write (DDP
+The loop in :mod:`ncmse.train.loop` calls these objects; none of them decides anything about the run
+(the stop decision is :class:`ncmse.train.loop.StopCheck`). On processes that must not write (DDP
 ranks ≠ 0) the loop gets disabled instances, whose methods do nothing.
 
 Checkpoint I/O happens only in :class:`Checkpoints` (``RUN_DIR/checkpoints/last.pt`` and the one
-before it, ``prev.pt``, written and verified by :mod:`ncmse.checkpoint`); swapping the storage
+before it, ``prev.pt``, written and verified by :mod:`ncmse.rundir.checkpoint`); swapping the
+storage
 means replacing that class.
 """
 
@@ -16,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ncmse.collapse.result import flatten_row
 from ncmse.errors import ConfigError
-from ncmse.result import flatten_row
 
 __all__ = ["Checkpoints", "Console", "TensorBoard", "load_checkpoint"]
 
@@ -26,14 +27,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and verify a training checkpoint (on the CPU): a checkpoint file or ``RUN_DIR``.
 
     A damaged ``last.pt`` falls back to ``prev.pt`` with a message naming both
-    (:func:`ncmse.checkpoint.load_checkpoint`).
+    (:func:`ncmse.rundir.checkpoint.load_checkpoint`).
 
     Raises
     ------
     CheckpointError
         If the file is missing, damaged or not an ncmse checkpoint (an :class:`InputError`).
     """
-    from ncmse.checkpoint import load_checkpoint as load_verified
+    from ncmse.rundir.checkpoint import load_checkpoint as load_verified
 
     return load_verified(path, fix="pass another checkpoint or RUN_DIR")[0]
 
@@ -61,7 +62,7 @@ class Checkpoints:
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` to ``last.pt``, the former one kept as ``prev.pt`` (atomic, fsync'ed)."""
         if self.enabled:
-            from ncmse.checkpoint import save_checkpoint
+            from ncmse.rundir.checkpoint import save_checkpoint
 
             save_checkpoint(state, self.path.parent)
 
@@ -75,7 +76,7 @@ class Checkpoints:
         """
         if not self.exists():
             return None
-        from ncmse.checkpoint import load_checkpoint as load_verified
+        from ncmse.rundir.checkpoint import load_checkpoint as load_verified
 
         return load_verified(
             self.run_dir,
@@ -167,7 +168,7 @@ class Console:
         """A warning line per split whose features are degenerate (``flags`` / ``test_flags``)."""
         if not self.warnings:
             return
-        from ncmse.result import FLAGS
+        from ncmse.collapse.result import FLAGS
 
         for key in ("flags", "test_flags"):
             if row.get(key):

@@ -4,7 +4,8 @@ The unconstrained features model predicts how the SNR singular values ω_j evolv
 path (SPEC §5.3, the paper's continually renormalised flow, and §5.4, step-then-renormalise);
 :mod:`ncmse.ufm.closed_form` solves both laws ``c1 log ω + c2 ω² + c3 ω⁴ = a_j + t`` in
 gradient-flow time t. SGD's flow time is learning rate × steps: τ(e) = Σ η_k over the optimiser
-steps up to the end of epoch e (:mod:`ncmse.schedule`; the metrics column ``flow_time``). The fit
+steps up to the end of epoch e (:mod:`ncmse.train.schedule`; the metrics column ``flow_time``). The
+fit
 allows one free time scale per law:
 
     ω_j(e) ≈ law.omega(κ · (τ(e) − τ(e0)), ω(e0))_j          for every measurement e ≥ e0,
@@ -50,10 +51,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize_scalar
 
-from ncmse.claims import omega_of
 from ncmse.errors import NCMSEError
-from ncmse.schedule import flow_times, lr_drop_epochs, steps_per_epoch
+from ncmse.train.schedule import flow_times, lr_drop_epochs, steps_per_epoch
 from ncmse.ufm.closed_form import Law, law_for_flow
+from ncmse.verdicts.claims import omega_of
 
 __all__ = [
     "CLOCK",
@@ -209,7 +210,7 @@ def clock_of(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None
 
 
 def _batch(config: Mapping[str, Any]) -> int:
-    from ncmse.config import Config
+    from ncmse.train.config import Config
 
     value = _float(config.get("batch_size", Config().batch_size))
     return int(value) if math.isfinite(value) else 0
@@ -515,7 +516,8 @@ def fit_central_path(
     rows : sequence of mapping
         Measurement rows (metrics.jsonl / metrics.csv), in order of epoch.
     tpt_epoch : float or None
-        The run's TPT epoch (summary.json ``tpt_epoch``; :func:`ncmse.claims.tpt_epoch_of`).
+        The run's TPT epoch (summary.json ``tpt_epoch``;
+        :func:`ncmse.verdicts.claims.tpt_epoch_of`).
     config : mapping, optional
         The run's config: locates the learning-rate drops, and gives τ when the rows have no
         ``flow_time`` (:func:`clock_of`).

@@ -1,9 +1,11 @@
 """Public measurement entry points: in-memory features, a feature stream, or a model and a loader.
 
-All three share one path: a single streaming pass into :class:`~ncmse.stats.ClassStats` (plus the
+All three share one path: a single streaming pass into :class:`~ncmse.collapse.stats.ClassStats`
+(plus the
 classifier's accuracy), then NC4 against the *final* class means — from the features themselves,
 from a cache kept under a memory budget, or from a second pass — and finally the metrics
-(:mod:`ncmse.measures`) and the loss decomposition (:mod:`ncmse.lstsq`) from the statistics.
+(:mod:`ncmse.collapse.geometry`) and the loss decomposition (:mod:`ncmse.collapse.lstsq`) from the
+statistics.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ncmse import lstsq, measures, pairwise
-from ncmse.decide import TiledDecisions
+from ncmse.collapse import geometry, lstsq, pairwise
+from ncmse.collapse.decisions import TiledDecisions
+from ncmse.collapse.min_samples import DeferredRows, check_min_samples
+from ncmse.collapse.result import FLAGS, NCResult
+from ncmse.collapse.stats import ClassStats, check_batch
 from ncmse.errors import (
     EmptyClassError,
     EmptyDataError,
@@ -28,9 +33,6 @@ from ncmse.errors import (
     NonFiniteError,
     ShapeError,
 )
-from ncmse.result import FLAGS, NCResult
-from ncmse.stats import ClassStats, check_batch
-from ncmse.subset import DeferredRows, check_min_samples
 
 __all__ = [
     "measure_features",
@@ -101,7 +103,7 @@ def result_from_stats(
     """All SPEC §2–§3 quantities from the statistics, the classifier and the decision counts.
 
     The metrics are evaluated in float64 whatever the statistics' dtype; the rank decisions use
-    one tolerance tied to the statistics' precision (:func:`ncmse.measures.default_rtol`).
+    one tolerance tied to the statistics' precision (:func:`ncmse.collapse.geometry.default_rtol`).
 
     Parameters
     ----------
@@ -110,7 +112,7 @@ def result_from_stats(
     lam : float          λ of the decomposition
     correct, nc4_mismatch : over the N samples, the accuracy credits ([y ∈ A]/|A|, A the
         classifier's maximisers) and the NC4 mismatches (A shares no class with the nearest
-        means), ties as in :mod:`ncmse.decide`
+        means), ties as in :mod:`ncmse.collapse.decisions`
     rtol : relative tolerance of every rank decision, in (0, 1)
         (default ``max(p, C)·eps(stats.dtype)·100``)
     warn : emit an :class:`~ncmse.errors.NCMSEWarning` for each degenerate-feature flag
@@ -119,20 +121,20 @@ def result_from_stats(
     lam = lstsq._check_lam(lam)
     stats._require_all_classes()
     C, p = stats.num_classes, stats.dim
-    rtol_ = measures.default_rtol(p, C, stats.dtype) if rtol is None else measures.check_rtol(rtol)
+    rtol_ = geometry.default_rtol(p, C, stats.dtype) if rtol is None else geometry.check_rtol(rtol)
     counts, means, within_sq, within = (t.to(torch.float64) for t in stats.centred())
     # one tolerance for every rank decision: the statistics' precision and the features' own
     # (float32 features: rounding ~2⁻²⁴ in every direction is not a class-mean direction)
     unit = max(float(stats.input_roundoff), torch.finfo(torch.float64).eps / 2)
-    tol = measures.feature_tolerance(rtol_, unit, counts, means, within_sq)
+    tol = geometry.feature_tolerance(rtol_, unit, counts, means, within_sq)
     N = float(counts.sum())
     W = W.to(means)
     b = b.to(means)
     sigma_w = within / N
-    mbar = measures.centred_means(means)
+    mbar = geometry.centred_means(means)
 
-    nc1, rank = measures.nc1(sigma_w, mbar, rtol=tol)
-    omega, singular = measures.whitened_spectrum(sigma_w, mbar, rtol=tol)
+    nc1, rank = geometry.nc1(sigma_w, mbar, rtol=tol)
+    omega, singular = geometry.whitened_spectrum(sigma_w, mbar, rtol=tol)
     weights = counts / N
     moments = lstsq.Moments(weights=weights, means=means, sigma_w=sigma_w, num_samples=int(N))
     # the pairwise quantities in tiles of classes (memory O(C·p + tile²), never a C×C matrix):
@@ -159,12 +161,12 @@ def result_from_stats(
     values = {
         "nc1": nc1,
         "nc1_unnormalized": C * nc1,
-        "nc1_trace_ratio": measures.nc1_trace_ratio(sigma_w, mbar),
+        "nc1_trace_ratio": geometry.nc1_trace_ratio(sigma_w, mbar),
         "cdnv": pairs.cdnv,
-        "equinorm_means": measures.equinorm(mbar_rows),
+        "equinorm_means": geometry.equinorm(mbar_rows),
         "equiangular_means": pairs.equiangular,
         "maxangle_means": pairs.maxangle,
-        "nc3": measures.nc3(W, mbar),
+        "nc3": geometry.nc3(W, mbar),
         "nc4": nan if nc4_mismatch is None else float(nc4_mismatch) / N,
         "etf_error_means": pairs.etf_error,
         "etf_error_wm": etf_wm,
@@ -176,7 +178,7 @@ def result_from_stats(
         values = dict.fromkeys(values, nan)
         snr = (nan,) * len(snr)
     classifier = {
-        "equinorm_classifier": measures.equinorm(W),
+        "equinorm_classifier": geometry.equinorm(W),
         "equiangular_classifier": classifier_angles.equiangular,
         "maxangle_classifier": classifier_angles.maxangle,
     }
@@ -208,7 +210,7 @@ def result_from_stats(
 
 def _warn(message: str) -> None:
     """Warn with the location of the first caller outside the ncmse package."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     level, frame = 2, sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
@@ -227,10 +229,10 @@ def _flags(
     min_norm_ls: bool = False,
 ) -> tuple[str, ...]:
     """The SPEC §2 degenerate-feature flags (and ``total_covariance_singular``, the LS solve's),
-    in :data:`ncmse.result.FLAGS` order."""
+    in :data:`ncmse.collapse.result.FLAGS` order."""
     p, C = mbar.shape
     flags = []
-    if measures.no_between_class_spread(means, mbar, rtol) or rank == 0:
+    if geometry.no_between_class_spread(means, mbar, rtol) or rank == 0:
         flags.append("no_between_class_spread")
     if singular:
         flags.append("within_class_singular")
@@ -325,7 +327,7 @@ def _check_options(lam: Any, rtol: Any, dtype: Any) -> None:
     """Validate the numeric options before any data is read (nothing is half-consumed)."""
     lstsq._check_lam(lam)
     if rtol is not None:
-        measures.check_rtol(rtol)
+        geometry.check_rtol(rtol)
     if dtype not in (torch.float64, torch.float32):
         raise InputError(
             f"dtype (precision of the statistics) must be torch.float64 or torch.float32, got "
@@ -608,7 +610,7 @@ def measure(
     adds to make the shards equal is dropped (the last rows of a rank's pass). A loader that
     repeats or leaves out samples (sampling with replacement, ``drop_last=True``, a custom sampler
     whose shards do not add up to the dataset under a process group) gives a
-    :class:`~ncmse.errors.SamplingWarning` (see :mod:`ncmse.sampling`).
+    :class:`~ncmse.errors.SamplingWarning` (see :mod:`ncmse.collapse.sampling`).
 
     Parameters
     ----------
@@ -622,7 +624,7 @@ def measure(
     min_samples : measure only the classes with at least this many samples (None: all classes
         must be present); see :func:`measure_stream`
     """
-    from ncmse.frontend import measure_model
+    from ncmse.collapse.frontend import measure_model
 
     check_min_samples(min_samples)
     _check_options(lam, rtol, dtype)  # before the first batch is read

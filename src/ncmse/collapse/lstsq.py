@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ncmse import pairwise
+from ncmse.collapse import pairwise
+from ncmse.collapse.geometry import RankTolerance, cholesky_regular, eigen_cut
 from ncmse.errors import InputError, SingularCovarianceError
-from ncmse.measures import RankTolerance, cholesky_regular, eigen_cut
 
 __all__ = [
     "Moments",
@@ -183,7 +183,7 @@ def ls_classifier(
         λ ≥ 0.
     rtol : float, optional
         Relative tolerance of the regularity test of Σ_T + λI (default
-        :func:`ncmse.measures.default_rtol` of the moments' dtype).
+        :func:`ncmse.collapse.geometry.default_rtol` of the moments' dtype).
 
     Returns
     -------
@@ -202,7 +202,7 @@ def ls_classifier(
 
 
 def _rtol(moments: Moments, rtol: float | RankTolerance | None) -> float | RankTolerance:
-    from ncmse.measures import check_rtol, default_rtol
+    from ncmse.collapse.geometry import check_rtol, default_rtol
 
     if rtol is None:
         return default_rtol(moments.dim, moments.num_classes, moments.means.dtype)

@@ -4,7 +4,7 @@ A run answers "did it show what the paper claims?" with the claims of the SPEC Â
 evaluated on the run's *training-split* measurement rows (the rows of ``metrics.jsonl``: plain
 dicts with SPEC names; ``snr`` as a list or expanded to ``snr_1 â€¦ snr_k``; ``test_*`` keys are
 ignored). Rows are taken in epoch order whatever order they come in; a duplicated or missing
-epoch is an :class:`~ncmse.errors.InputError` (:func:`ncmse.rundir.order_rows`).
+epoch is an :class:`~ncmse.errors.InputError` (:func:`ncmse.rundir.reader.order_rows`).
 
 =======================  ==========================================================  ==========
 id                       value                                                       holds when
@@ -60,7 +60,7 @@ nothing. The pathological runs this rule is meant for (dead features, rank-1 fea
 claim.
 
 The rescaled MSE counts as a square-loss run: its decomposition is that of the classifier divided
-by M (exact for k = 1, an approximation otherwise; :mod:`ncmse.losses`).
+by M (exact for k = 1, an approximation otherwise; :mod:`ncmse.train.losses`).
 
 Examples
 --------
@@ -424,7 +424,7 @@ def _build_run(
     lam_exact: bool,
     num_classes: int | None,
 ) -> _Run:
-    from ncmse.rundir import order_rows
+    from ncmse.rundir.reader import order_rows
 
     ordered = order_rows(rows)
     kind = loss_kind(loss)

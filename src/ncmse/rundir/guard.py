@@ -3,7 +3,7 @@
 Every process that writes a run directory (``ncmse train``, ``ncmse train --resume``, the
 training process a sweep starts) first calls :func:`claim_run_dir`, which
 
-1. takes the directory's lock (:mod:`ncmse.locking`) for the rest of the process — a second
+1. takes the directory's lock (:mod:`ncmse.rundir.lock`) for the rest of the process — a second
    trainer on the same directory is refused with a message naming the holder;
 2. for a new run, refuses an occupied directory (unless ``overwrite``), and with ``overwrite``
    refuses a directory that is not an ncmse run, then deletes only ncmse's own files;
@@ -23,9 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-from ncmse.checkpoint import TEMP_PATTERN, remove_stale_temps
 from ncmse.errors import InputError
-from ncmse.locking import LOCK_NAME, DirLock, claim, unclaim
+from ncmse.rundir.checkpoint import TEMP_PATTERN, remove_stale_temps
+from ncmse.rundir.lock import LOCK_NAME, DirLock, claim, unclaim
 
 __all__ = [
     "RUN_FILES",
@@ -80,11 +80,11 @@ def is_ncmse_run(path: str | os.PathLike[str]) -> bool:
             return True
     if (path / "config.yaml").is_file():
         with contextlib.suppress(Exception):
-            from ncmse.config import config_from_dict, read_yaml_mapping
+            from ncmse.train.config import config_from_dict, read_yaml_mapping
 
             config_from_dict(read_yaml_mapping(path / "config.yaml", "config.yaml"))
             return True
-    from ncmse.checkpoint import verify_checkpoint
+    from ncmse.rundir.checkpoint import verify_checkpoint
 
     if verify_checkpoint(path / "checkpoints" / "last.pt") is None:
         return True
@@ -98,7 +98,7 @@ def is_ufm_run(path: str | os.PathLike[str]) -> bool:
     ``omega0`` ...) rather than a training config's."""
     import dataclasses
 
-    from ncmse.rundir import read_config, read_summary
+    from ncmse.rundir.reader import read_config, read_summary
 
     path = Path(path)
     if not path.is_dir():
@@ -107,7 +107,7 @@ def is_ufm_run(path: str | os.PathLike[str]) -> bool:
     if summary.get("kind") == "ufm":
         return True
     config = read_config(path, strict=False) or {}
-    from ncmse.config import valid_keys
+    from ncmse.train.config import valid_keys
     from ncmse.ufm.config import UFMConfig
 
     ufm_only = {f.name for f in dataclasses.fields(UFMConfig)} - set(valid_keys())

@@ -17,7 +17,7 @@ configurations (``config.yaml``) agree except
 Everything else — dataset, model and ``model_kwargs`` (width, depth, BatchNorm), lr, weight
 decay, momentum, schedule, epochs, batch size, measurement epochs, seed, precision,
 ``freeze_features`` — must be equal. A key missing from one config.yaml (written before the
-key existed) counts as its default value in :class:`ncmse.config.Config`. Runs that cannot be
+key existed) counts as its default value in :class:`ncmse.train.config.Config`. Runs that cannot be
 paired are listed with the reason (no partner with the same configuration — naming the keys in
 which the closest one differs —, several candidates, not finished, no config.yaml, a loss other
 than MSE or CE).
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ncmse.claims import CLAIM_IDS, claims_are_current, loss_kind, outcome_of
+from ncmse.verdicts.claims import CLAIM_IDS, claims_are_current, loss_kind, outcome_of
 
 __all__ = [
     "GAP_THRESHOLD_PP",
@@ -91,7 +91,7 @@ RUN_CONTROL_KEYS: frozenset[str] = frozenset(
 RECORD_KEYS: tuple[str, ...] = ("name", *sorted(RUN_CONTROL_KEYS))
 #: claim 4 holds when the 95 % interval of the mean MSE − CE gap lies within ± this, in points
 GAP_THRESHOLD_PP = 1.0
-#: the four outcomes of a claim (:func:`ncmse.claims.outcome_of`), in display order
+#: the four outcomes of a claim (:func:`ncmse.verdicts.claims.outcome_of`), in display order
 OUTCOMES: tuple[str, ...] = ("holds", "fails", "inconclusive", "not applicable")
 #: accuracies are fractions k/N: a bound at exactly 1 point must not flip on rounding
 _EDGE = 1e-12
@@ -160,11 +160,12 @@ SOURCE_STALE = (
 def current_claims(run: Any) -> tuple[list[dict[str, Any]], str]:
     """A loaded run's claims in the current schema and where they came from.
 
-    Recorded claims are used when :func:`ncmse.claims.claims_are_current`; stale ones are
-    re-evaluated from the run's rows (:func:`ncmse.verdicts.run_claims` of the run without its
+    Recorded claims are used when :func:`ncmse.verdicts.claims.claims_are_current`; stale ones are
+    re-evaluated from the run's rows (:func:`ncmse.verdicts.record.run_claims` of the run without
+    its
     recorded claims).
     """
-    from ncmse.verdicts import run_claims
+    from ncmse.verdicts.record import run_claims
 
     recorded = run.summary.get("claims")
     if recorded is None or claims_are_current(recorded):
@@ -180,9 +181,9 @@ def current_claims(run: Any) -> tuple[list[dict[str, Any]], str]:
 
 
 def _defaults() -> dict[str, Any]:
-    """:class:`ncmse.config.Config` defaults (imported lazily: it pulls in torch)."""
+    """:class:`ncmse.train.config.Config` defaults (imported lazily: it pulls in torch)."""
     try:
-        from ncmse.config import Config
+        from ncmse.train.config import Config
     except ImportError:  # pragma: no cover - torch missing
         return {}
     return Config().to_dict()
@@ -530,7 +531,8 @@ def claim_counts(
     -------
     dict
         ``{claim_id: {"holds": k, "fails": f, "inconclusive": i, "not applicable": a}}`` for
-        every id of :data:`ncmse.claims.CLAIM_IDS`; the four counts add up to the number of runs.
+        every id of :data:`ncmse.verdicts.claims.CLAIM_IDS`; the four counts add up to the number
+        of runs.
     """
     counts = {cid: dict.fromkeys(OUTCOMES, 0) for cid in CLAIM_IDS}
     for claims in claim_lists:
