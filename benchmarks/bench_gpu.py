@@ -600,7 +600,8 @@ def section_e2e(rec: Recorder, args, epochs: int, overrides: list[str]) -> None:
     run."""
     import subprocess
 
-    from ncmse.train.loop import CRASH_ENV, resume, train
+    from ncmse.train.loop import CRASH_ENV
+    from ncmse.train.run import resume, train
 
     common = [f"epochs={epochs}", f"data_dir={args.data_dir}", "download=false", "quiet=true",
               "report=false", "tensorboard=false", *SMOKE_OVERRIDES, *overrides]  # fmt: skip

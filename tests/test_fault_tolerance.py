@@ -303,7 +303,7 @@ def test_device_cuda_without_cuda_creates_no_run_directory(
 def test_config_records_the_data_directory_actually_used(tmp_path: Path, monkeypatch) -> None:
     import ncmse.train.data as data
     from ncmse.train.config import resolve_config
-    from ncmse.train.loop import record_data_source
+    from ncmse.train.run import record_data_source
 
     system = tmp_path / "system"
     system.mkdir()

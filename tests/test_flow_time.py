@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from ncmse.train.config import resolve_config
-from ncmse.train.loop import CRASH_ENV, Trainer, train
+from ncmse.train.loop import CRASH_ENV, Trainer
+from ncmse.train.run import train
 from ncmse.train.schedule import epoch_learning_rates, flow_times, lr_milestones, steps_per_epoch
 
 #: digits: 1200 training samples; batch 128 → 9 full batches and a partial one

@@ -67,7 +67,8 @@ import json, sys, torch
 from ncmse.train.config import resolve_config
 from ncmse.train.distributed import init_distributed, process_group
 from ncmse.errors import DivergenceError
-from ncmse.train.loop import Trainer, open_run_dir
+from ncmse.train.loop import Trainer
+from ncmse.train.run import open_run_dir
 
 out = sys.argv[1]
 cfg = resolve_config("tiny", ["quiet=true", "report=false", "tensorboard=false", "epochs=2",

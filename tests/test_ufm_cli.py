@@ -254,9 +254,9 @@ def test_train_resume_and_measure_of_a_ufm_run_say_what_it_is(
 
 
 def test_a_training_run_is_not_taken_for_a_ufm_run(tmp_path: Path) -> None:
-    from ncmse.rundir.guard import is_ufm_run
     from ncmse.rundir.reader import RunWriter
     from ncmse.train.config import resolve_config
+    from ncmse.train.run import is_ufm_run
 
     run = tmp_path / "train"
     run.mkdir()

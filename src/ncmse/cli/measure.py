@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``ncmse measure``: print the JSON (and write it with ``--json``); returns the status."""
     from ncmse.rundir.reader import to_json, write_json
-    from ncmse.train.setup import measure_checkpoint
+    from ncmse.train.run import measure_checkpoint
 
     result = measure_checkpoint(
         args.checkpoint,

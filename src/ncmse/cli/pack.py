@@ -86,7 +86,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _wants_report(run_dir: Path) -> bool:
-    from ncmse.train.loop import config_of_run
+    from ncmse.train.run import config_of_run
 
     return bool(config_of_run(run_dir).report)
 

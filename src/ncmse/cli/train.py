@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``ncmse train``, then draw the run's report (``report: true``); returns the status."""
     from ncmse.train.config import list_presets, resolve_config
-    from ncmse.train.loop import resume_config, run_training
+    from ncmse.train.run import resume_config, run_training
 
     if args.list_presets:
         print("\n".join(list_presets()))

@@ -180,10 +180,17 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
 def run(args: argparse.Namespace) -> int:
     """Run the experiment, write the run directory, then the report (figures drawn once)."""
     from ncmse.rundir.guard import claim_run_dir, release_run_dir, remove_new_run_dir
+    from ncmse.train.config import is_run_config
 
     cfg = config_from_args(args)
     run_dir: Path = args.out if args.out is not None else _default_out(cfg.num_classes)
-    claim_run_dir(run_dir, new=True, overwrite=args.overwrite, resumable=False)
+    claim_run_dir(
+        run_dir,
+        new=True,
+        overwrite=args.overwrite,
+        resumable=False,
+        is_run_config=is_run_config,
+    )
     try:
         return _run_claimed(cfg, args, run_dir)
     except BaseException:

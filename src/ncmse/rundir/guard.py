@@ -21,6 +21,7 @@ import fnmatch
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ncmse.errors import InputError
@@ -33,12 +34,10 @@ __all__ = [
     "claim_run_dir",
     "clear_run_files",
     "is_ncmse_run",
-    "is_ufm_run",
     "missing_dirs",
     "release_run_dir",
     "remove_empty_dirs",
     "remove_new_run_dir",
-    "ufm_refusal",
 ]
 
 #: seconds a trainer waits for a run directory's lock before it is refused
@@ -65,11 +64,15 @@ def _visible_entries(path: Path) -> list[Path]:
     return [e for e in path.iterdir() if e.name != LOCK_NAME and TEMP_PATTERN.match(e.name) is None]
 
 
-def is_ncmse_run(path: str | os.PathLike[str]) -> bool:
+def is_ncmse_run(
+    path: str | os.PathLike[str], is_run_config: Callable[[Path], bool] | None = None
+) -> bool:
     """Whether ``path`` holds a training run of ncmse (or one killed before its first file).
 
-    Evidence: a ``summary.json`` of kind ``train`` or ``ufm``, a ``config.yaml`` that is a valid
-    ncmse config, a checkpoint ncmse can verify, or nothing but ncmse's lock and temporary files.
+    Evidence: a ``summary.json`` of kind ``train`` or ``ufm``, a ``config.yaml`` that
+    ``is_run_config`` accepts (the training layer's rule,
+    :func:`ncmse.train.config.is_run_config`; None: config.yaml is no evidence), a checkpoint
+    ncmse can verify, or nothing but ncmse's lock and temporary files.
     """
     path = Path(path)
     if not path.is_dir():
@@ -78,50 +81,14 @@ def is_ncmse_run(path: str | os.PathLike[str]) -> bool:
         summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
         if isinstance(summary, dict) and summary.get("kind") in ("train", "ufm"):
             return True
-    if (path / "config.yaml").is_file():
-        with contextlib.suppress(Exception):
-            from ncmse.train.config import config_from_dict, read_yaml_mapping
-
-            config_from_dict(read_yaml_mapping(path / "config.yaml", "config.yaml"))
-            return True
+    if is_run_config is not None and is_run_config(path / "config.yaml"):
+        return True
     from ncmse.rundir.checkpoint import verify_checkpoint
 
     if verify_checkpoint(path / "checkpoints" / "last.pt") is None:
         return True
     entries = list(path.iterdir())
     return bool(entries) and all(e.name == LOCK_NAME or TEMP_PATTERN.match(e.name) for e in entries)
-
-
-def is_ufm_run(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` holds a run of ``ncmse ufm`` (not of ``ncmse train``): its summary.json
-    says ``kind: ufm``, or its config.yaml holds the keys of a UFM experiment (``n``, ``p``,
-    ``omega0`` ...) rather than a training config's."""
-    import dataclasses
-
-    from ncmse.rundir.reader import read_config, read_summary
-
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    summary = read_summary(path, strict=False) or {}
-    if summary.get("kind") == "ufm":
-        return True
-    config = read_config(path, strict=False) or {}
-    from ncmse.train.config import valid_keys
-    from ncmse.ufm.config import UFMConfig
-
-    ufm_only = {f.name for f in dataclasses.fields(UFMConfig)} - set(valid_keys())
-    return bool(config) and summary.get("kind") != "train" and bool(ufm_only & set(config))
-
-
-def ufm_refusal(path: str | os.PathLike[str], command: str) -> str:
-    """The message of ``command`` (what it cannot do) given the UFM run directory ``path``."""
-    return (
-        f"{str(path)!r} is a run of ncmse ufm (the unconstrained features model), not of ncmse "
-        f"train: {command}; its measurements are in its metrics.csv and omega.csv (see them "
-        f"with ncmse report {path}); to run it again: ncmse ufm --out NEW_DIR with its options "
-        "(config.yaml)"
-    )
 
 
 def clear_run_files(path: Path) -> list[Path]:
@@ -149,7 +116,12 @@ def clear_run_files(path: Path) -> list[Path]:
 
 
 def claim_run_dir(
-    path: str | os.PathLike[str], *, new: bool, overwrite: bool = False, resumable: bool = True
+    path: str | os.PathLike[str],
+    *,
+    new: bool,
+    overwrite: bool = False,
+    resumable: bool = True,
+    is_run_config: Callable[[Path], bool] | None = None,
 ) -> DirLock:
     """Lock the run directory ``path`` for this process and make it ready to write.
 
@@ -164,6 +136,9 @@ def claim_run_dir(
     resumable : bool
         Whether the command can continue an occupied directory (``ncmse train --resume``; not
         ``ncmse ufm``): only then does the refusal suggest ``--resume``.
+    is_run_config : callable, optional
+        Whether a ``config.yaml`` is an ncmse training config (evidence for ``overwrite``, see
+        :func:`is_ncmse_run`).
 
     Returns
     -------
@@ -193,7 +168,13 @@ def claim_run_dir(
     )
     if new and path.is_dir() and _visible_entries(path) and not overwrite:
         raise occupied
-    if new and overwrite and path.is_dir() and _visible_entries(path) and not is_ncmse_run(path):
+    if (
+        new
+        and overwrite
+        and path.is_dir()
+        and _visible_entries(path)
+        and not is_ncmse_run(path, is_run_config)
+    ):
         raise InputError(
             f"--overwrite refused: {str(path)!r} is not an ncmse run directory (no summary.json, "
             "config.yaml or checkpoint of ncmse) and is not empty; choose another --out or "

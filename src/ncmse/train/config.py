@@ -24,6 +24,7 @@ from ncmse.train.losses import LOSSES, MSE_REDUCTIONS
 from ncmse.train.step import PRECISIONS
 
 __all__ = [
+    "is_run_config",
     "read_yaml_mapping",
     "Config",
     "PRESET_DIR",
@@ -415,3 +416,16 @@ def resolve_config(
         # options of the preset's model rarely fit another model: start from none
         data = {k: v for k, v in data.items() if k != "model_kwargs"}
     return config_from_dict(_merge(data, parsed), where=f"config {str(source)!r} with --set")
+
+
+def is_run_config(path: str | os.PathLike[str]) -> bool:
+    """Whether the file ``path`` holds a valid training config (a run directory's
+    ``config.yaml``; :func:`ncmse.rundir.guard.is_ncmse_run` takes it as evidence of a run)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        config_from_dict(read_yaml_mapping(path, "config.yaml"))
+    except Exception:
+        return False
+    return True

@@ -177,7 +177,7 @@ def _plan_member(member: PackMember, bundles: dict[tuple, Any]) -> _Planned:
     """Validate one member and load its dataset (shared with the other members); creates no
     file (a resume only reads its config.yaml)."""
     from ncmse.train.config import config_from_dict
-    from ncmse.train.loop import config_of_run, record_data_source
+    from ncmse.train.run import config_of_run, record_data_source
     from ncmse.train.runtime import resolve_device
 
     run_dir = Path(member.run_dir)
@@ -218,7 +218,8 @@ def _open_trainer(plan: _Planned, opened: list[tuple[Path, list[Path] | None]]) 
     ``ncmse train`` does: one writer per directory); ``opened`` gets ``(run_dir, created)``
     (``created``: the directories a new run made, None for a resume)."""
     from ncmse.rundir.guard import claim_run_dir, missing_dirs
-    from ncmse.train.loop import Trainer, check_resume, open_run_dir
+    from ncmse.train.loop import Trainer
+    from ncmse.train.run import check_resume, open_run_dir
     from ncmse.train.sinks import Checkpoints
 
     member, cfg, run_dir = plan.member, plan.cfg, Path(plan.member.run_dir)

@@ -26,7 +26,6 @@ __all__ = [
     "build_components",
     "config_loss",
     "load_config_dataset",
-    "measure_checkpoint",
     "measure_split",
     "scaled_classifier",
 ]
@@ -225,89 +224,3 @@ class _ObjectiveLoader:
             dist.all_reduce(both)
         total, count = both.tolist()
         return total / count if count else math.nan
-
-
-def measure_checkpoint(
-    checkpoint: str,
-    *,
-    split: str = "train",
-    lam: float | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    min_samples: int | None = None,
-) -> dict[str, Any]:
-    """Measure a checkpoint; returns ``{"checkpoint", "epoch", "run_id", "lam", "lam_source",
-    "train": {...}, ...}`` (``run_id`` None for a checkpoint of an older ncmse).
-
-    With the checkpoint's measurement rows, also the run's ``claims`` and ``central_path_fit``
-    (:func:`ncmse.verdicts.record.run_verdicts`), recomputed from them, and ``rows_to_epoch``, the
-    last epoch of those rows.
-
-    A damaged ``last.pt`` falls back to the run's ``prev.pt`` (with a message naming both).
-
-    Raises
-    ------
-    InputError
-        For ``lam`` < 0 or not finite, ``batch_size`` < 1, or CUDA requested without CUDA.
-        Also for the directory of an ``ncmse ufm`` run (which has no network to measure).
-    CheckpointError
-        If the checkpoint (and its fallback) is missing, damaged or not an ncmse checkpoint.
-    """
-    import dataclasses
-
-    from ncmse.collapse.min_samples import check_min_samples
-    from ncmse.errors import InputError
-    from ncmse.rundir.checkpoint import load_checkpoint
-    from ncmse.rundir.guard import is_ufm_run, ufm_refusal
-    from ncmse.train.config import config_from_dict
-    from ncmse.train.runtime import resolve_device
-
-    if lam is not None and not (math.isfinite(lam) and lam >= 0):
-        raise InputError(f"--lam {lam!r} must be a finite number >= 0; omit it to use the run's λ")
-    if batch_size is not None and batch_size < 1:
-        raise InputError(f"--batch-size {batch_size} must be a positive integer, e.g. 1024")
-    check_min_samples(min_samples)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda but CUDA is not available here; use --device cpu or auto")
-    if is_ufm_run(checkpoint):
-        raise InputError(ufm_refusal(checkpoint, "it has no network checkpoint to measure"))
-    ckpt, used = load_checkpoint(checkpoint, fix="pass another checkpoint, or train the run again")
-    run_cfg = config_from_dict(ckpt["config"], where=f"the config stored in {used}")
-    cfg = dataclasses.replace(run_cfg, device=device, lam=run_cfg.lam if lam is None else lam)
-    comps = build_components(cfg, resolve_device(cfg.device))
-    comps.model.load_state_dict(ckpt["model"])
-    bundle = comps.bundle
-    out: dict[str, Any] = {
-        "checkpoint": str(used),
-        "epoch": ckpt.get("epoch"),
-        "run_id": ckpt.get("run_id"),
-        "lam": comps.loss.lam,
-        "lam_source": comps.loss.lam_source,
-    }
-    splits = ("train", "test") if split == "both" else (split,)
-    for name in splits:
-        x, y = (
-            (bundle.train_x, bundle.train_y) if name == "train" else (bundle.test_x, bundle.test_y)
-        )
-        out[name] = measure_split(
-            comps.model,
-            comps.loss,
-            x.to(comps.device),
-            y.to(comps.device),
-            num_classes=bundle.num_classes,
-            batch_size=cfg.measure_batch_size if batch_size is None else batch_size,
-            memory_budget_bytes=cfg.memory_budget_bytes,
-            min_samples=min_samples,
-        )
-    rows = ckpt.get("rows") or []
-    if rows:  # the run's verdicts (SPEC §7, §9), recomputed from its rows up to this checkpoint
-        from ncmse.verdicts.record import run_verdicts
-
-        out["rows_to_epoch"] = max(int(r["epoch"]) for r in rows)
-
-        out.update(
-            run_verdicts(rows, loss=cfg.loss, tpt_epoch=ckpt.get("tpt_epoch"),
-                         lam_exact=config_loss(run_cfg, bundle.num_classes).exact,
-                         config=run_cfg.to_dict())
-        )  # fmt: skip
-    return out

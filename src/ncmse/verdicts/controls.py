@@ -130,7 +130,7 @@ def run_controls(
     """
     from ncmse.errors import ConfigError
     from ncmse.train.config import resolve_config
-    from ncmse.train.loop import run_training
+    from ncmse.train.run import run_training
 
     chosen = _chosen(names, ConfigError)
     configs = [
