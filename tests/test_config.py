@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ncmse.errors import ConfigError
-from ncmse.rundir.reader import RunWriter, read_config
+from ncmse.rundir.reader import read_config
+from ncmse.rundir.writer import RunWriter
 from ncmse.train.config import (
     DEFAULT_PRESET,
     Config,

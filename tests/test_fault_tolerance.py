@@ -356,12 +356,12 @@ def test_full_disk_at_the_start_of_a_run_leaves_no_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch, where: str
 ) -> None:
     import ncmse.rundir.lock
-    import ncmse.rundir.reader
+    import ncmse.rundir.writer
 
     def no_space(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
 
-    target = (ncmse.rundir.reader.RunWriter, "write_config") if where == "config.yaml" else (
+    target = (ncmse.rundir.writer.RunWriter, "write_config") if where == "config.yaml" else (
         ncmse.rundir.lock.DirLock, "acquire")  # fmt: skip
     monkeypatch.setattr(*target, no_space)
     argv = ["train", "--config", "tiny", *_sets("epochs=1")]

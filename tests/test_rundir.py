@@ -1,4 +1,4 @@
-"""The run directory format (ncmse.rundir.reader): round trips, old encodings, directories that the
+"""The run directory format (ncmse.rundir): round trips, old encodings, directories that the
 real
 commands write, and the one-way layers around it."""
 
@@ -17,16 +17,10 @@ import pytest
 from ncmse.cli.main import main
 from ncmse.errors import InputError
 from ncmse.report import write_comparison_report
+from ncmse.rundir.format import from_json, to_json
 from ncmse.rundir.guard import claim_run_dir, release_run_dir
-from ncmse.rundir.reader import (
-    RunWriter,
-    from_json,
-    load_run,
-    read_config,
-    read_summary,
-    to_json,
-    update_summary,
-)
+from ncmse.rundir.reader import load_run, read_config, read_summary
+from ncmse.rundir.writer import RunWriter, update_summary
 
 QUIET = ["quiet=true", "tensorboard=false", "measure_test=true"]
 

@@ -254,7 +254,7 @@ def test_train_resume_and_measure_of_a_ufm_run_say_what_it_is(
 
 
 def test_a_training_run_is_not_taken_for_a_ufm_run(tmp_path: Path) -> None:
-    from ncmse.rundir.reader import RunWriter
+    from ncmse.rundir.writer import RunWriter
     from ncmse.train.config import resolve_config
     from ncmse.train.run import is_ufm_run
 

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ncmse measure``: print the JSON (and write it with ``--json``); returns the status."""
-    from ncmse.rundir.reader import to_json, write_json
+    from ncmse.rundir.format import to_json
+    from ncmse.rundir.writer import write_json
     from ncmse.train.run import measure_checkpoint
 
     result = measure_checkpoint(
@@ -63,7 +64,7 @@ def _store_verdicts(result: dict, checkpoint: str) -> str:
     for the console line (nothing stored: why)."""
     from ncmse.errors import BusyError
     from ncmse.rundir.lock import hold
-    from ncmse.rundir.reader import update_summary
+    from ncmse.rundir.writer import update_summary
 
     path = Path(checkpoint)
     run_dir = path if path.is_dir() else (path.parent.parent if path.parent.name == "checkpoints"

@@ -1,39 +1,16 @@
-"""The run directory: the one module that writes and reads it (layout: docs/ARCHITECTURE.md).
-
-Producers (``ncmse train``, ``ncmse ufm``, ``ncmse measure --json``, the sweep manifest) write
-through :class:`RunWriter` / :func:`write_json`; consumers (``ncmse report``, ``ncmse sweep``,
-``ncmse train --resume``) read through :func:`load_run`, :func:`read_summary`,
-:func:`read_config` and :func:`read_rows`. No other module parses or formats these files.
-
-Non-finite numbers — the one rule
----------------------------------
-* **CSV** cells hold Python's ``repr`` of a float: ``nan``, ``inf``, ``-inf``; an empty cell means
-  *absent* (the column does not apply to that row).
-* **JSON** (``summary.json``, ``metrics.jsonl``, ``ncmse measure --json``, sweep manifests) is
-  strict JSON: NaN is written as ``null`` and ±∞ as the strings ``"inf"`` / ``"-inf"``, so an
-  infinite value (e.g. ω = +∞ at exact collapse, SPEC §2) stays distinguishable from an undefined
-  one.
-* Readers accept every encoding older versions wrote: ``""``/``null``/``"nan"`` → NaN,
-  ``"inf"``/``"Infinity"`` → ∞ and ±1e308 (the old clamp) → ±∞.
-
->>> to_json({"omega": float("inf"), "nc1": float("nan"), "n": 3})
-'{"omega": "inf", "nc1": null, "n": 3}'
->>> from_json({"omega": "inf", "old": -1e308, "nc1": None})
-{'omega': inf, 'old': -inf, 'nc1': None}
->>> csv_cell(float("-inf")), csv_cell(None), csv_cell(0.1)
-('-inf', '', '0.1')
+"""Reading a run directory: :func:`load_run` -> :class:`Run`, :func:`read_summary`,
+:func:`read_config` (strict or lenient) and :func:`read_rows` (checked: damaged lines and cells
+are errors naming the line). Cells are read by :mod:`ncmse.rundir.format`; files are written by
+:mod:`ncmse.rundir.writer`. Layout: docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,208 +19,23 @@ import yaml
 
 from ncmse.collapse.result import flatten_row
 from ncmse.errors import InputError
-from ncmse.rundir.atomic import atomic_write_text
+from ncmse.rundir.format import (
+    TEXT_COLUMNS,
+    all_bool,
+    from_json,
+    parse_cell,
+    plain,
+    text_cell,
+)
 
 __all__ = [
     "Run",
-    "RunWriter",
-    "csv_cell",
-    "default_run_dir",
-    "from_json",
     "load_run",
     "order_rows",
     "read_config",
     "read_rows",
     "read_summary",
-    "rows_to_csv",
-    "snr_columns",
-    "to_json",
-    "update_summary",
-    "write_json",
 ]
-
-#: magnitude at or above which an old file's number is read as ±∞ (old writers clamped to 1e308)
-_OLD_INF = 1e308
-_INF_TEXT = {
-    "inf": math.inf,
-    "+inf": math.inf,
-    "infinity": math.inf,
-    "-inf": -math.inf,
-    "-infinity": -math.inf,
-    "nan": math.nan,
-}
-_TRUE = {"true", "True", "TRUE"}
-_FALSE = {"false", "False", "FALSE"}
-_SNR_RE = re.compile(r"^(test_)?snr_(\d+)$")
-#: metrics columns whose values are text whatever their cells hold (also as ``test_<name>``):
-#: the string-valued keys of ``NCResult.to_dict()`` and the UFM's ``flow``; an all-empty
-#: ``flags`` column (nothing flagged) must read back as "" cells, not as NaN
-_TEXT_COLUMNS = frozenset({"nc4_method", "flags", "flow"})
-
-
-# --------------------------------------------------------------------------------------------
-# encoding
-# --------------------------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """NumPy scalars and arrays as Python values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _encode(value: Any) -> Any:
-    value = _plain(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def to_json(value: Any, *, indent: int | None = None) -> str:
-    """Strict JSON text of ``value`` under the module's rule (NaN → null, ±∞ → "inf"/"-inf")."""
-    return json.dumps(_encode(value), indent=indent, allow_nan=False, ensure_ascii=False)
-
-
-def from_json(value: Any) -> Any:
-    """Inverse of the JSON rule, recursively: "inf"/"-inf"/"nan" strings and ±1e308 → floats.
-
-    ``null`` stays ``None`` (a consumer of a numeric field reads it as NaN).
-    """
-    if isinstance(value, str):
-        return _INF_TEXT.get(value.strip().lower(), value)
-    if isinstance(value, float) and abs(value) >= _OLD_INF:
-        return math.copysign(math.inf, value)
-    if isinstance(value, dict):
-        return {k: from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    return value
-
-
-def csv_cell(value: Any) -> Any:
-    """One CSV cell: floats in full precision (``repr``: ``nan``/``inf``), ``None`` as empty."""
-    value = _plain(value)
-    if isinstance(value, float):
-        return repr(value)
-    return "" if value is None else value
-
-
-def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """CSV text of ``rows`` (``snr`` lists expanded to ``snr_j``); columns in first-seen order."""
-    flat = [flatten_row(dict(r)) for r in rows]
-    if columns is None:
-        columns = list(dict.fromkeys(k for r in flat for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
-    )
-    writer.writeheader()
-    for r in flat:
-        writer.writerow({k: csv_cell(r.get(k)) for k in columns})
-    return buf.getvalue()
-
-
-def write_json(path: str | Path, value: Any) -> Path:
-    """Atomically write ``value`` as indented strict JSON (the module's rule) to ``path``."""
-    return atomic_write_text(Path(path), to_json(value, indent=2) + "\n")
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------
-
-
-def default_run_dir(name: str, root: str | Path = "runs") -> Path:
-    """``root/<name>-<YYYYmmdd-HHMMSS>`` (with a numeric suffix if that exists)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{name}-{stamp}"
-    path, k = base, 1
-    while path.exists():
-        path = base.with_name(f"{base.name}-{k}")
-        k += 1
-    return path
-
-
-class RunWriter:
-    """Writes the files of one run directory; every write is atomic and visible at its call.
-
-    Parameters
-    ----------
-    path : path
-        The run directory (claimed by :func:`ncmse.rundir.guard.claim_run_dir`).
-    enabled : bool
-        False on processes that must not write (DDP ranks ≠ 0): every method is then a no-op.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> w = RunWriter(tempfile.mkdtemp())
-    >>> _ = w.write_rows([{"epoch": 1, "nc1": 0.5, "snr": [2.0, float("inf")]}])
-    >>> (w.path / "metrics.csv").read_text()
-    'epoch,nc1,snr_1,snr_2\\n1,0.5,2.0,inf\\n'
-    >>> _ = w.write_summary({"kind": "train", "status": "running"})
-    >>> w.update_summary(status="finished")["status"]
-    'finished'
-    """
-
-    def __init__(self, path: str | Path, *, enabled: bool = True) -> None:
-        self.path = Path(path)
-        self.enabled = enabled
-
-    def write_config(self, config: Mapping[str, Any]) -> None:
-        """``config.yaml``: the resolved config, every key, in the given order."""
-        if self.enabled:
-            text = yaml.safe_dump(_encode(dict(config)), sort_keys=False)
-            atomic_write_text(self.path / "config.yaml", text)
-
-    def write_rows(
-        self,
-        rows: Sequence[Mapping[str, Any]],
-        *,
-        jsonl: bool = True,
-        columns: Sequence[str] | None = None,
-        name: str = "metrics",
-    ) -> None:
-        """``<name>.csv`` (and ``<name>.jsonl``) holding exactly ``rows`` (rewritten atomically).
-
-        The CSV expands ``snr`` lists to ``snr_1..``; the JSONL keeps them as lists.
-        """
-        if not self.enabled:
-            return
-        atomic_write_text(self.path / f"{name}.csv", rows_to_csv(rows, columns))
-        if jsonl:
-            text = "".join(to_json(dict(r)) + "\n" for r in rows)
-            atomic_write_text(self.path / f"{name}.jsonl", text)
-
-    def write_summary(self, summary: Mapping[str, Any]) -> None:
-        """Replace ``summary.json`` with ``summary``."""
-        if self.enabled:
-            write_json(self.path / "summary.json", dict(summary))
-
-    def update_summary(self, **fields: Any) -> dict[str, Any]:
-        """Merge ``fields`` into ``summary.json`` (created if absent); returns the new summary.
-
-        This is the call for anything computed after a run (e.g. claim verdicts):
-        ``RunWriter(run_dir).update_summary(claims={...})``.
-        """
-        summary = read_summary(self.path, strict=False) or {}
-        summary.update(fields)
-        self.write_summary(summary)
-        return summary
-
-
-def update_summary(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into ``run_dir/summary.json``; see :meth:`RunWriter.update_summary`."""
-    return RunWriter(run_dir).update_summary(**fields)
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,10 +210,10 @@ def _check_cells(path: Path, numbered: list[tuple[int, dict[str, Any]]]) -> None
             raise _damaged(path, line_no, "a row with no values")
     training = "epoch" in names
     for name in names:
-        if name.removeprefix("test_") in _TEXT_COLUMNS:
+        if name.removeprefix("test_") in TEXT_COLUMNS:
             continue
         cells = [(line_no, row.get(name)) for line_no, row in numbered]
-        parsed = [(line_no, cell, _parse_cell(cell)) for line_no, cell in cells]
+        parsed = [(line_no, cell, parse_cell(cell)) for line_no, cell in cells]
         if not any(isinstance(v, float) for _, _, v in parsed):
             continue  # a text column
         for line_no, cell, value in parsed:
@@ -481,7 +273,7 @@ def order_rows(
     epochs = []
     for line_no, row in zip(where, rows):
         cell = row.get("epoch")
-        value = _parse_cell(cell)
+        value = parse_cell(cell)
         if not isinstance(value, float) or not (
             math.isfinite(value) and value >= 0 and value.is_integer()
         ):
@@ -596,7 +388,7 @@ class Run:
         if self.num_rows > 0:
             row: dict[str, Any] = {k: v[-1] for k, v in self.columns.items()}
             row.update({k: v[-1] for k, v in self.text_columns.items()})
-            final = {k: _plain(v) for k, v in row.items()}
+            final = {k: plain(v) for k, v in row.items()}
             for name in self.bool_columns:
                 if final[name] == final[name]:  # not NaN
                     final[name] = bool(final[name])
@@ -632,7 +424,7 @@ def load_run(run_dir: str | Path) -> Run:
     rows = _checked_rows(metrics_file) if metrics_file is not None else []
     columns, text_columns = _columns(rows)
     kind = str(summary.get("kind", "train"))
-    bools = frozenset(n for n in columns if _all_bool(row.get(n) for row in rows))
+    bools = frozenset(n for n in columns if all_bool(row.get(n) for row in rows))
     return Run(path, kind, summary, config, columns, text_columns, len(rows), metrics_file, bools)
 
 
@@ -652,68 +444,17 @@ def _checked_rows(path: Path) -> list[dict[str, Any]]:
     return order_rows([row for _, row in numbered], source=repr(str(path)), lines=lines)
 
 
-def snr_columns(names: Iterable[str], *, test: bool = False) -> list[str]:
-    """The ``snr_j`` (or ``test_snr_j``) column names among ``names``, ordered by j.
-
-    >>> snr_columns(["snr_10", "snr_2", "test_snr_1", "nc1"])
-    ['snr_2', 'snr_10']
-    """
-    found = []
-    for name in names:
-        match = _SNR_RE.match(name)
-        if match and bool(match.group(1)) == test:
-            found.append((int(match.group(2)), name))
-    return [name for _, name in sorted(found)]
-
-
-def _parse_cell(cell: Any) -> float | str:
-    """A cell as float (booleans as 0/1, empty/null as NaN, old ±1e308 as ±∞) or its text."""
-    if cell is None:
-        return math.nan
-    if isinstance(cell, (bool, int, float)):
-        value = float(cell)
-        return math.copysign(math.inf, value) if abs(value) >= _OLD_INF else value
-    text = str(cell).strip()
-    if text == "":
-        return math.nan
-    if text in _TRUE:
-        return 1.0
-    if text in _FALSE:
-        return 0.0
-    try:
-        return _parse_cell(float(text))
-    except ValueError:
-        return text
-
-
 def _columns(rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     names = list(dict.fromkeys(k for row in rows for k in row))
     numeric: dict[str, np.ndarray] = {}
     text: dict[str, list[str]] = {}
     for name in names:
-        if name.removeprefix("test_") in _TEXT_COLUMNS:
-            text[name] = [_text_cell(row.get(name)) for row in rows]
+        if name.removeprefix("test_") in TEXT_COLUMNS:
+            text[name] = [text_cell(row.get(name)) for row in rows]
             continue
-        cells = [_parse_cell(row.get(name)) for row in rows]
+        cells = [parse_cell(row.get(name)) for row in rows]
         if all(isinstance(c, float) for c in cells):
             numeric[name] = np.asarray(cells, dtype=np.float64)
         else:
             text[name] = ["" if isinstance(c, float) and math.isnan(c) else str(c) for c in cells]
     return numeric, text
-
-
-def _text_cell(cell: Any) -> str:
-    """A cell of a text column: its text, "" for an empty or null cell."""
-    return "" if cell is None else str(cell).strip()
-
-
-def _all_bool(cells: Iterable[Any]) -> bool:
-    """Whether every non-empty cell is a boolean (``True``/``False`` text or a bool)."""
-    seen = False
-    for cell in cells:
-        if cell is None or cell == "":
-            continue
-        if not (isinstance(cell, bool) or str(cell).strip() in _TRUE | _FALSE):
-            return False
-        seen = True
-    return seen

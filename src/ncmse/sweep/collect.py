@@ -300,7 +300,7 @@ class GroupStats:
     test_error_mean: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Manifest form (``*_mean`` / ``*_std`` keys); NaN/∞ as :mod:`ncmse.rundir.reader` writes
+        """Manifest form (``*_mean`` / ``*_std`` keys); NaN/∞ as :mod:`ncmse.rundir.format` writes
         them."""
         out: dict[str, Any] = {
             "preset": self.preset,

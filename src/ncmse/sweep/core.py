@@ -31,8 +31,9 @@ from typing import Any, TextIO
 
 from ncmse.errors import BusyError, ConfigError
 from ncmse.rundir.atomic import atomic_write_text
+from ncmse.rundir.format import rows_to_csv
 from ncmse.rundir.lock import DirLock, holder
-from ncmse.rundir.reader import rows_to_csv, write_json
+from ncmse.rundir.writer import write_json
 from ncmse.sweep.collect import (
     FINAL_KEYS,
     RunResult,

@@ -14,7 +14,7 @@ The loop (:meth:`Trainer.fit`) reads top to bottom::
         if measured epoch: record(measure_row)   # metrics files, summary, TensorBoard, console
         if checkpoint epoch: checkpoints.save(state_dict())
 
-Files are written through :class:`ncmse.rundir.reader.RunWriter` (layout: docs/ARCHITECTURE.md); the
+Files are written through :class:`ncmse.rundir.writer.RunWriter` (layout: docs/ARCHITECTURE.md); the
 sinks are :mod:`ncmse.train.sinks`. The report is drawn by the caller (``ncmse train``), not here.
 """
 
@@ -37,7 +37,7 @@ from ncmse.errors import (
     DivergenceError,
     NonFiniteError,
 )
-from ncmse.rundir.reader import RunWriter
+from ncmse.rundir.writer import RunWriter
 from ncmse.train.config import Config
 from ncmse.train.distributed import (
     DistInfo,

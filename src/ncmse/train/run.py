@@ -27,7 +27,8 @@ from ncmse.rundir.guard import (
     remove_empty_dirs,
     remove_new_run_dir,
 )
-from ncmse.rundir.reader import RunWriter, default_run_dir, read_config, read_summary
+from ncmse.rundir.reader import read_config, read_summary
+from ncmse.rundir.writer import RunWriter, default_run_dir
 from ncmse.train.config import Config, config_from_dict, is_run_config, valid_keys
 from ncmse.train.distributed import DistInfo, broadcast, init_distributed, process_group
 from ncmse.train.loop import Trainer

@@ -25,7 +25,7 @@ import torch
 
 from ncmse.collapse.api import measure_features
 from ncmse.collapse.result import METRIC_NAMES
-from ncmse.rundir.reader import RunWriter
+from ncmse.rundir.writer import RunWriter
 from ncmse.train.runtime import environment, resolve_device
 from ncmse.ufm import closed_form, flows, gd, model
 from ncmse.ufm.config import UFMConfig
