@@ -22,6 +22,8 @@ Non-finite numbers
 ('-inf', '', '0.1')
 >>> parse_cell("1e308"), parse_cell(""), parse_cell("True"), parse_cell("cache")
 (inf, nan, 1.0, 'cache')
+>>> number("-1e308"), number("cache"), number(None)
+(-inf, nan, nan)
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "csv_cell",
     "encode",
     "from_json",
+    "number",
     "parse_cell",
     "plain",
     "rows_to_csv",
@@ -199,3 +202,14 @@ def all_bool(cells: Iterable[Any]) -> bool:
             return False
         seen = True
     return seen
+
+
+def number(cell: Any) -> float:
+    """A cell as a number under the one rule (:func:`parse_cell`): NaN for text that is not one.
+
+    NumPy scalars are taken at their value (a float32 cell is not rounded through its text).
+    """
+    if isinstance(cell, np.number):
+        cell = float(cell)
+    value = parse_cell(cell)
+    return value if isinstance(value, float) else math.nan

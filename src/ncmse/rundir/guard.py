@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 from ncmse.errors import InputError
 from ncmse.rundir.checkpoint import TEMP_PATTERN, remove_stale_temps
 from ncmse.rundir.lock import LOCK_NAME, DirLock, claim, unclaim
+from ncmse.rundir.reader import read_summary
 
 __all__ = [
     "RUN_FILES",
@@ -77,10 +77,9 @@ def is_ncmse_run(
     path = Path(path)
     if not path.is_dir():
         return False
-    with contextlib.suppress(OSError, ValueError):
-        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-        if isinstance(summary, dict) and summary.get("kind") in ("train", "ufm"):
-            return True
+    summary = read_summary(path, strict=False) or {}
+    if summary.get("kind") in ("train", "ufm"):
+        return True
     if is_run_config is not None and is_run_config(path / "config.yaml"):
         return True
     from ncmse.rundir.checkpoint import verify_checkpoint

@@ -52,6 +52,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize_scalar
 
 from ncmse.errors import NCMSEError
+from ncmse.rundir.format import number
 from ncmse.train.schedule import flow_times, lr_drop_epochs, steps_per_epoch
 from ncmse.ufm.closed_form import Law, law_for_flow
 from ncmse.verdicts.claims import omega_of
@@ -113,20 +114,13 @@ def omega_table(rows: Sequence[Mapping[str, Any]]) -> tuple[NDArray[np.float64],
 
     Rows with fewer ω than the widest row are padded with NaN.
     """
-    epochs = np.array([_float(r.get("epoch")) for r in rows], dtype=np.float64)
+    epochs = np.array([number(r.get("epoch")) for r in rows], dtype=np.float64)
     omegas = [omega_of(r) for r in rows]
     k = max((w.size for w in omegas), default=0)
     table = np.full((len(rows), k), np.nan)
     for i, w in enumerate(omegas):
         table[i, : w.size] = w
     return epochs, table
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,15 +166,15 @@ def clock_of(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None
         loader keeps the last partial batch). It also locates the learning-rate drops exactly;
         without it a drop is placed at the last measurement before the rows' ``lr`` changes.
     """
-    epochs = np.array([_float(r.get("epoch")) for r in rows], dtype=np.float64)
-    recorded = np.array([_float(r.get("flow_time")) for r in rows], dtype=np.float64)
+    epochs = np.array([number(r.get("epoch")) for r in rows], dtype=np.float64)
+    recorded = np.array([number(r.get("flow_time")) for r in rows], dtype=np.float64)
     schedule: NDArray[np.float64] | None = None
     drops: list[int] = []
     problem = None
     if config is not None:
         try:
             drops = lr_drop_epochs(config)
-            total = _float(rows[-1].get("num_samples")) if rows else math.nan
+            total = number(rows[-1].get("num_samples")) if rows else math.nan
             if math.isfinite(total) and total >= 1:
                 schedule = flow_times(config, steps_per_epoch(int(total), _batch(config)))
             else:
@@ -200,7 +194,7 @@ def clock_of(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None
             why = "the measurement epochs are not whole epochs of the config's schedule"
         return Clock(None, None, reason=f"no flow time: {why}")
     if config is None:
-        lrs = np.array([_float(r.get("lr")) for r in rows], dtype=np.float64)
+        lrs = np.array([number(r.get("lr")) for r in rows], dtype=np.float64)
         changed = np.nonzero(np.isfinite(lrs[:-1]) & (lrs[1:] != lrs[:-1]))[0]
         changed = changed[np.isfinite(lrs[changed + 1])]
         return Clock(tau, source, tuple(int(epochs[i]) for i in changed),
@@ -212,7 +206,7 @@ def clock_of(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None
 def _batch(config: Mapping[str, Any]) -> int:
     from ncmse.train.config import Config
 
-    value = _float(config.get("batch_size", Config().batch_size))
+    value = number(config.get("batch_size", Config().batch_size))
     return int(value) if math.isfinite(value) else 0
 
 
@@ -539,7 +533,7 @@ def fit_central_path(
         ref = rows[-1]
         num_classes = num_classes or _int_or_none(ref.get("num_classes"))
         if n is None:
-            total = _float(ref.get("num_samples"))
+            total = number(ref.get("num_samples"))
             n = total / num_classes if num_classes and math.isfinite(total) else None
     balanced = _flag(rows[-1].get("balanced")) if rows else None
     if not num_classes or num_classes < 2 or not n or n <= 0:
@@ -636,8 +630,8 @@ def _flag(value: Any) -> bool | None:
     if isinstance(value, str):
         text = value.strip().lower()
         return True if text == "true" else (False if text == "false" else None)
-    number = _float(value)
-    return None if math.isnan(number) else bool(number)
+    x = number(value)
+    return None if math.isnan(x) else bool(x)
 
 
 def _integral(x: float) -> float | int:
@@ -646,5 +640,5 @@ def _integral(x: float) -> float | int:
 
 
 def _int_or_none(value: Any) -> int | None:
-    number = _float(value)
-    return int(number) if math.isfinite(number) and number > 0 else None
+    x = number(value)
+    return int(x) if math.isfinite(x) and x > 0 else None

@@ -83,12 +83,13 @@ Examples
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ncmse.rundir.format import number, snr_columns
 
 __all__ = [
     "CLAIM_IDS",
@@ -176,9 +177,6 @@ _LOSS_ALIASES = {
     "cross-entropy": "ce",
     "rescaled-mse": "rescaled_mse",
 }
-_SNR_KEY = re.compile(r"^snr_(\d+)$")
-_INF_TEXT = {"inf": math.inf, "+inf": math.inf, "infinity": math.inf, "-inf": -math.inf,
-             "-infinity": -math.inf, "nan": math.nan}  # fmt: skip
 
 _STATEMENTS: dict[str, str] = {
     "identity": "L = L_NC1 + L_NC2/3 + L_⊥ at every measurement (max relative residual)",
@@ -201,21 +199,6 @@ _STATEMENTS: dict[str, str] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _number(value: Any) -> float:
-    """A cell as a float: None/""/unparseable → NaN, "inf"/"nan" text → ±∞/NaN, bool → 0/1."""
-    if value is None:
-        return math.nan
-    if isinstance(value, (bool, int, float, np.number)):
-        return float(value)
-    text = str(value).strip()
-    if text.lower() in _INF_TEXT:
-        return _INF_TEXT[text.lower()]
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
 def omega_of(row: Mapping[str, Any]) -> np.ndarray:
     """The SNR singular values ω_1 … ω_k of a training-split row, shape (k,).
 
@@ -224,9 +207,8 @@ def omega_of(row: Mapping[str, Any]) -> np.ndarray:
     """
     snr = row.get("snr")
     if isinstance(snr, (list, tuple, np.ndarray)):
-        return np.array([_number(v) for v in snr], dtype=np.float64)
-    found = sorted((int(m.group(1)), k) for k in row if (m := _SNR_KEY.match(str(k))))
-    return np.array([_number(row[k]) for _, k in found], dtype=np.float64)
+        return np.array([number(v) for v in snr], dtype=np.float64)
+    return np.array([number(row[k]) for k in snr_columns(map(str, row))], dtype=np.float64)
 
 
 def tpt_epoch_of(rows: Sequence[Mapping[str, Any]]) -> int | None:
@@ -234,10 +216,10 @@ def tpt_epoch_of(rows: Sequence[Mapping[str, Any]]) -> int | None:
 
     The rows are taken in epoch order.
     """
-    for row in sorted(rows, key=lambda r: _number(r.get("epoch"))):
-        epoch, error = _number(row.get("epoch")), _number(row.get("train_error"))
+    for row in sorted(rows, key=lambda r: number(r.get("epoch"))):
+        epoch, error = number(row.get("epoch")), number(row.get("train_error"))
         if math.isnan(error):
-            error = 1.0 - _number(row.get("accuracy"))
+            error = 1.0 - number(row.get("accuracy"))
         if epoch > 0 and error == 0.0:
             return int(epoch)
     return None
@@ -262,10 +244,10 @@ def _ratio(num: float, den: float) -> float:
 
 
 def _perp_ratio(row: Mapping[str, Any]) -> float:
-    perp, loss = _number(row.get("loss_perp")), _number(row.get("loss"))
+    perp, loss = number(row.get("loss_perp")), number(row.get("loss"))
     if not (math.isnan(perp) or math.isnan(loss)):
         return _ratio(perp, loss)
-    return _number(row.get("loss_perp_ratio"))
+    return number(row.get("loss_perp_ratio"))
 
 
 def _omega_min(row: Mapping[str, Any]) -> float:
@@ -393,14 +375,14 @@ class _Run:
         return self.rows[-1]
 
     def epoch(self, index: int) -> str:
-        epoch = _number(self.rows[index].get("epoch"))
+        epoch = number(self.rows[index].get("epoch"))
         return "?" if math.isnan(epoch) else f"{epoch:g}"
 
     def late_half(self) -> list[Mapping[str, Any]]:
         """The measurements of the last half of the run (epochs ≥ (first + last)/2)."""
-        lo, hi = _number(self.first.get("epoch")), _number(self.last.get("epoch"))
+        lo, hi = number(self.first.get("epoch")), number(self.last.get("epoch"))
         middle = 0.5 * (lo + hi)
-        return [r for r in self.rows if _number(r.get("epoch")) >= middle]
+        return [r for r in self.rows if number(r.get("epoch")) >= middle]
 
     def after_tpt(self) -> list[Mapping[str, Any]]:
         """The measurements from TPT on (empty without a TPT)."""
@@ -443,7 +425,7 @@ def _build_run(
     tpt = None if tpt_epoch is None else int(tpt_epoch)
     index = None
     if tpt is not None:
-        epochs = [_number(r.get("epoch")) for r in ordered]
+        epochs = [number(r.get("epoch")) for r in ordered]
         index = next((i for i, e in enumerate(epochs) if e >= tpt), None)
     return _Run(
         ordered,
@@ -462,7 +444,7 @@ def _classes(rows: Sequence[Mapping[str, Any]], num_classes: int | None) -> int 
         return int(num_classes)
     if not rows:
         return None
-    value = _number(rows[-1].get("num_classes"))
+    value = number(rows[-1].get("num_classes"))
     if math.isfinite(value) and value >= 1:
         return int(value)
     k = omega_of(rows[-1]).size
@@ -526,7 +508,7 @@ def _fmt(value: float) -> str:
 def _window_text(rows: Sequence[Mapping[str, Any]], noise: float) -> str:
     if not rows:
         return "no measurement in the noise window"
-    a, b = _number(rows[0].get("epoch")), _number(rows[-1].get("epoch"))
+    a, b = number(rows[0].get("epoch")), number(rows[-1].get("epoch"))
     return f"σ = {_fmt(noise)} over {len(rows)} measurement(s), epochs {a:g}–{b:g}"
 
 
@@ -538,8 +520,8 @@ def _window_text(rows: Sequence[Mapping[str, Any]], noise: float) -> str:
 def _identity(run: _Run) -> dict[str, Any]:
     residuals = []
     for row in run.rows:
-        loss = _number(row.get("loss"))
-        parts = sum(_number(row.get(k)) for k in ("loss_nc1", "loss_nc23", "loss_perp"))
+        loss = number(row.get("loss"))
+        parts = sum(number(row.get(k)) for k in ("loss_nc1", "loss_nc23", "loss_perp"))
         residuals.append(_ratio(abs(loss - parts), abs(loss)) if loss != 0.0 or parts else 0.0)
     bad = [run.epoch(i) for i, r in enumerate(residuals) if math.isnan(r)]
     if bad:
@@ -639,20 +621,20 @@ def _perp_falls(run: _Run) -> dict[str, Any]:
 
 def _ls_loss(row: Mapping[str, Any]) -> float:
     """L_NC1 + L_NC2/3 of a row (= L_LS, the loss of the least-squares classifier)."""
-    return _number(row.get("loss_nc1")) + _number(row.get("loss_nc23"))
+    return number(row.get("loss_nc1")) + number(row.get("loss_nc23"))
 
 
 def _nc1_falls(run: _Run) -> dict[str, Any]:
     if why := _single_reason(run):
         return _not_applicable("nc1_falls", NC1_FALL_FACTOR, why)
-    series = lambda r: _number(r.get("nc1"))  # noqa: E731
+    series = lambda r: number(r.get("nc1"))  # noqa: E731
     return _first_last("nc1_falls", run, series, "nc1", NC1_FALL_FACTOR, after_tpt=False)
 
 
 def _nc1_falls_after_tpt(run: _Run) -> dict[str, Any]:
     if why := run.tpt_reason():
         return _not_applicable("nc1_falls_after_tpt", NC1_AFTER_TPT_FACTOR, why)
-    series = lambda r: _number(r.get("nc1"))  # noqa: E731
+    series = lambda r: number(r.get("nc1"))  # noqa: E731
     return _first_last("nc1_falls_after_tpt", run, series, "nc1", NC1_AFTER_TPT_FACTOR,
                        after_tpt=True)  # fmt: skip
 
@@ -682,8 +664,8 @@ def _nc234_parts(run: _Run) -> list[tuple[str, _Check]]:
     names = _FALL_METRICS if run.num_classes is None or run.num_classes > 2 else ("nc3",)
     parts = []
     for name in names:
-        a, b = _number(run.first.get(name)), _number(run.last.get(name))
-        window = [_number(r.get(name)) for r in late]
+        a, b = number(run.first.get(name)), number(run.last.get(name))
+        window = [number(r.get(name)) for r in late]
         check = _check(_ratio(a, b), NC234_FALL_FACTOR, window, at_most=False, detail="")
         parts.append(
             (
@@ -696,8 +678,8 @@ def _nc234_parts(run: _Run) -> list[tuple[str, _Check]]:
                 ),
             )
         )
-    b = _number(run.last.get("nc4"))
-    check = _check(b, NC4_LAST_MAX, [_number(r.get("nc4")) for r in late], at_most=True, detail="")
+    b = number(run.last.get("nc4"))
+    check = _check(b, NC4_LAST_MAX, [number(r.get("nc4")) for r in late], at_most=True, detail="")
     parts.append(("nc4", _Check(b, check.holds, check.noise,
                                 f"nc4 last {_fmt(b)} (σ {_fmt(check.noise)})")))  # fmt: skip
     return parts
