@@ -5,6 +5,10 @@ Each message says which input was wrong and how to fix it, in the manner of eino
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 __all__ = [
     "NCMSEError",
     "InputError",
@@ -22,6 +26,7 @@ __all__ = [
     "BusyError",
     "CheckpointError",
     "explain",
+    "warn_caller",
 ]
 
 
@@ -138,3 +143,13 @@ def explain(exc: BaseException) -> str | None:
     if yaml is not None and isinstance(exc, yaml.YAMLError):
         return f"invalid YAML ({' '.join(text.split())}); fix the file"
     return None
+
+
+def warn_caller(message: str, category: type[Warning] = NCMSEWarning) -> None:
+    """Warn with ``category``, located at the first caller outside the ncmse package (so the
+    warning names the user's line, however deep inside ncmse it was raised)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -46,12 +46,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
     ) from exc
 
 from ncmse.collapse import lstsq
-from ncmse.collapse.api import _warn, result_from_stats
+from ncmse.collapse.api import result_from_stats
 from ncmse.collapse.decisions import TiledDecisions, classifier_credit
 from ncmse.collapse.min_samples import check_min_samples
 from ncmse.collapse.result import NCResult
 from ncmse.collapse.stats import ClassStats, check_batch, merge
-from ncmse.errors import EmptyDataError, InputError, ShapeError
+from ncmse.errors import EmptyDataError, InputError, ShapeError, warn_caller
 
 __all__ = ["NeuralCollapseMetric"]
 
@@ -126,7 +126,7 @@ class NeuralCollapseMetric(Metric):
         # a tuple keeps the layer out of the sub-modules (its parameters are not this metric's
         # state) and, unlike a closure, pickles
         self._classifier = (classifier,)
-        self.num_classes, self.dim, self.lam = C, p, lstsq._check_lam(lam)
+        self.num_classes, self.dim, self.lam = C, p, lstsq.check_lam(lam)
         self.keep_features = keep_features
         template = ClassStats(C, p).state_tensors()
         self._state_names = tuple(template)
@@ -263,7 +263,7 @@ class NeuralCollapseMetric(Metric):
             changed = True
         if not changed:
             return float(self.correct)
-        _warn(
+        warn_caller(
             "ncmse: NeuralCollapseMetric: accuracy is NaN: the classifier's weights changed "
             "between update() calls or since the last one, so the decisions counted at update() "
             "are not those of the weights compute() measures with; pass keep_features=True to "

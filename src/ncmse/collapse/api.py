@@ -10,9 +10,7 @@ statistics.
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -29,12 +27,14 @@ from ncmse.errors import (
     EmptyDataError,
     InputError,
     LabelError,
-    NCMSEWarning,
     NonFiniteError,
     ShapeError,
+    warn_caller,
 )
 
 __all__ = [
+    "check_num_classes",
+    "distributed_active",
     "measure_features",
     "measure_stream",
     "measure",
@@ -74,13 +74,14 @@ def _check_classifier(
     return W.detach(), b.detach()
 
 
-def _check_num_classes(num_classes: Any) -> int:
+def check_num_classes(num_classes: Any) -> int:
+    """``num_classes`` checked: an integer ≥ 2 (InputError otherwise)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise InputError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
     return num_classes
 
 
-def _distributed(flag: bool | None) -> bool:
+def distributed_active(flag: bool | None) -> bool:
     import torch.distributed as dist
 
     active = dist.is_available() and dist.is_initialized()
@@ -118,8 +119,8 @@ def result_from_stats(
     warn : emit an :class:`~ncmse.errors.NCMSEWarning` for each degenerate-feature flag
     excluded : (classes, samples) left out of ``stats`` by ``min_samples``, recorded in the result
     """
-    lam = lstsq._check_lam(lam)
-    stats._require_all_classes()
+    lam = lstsq.check_lam(lam)
+    stats.require_all_classes()
     C, p = stats.num_classes, stats.dim
     rtol_ = geometry.default_rtol(p, C, stats.dtype) if rtol is None else geometry.check_rtol(rtol)
     counts, means, within_sq, within = (t.to(torch.float64) for t in stats.centred())
@@ -186,7 +187,7 @@ def result_from_stats(
         classifier["equiangular_classifier"] = classifier["maxangle_classifier"] = nan
     if warn:
         for flag in flags:
-            _warn(f"ncmse: {flag}: {FLAGS[flag]}")
+            warn_caller(f"ncmse: {flag}: {FLAGS[flag]}")
     return NCResult(
         accuracy=nan if correct is None else float(correct) / N,
         loss=dec.loss,
@@ -206,15 +207,6 @@ def result_from_stats(
         num_samples_excluded=int(excluded[1]),
         **values,
     )
-
-
-def _warn(message: str) -> None:
-    """Warn with the location of the first caller outside the ncmse package."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, NCMSEWarning, stacklevel=level)
 
 
 def _flags(
@@ -287,7 +279,7 @@ def measure_features(
     >>> abs(r.loss - (r.loss_nc1 + r.loss_nc23 + r.loss_perp)) < 1e-10
     True
     """
-    C = _check_num_classes(num_classes)
+    C = check_num_classes(num_classes)
     _check_options(lam, rtol, dtype)
     check_batch(features, labels, C)
     if features.shape[0] == 0:
@@ -300,7 +292,7 @@ def measure_features(
         (features[start : start + step], labels[start : start + step])
         for start in range(0, features.shape[0], step)
     ]
-    return measure_stream(
+    result = measure_stream(
         views,
         W,
         b,
@@ -311,8 +303,8 @@ def measure_features(
         distributed=False,
         min_samples=min_samples,
         memory_budget_bytes=2**62,
-        _nc4_method="direct",
     )
+    return dataclasses.replace(result, nc4_method="direct")  # every feature held: NC4 in one pass
 
 
 def _reiterable(batches: _Batches | Callable[[], _Batches]) -> Callable[[], Iterator] | None:
@@ -325,7 +317,7 @@ def _reiterable(batches: _Batches | Callable[[], _Batches]) -> Callable[[], Iter
 
 def _check_options(lam: Any, rtol: Any, dtype: Any) -> None:
     """Validate the numeric options before any data is read (nothing is half-consumed)."""
-    lstsq._check_lam(lam)
+    lstsq.check_lam(lam)
     if rtol is not None:
         geometry.check_rtol(rtol)
     if dtype not in (torch.float64, torch.float32):
@@ -348,7 +340,6 @@ def measure_stream(
     dtype: torch.dtype = torch.float64,
     distributed: bool | None = None,
     min_samples: int | None = None,
-    _nc4_method: str | None = None,
 ) -> NCResult:
     """Measure collapse of a stream of ``(features [B, p], labels [B])`` batches in one pass.
 
@@ -366,14 +357,14 @@ def measure_stream(
     On an accelerator the pass runs without a host synchronisation per block (the label range is
     checked once at the end); memory is ``O(C·p + p²)`` plus tiles, whatever N and C.
     """
-    C = _check_num_classes(num_classes)
+    C = check_num_classes(num_classes)
     _check_options(lam, rtol, dtype)
     m = check_min_samples(min_samples)
     if not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 0:
         raise InputError(f"memory_budget_bytes must be an integer ≥ 0, got {memory_budget_bytes!r}")
     factory = _reiterable(batches)
     first_iter = factory() if factory is not None else iter(batches)
-    dist_on = _distributed(distributed)
+    dist_on = distributed_active(distributed)
     dev = torch.device(device) if device is not None else W.device
 
     stats: ClassStats | None = None
@@ -461,7 +452,7 @@ def measure_stream(
     Wd, bd = W.to(device=dev, dtype=torch.float64), b.to(device=dev, dtype=torch.float64)
 
     if cache is not None:
-        method, source = (_nc4_method or "cache"), iter(cache)
+        method, source = "cache", iter(cache)
     elif factory is not None:
         method, source = "second_pass", factory()
     else:
@@ -549,7 +540,7 @@ def _measured_subset(
     With ``min_samples=None`` every class must have samples (EmptyClassError otherwise).
     """
     if min_samples is None:
-        stats._require_all_classes()
+        stats.require_all_classes()
         return stats, W, b, None, (0, 0)
     if float(total_counts.sum()) == 0:
         raise EmptyDataError("no samples were added; the features / loader are empty")

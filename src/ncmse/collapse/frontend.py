@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ncmse.collapse import sampling
-from ncmse.collapse.api import _check_num_classes, _distributed, measure_stream
+from ncmse.collapse.api import check_num_classes, distributed_active, measure_stream
 from ncmse.collapse.result import NCResult
 from ncmse.errors import EmptyDataError, InputError, ShapeError
 
@@ -108,7 +108,7 @@ def measure_model(
         model_device = next(inner.parameters()).device
     except StopIteration:
         model_device = torch.device("cpu")
-    dist_on = _distributed(distributed)
+    dist_on = distributed_active(distributed)
     plan = sampling.plan(loader, distributed=dist_on, auto=distributed is None)
 
     # the first batch is read once, both to find the classifier and as the start of the first
@@ -124,7 +124,7 @@ def measure_model(
             layer = classifier
             if layer is None:
                 layer = final_linear(inner, _split(first)[0].to(model_device))
-            C = _check_num_classes(layer.out_features if num_classes is None else num_classes)
+            C = check_num_classes(layer.out_features if num_classes is None else num_classes)
             if layer.out_features != C:
                 raise ShapeError(
                     f"the classifier has {layer.out_features} outputs but num_classes={C}; pass "

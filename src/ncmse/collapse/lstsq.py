@@ -30,6 +30,7 @@ __all__ = [
     "decompose",
     "mse_loss",
     "lambda_for",
+    "check_lam",
 ]
 
 
@@ -106,7 +107,8 @@ class Decomposition:
         return {k: v for k, v in self.__dict__.items() if k != "min_norm_ls"}
 
 
-def _check_lam(lam: object) -> float:
+def check_lam(lam: object) -> float:
+    """``lam`` as a float, checked: a finite number ≥ 0 (InputError otherwise)."""
     if isinstance(lam, bool) or not isinstance(lam, (int, float)):
         try:
             lam = float(lam)  # numpy / torch scalars
@@ -196,7 +198,7 @@ def ls_classifier(
     but every §3 quantity is: they depend on the classifier only through W Σ_T Wᵀ and W(μ_c − m),
     which are the same for all minimisers. The minimum-norm minimiser is returned.
     """
-    lam = _check_lam(lam)
+    lam = check_lam(lam)
     W_ls, b_ls, *_ = _solve_ls(moments, lam, _rtol(moments, rtol))
     return W_ls, b_ls
 
@@ -253,7 +255,7 @@ def mse_loss(
     pass over C×C tiles); otherwise it is computed here, tiled, as
     Σ_c π_c ‖W (μ_c − m) + (W m + b) − e_c‖².
     """
-    lam = _check_lam(lam)
+    lam = check_lam(lam)
     W, b = W.to(moments.means), b.to(moments.means)
     m = moments.mean
     if fit_residual is None:
@@ -296,7 +298,7 @@ def decompose(
     of the features cancels before it is squared.
     ``loss`` is computed independently of the three terms, so their sum checks the identity.
     """
-    lam = _check_lam(lam)
+    lam = check_lam(lam)
     W = W.to(moments.means)
     b = b.to(moments.means)
     m = moments.mean

@@ -19,16 +19,13 @@ Where ncmse cannot know, it warns with :class:`~ncmse.errors.SamplingWarning`.
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
 
-from ncmse.errors import SamplingWarning
+from ncmse.errors import SamplingWarning, warn_caller
 
 __all__ = ["SamplePlan", "plan", "check_count", "real_count", "real_samples"]
 
@@ -204,9 +201,4 @@ def _dataset_length(loader: Any) -> int | None:
 
 
 def _warn(message: str) -> None:
-    """Warn with the location of the first caller outside the ncmse package."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(f"ncmse: {message}", SamplingWarning, stacklevel=level)
+    warn_caller(f"ncmse: {message}", SamplingWarning)

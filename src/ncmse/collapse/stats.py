@@ -372,7 +372,7 @@ class ClassStats:
     # ------------------------------------------------------------ canonical
     def class_means(self) -> torch.Tensor:
         """μ_c, shape [C, p]. Raises if a class has no samples."""
-        self._require_all_classes()
+        self.require_all_classes()
         return self.shift + self.sums / self.counts.unsqueeze(1)
 
     def centred(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -408,7 +408,7 @@ class ClassStats:
         self.sqsums = within_sq
         self.scatter = within
 
-    def _require_all_classes(self) -> None:
+    def require_all_classes(self) -> None:
         from ncmse.errors import EmptyClassError
 
         if self.num_samples == 0:
