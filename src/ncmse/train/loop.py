@@ -49,6 +49,7 @@ from ncmse.train.schedule import flow_times, lr_milestones
 from ncmse.train.setup import Components, build_components, measure_split
 from ncmse.train.sinks import Checkpoints, Console, TensorBoard
 from ncmse.train.step import FastStep, float32_math
+from ncmse.verdicts.claims import in_tpt
 
 __all__ = [
     "CHECK_EVERY",
@@ -489,7 +490,7 @@ class Trainer:
     def record(self, row: dict[str, Any]) -> None:
         """Keep ``row``; update the TPT epoch; write metrics + summary, TensorBoard, console."""
         self.state.rows.append(row)
-        if self.state.tpt_epoch is None and row["train_error"] == 0.0 and row["epoch"] > 0:
+        if self.state.tpt_epoch is None and in_tpt(row):
             self.state.tpt_epoch = int(row["epoch"])
         if self.writer is not None:
             self.writer.write_rows(self.state.rows)

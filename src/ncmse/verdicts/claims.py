@@ -106,6 +106,7 @@ __all__ = [
     "omega_of",
     "outcome_of",
     "tally",
+    "in_tpt",
     "tpt_epoch_of",
 ]
 
@@ -211,17 +212,24 @@ def omega_of(row: Mapping[str, Any]) -> np.ndarray:
     return np.array([number(row[k]) for k in snr_columns(map(str, row))], dtype=np.float64)
 
 
+def in_tpt(row: Mapping[str, Any]) -> bool:
+    """Whether the measurement ``row`` is in the terminal phase of training: an epoch > 0 with
+    zero training error (``train_error``, else 1 − ``accuracy``). The one definition of TPT:
+    the trainer's ``tpt_epoch`` and :func:`tpt_epoch_of` both use it."""
+    epoch, error = number(row.get("epoch")), number(row.get("train_error"))
+    if math.isnan(error):
+        error = 1.0 - number(row.get("accuracy"))
+    return epoch > 0 and error == 0.0
+
+
 def tpt_epoch_of(rows: Sequence[Mapping[str, Any]]) -> int | None:
-    """First measured epoch > 0 with zero training error (summary.json ``tpt_epoch``), or None.
+    """First measured epoch in TPT (:func:`in_tpt`; summary.json ``tpt_epoch``), or None.
 
     The rows are taken in epoch order.
     """
     for row in sorted(rows, key=lambda r: number(r.get("epoch"))):
-        epoch, error = number(row.get("epoch")), number(row.get("train_error"))
-        if math.isnan(error):
-            error = 1.0 - number(row.get("accuracy"))
-        if epoch > 0 and error == 0.0:
-            return int(epoch)
+        if in_tpt(row):
+            return int(number(row.get("epoch")))
     return None
 
 
