@@ -24,11 +24,10 @@ def _sets(*items: str) -> list[str]:
     return [x for s in (*QUIET, *items) for x in ("--set", s)]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ft") / "run"
-    assert main(["train", "--config", "tiny", *_sets("epochs=2"), "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def finished_run(tiny_run: Path) -> Path:
+    """The session's tiny run (conftest.py): tiny, 2 epochs, quiet."""
+    return tiny_run
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:

@@ -132,7 +132,7 @@ def test_damaged_files(tmp_path: Path) -> None:
 
 def _collapse_run(path: Path) -> Path:
     """A finished MSE run directory whose rows collapse (the synthetic control of test_claims)."""
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "verdicts"))
     from test_claims import TPT, collapse_rows
 
     path.mkdir(parents=True, exist_ok=True)
