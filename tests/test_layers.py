@@ -103,3 +103,16 @@ def test_rundir_loads_no_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_architecture_module_map_is_current() -> None:
+    """docs/ARCHITECTURE.md's module map is what tools/module_map.py prints from the tree."""
+    import importlib.util
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "module_map.py"
+    spec = importlib.util.spec_from_file_location("module_map", tool)
+    module_map = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module_map)
+    assert module_map.documented() == module_map.block(), (
+        "docs/ARCHITECTURE.md's module map is stale: run python tools/module_map.py --write"
+    )
