@@ -25,6 +25,7 @@ import os
 import time
 import types
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ from ncmse.verdicts.claims import in_tpt
 __all__ = [
     "CHECK_EVERY",
     "CRASH_ENV",
+    "crash_point",
     "RunState",
     "StopCheck",
     "TrainStep",
@@ -65,6 +67,17 @@ __all__ = [
 
 #: test hook: ``os._exit(3)`` right after the checkpoint of this epoch (simulates a kill)
 CRASH_ENV = "NCMSE_CRASH_AFTER_EPOCH"
+
+
+def crash_point(epochs: Iterable[int]) -> None:
+    """The kill of the tests: ``os._exit(3)`` when :data:`CRASH_ENV` names one of ``epochs``
+    (just ended, their checkpoints written); nothing when it is unset. One rule for single and
+    packed runs."""
+    value = os.environ.get(CRASH_ENV)
+    if value is not None and int(value) in set(epochs):
+        os._exit(3)
+
+
 #: steps between two stop checks (and progress-bar updates); each costs one device sync
 CHECK_EVERY = 10
 
@@ -304,7 +317,7 @@ class Trainer:
             self.optimizer, lr_milestones(cfg.epochs, cfg.lr_milestones), gamma=cfg.lr_gamma
         )
         self.train_loader = self._train_loader()
-        # the engine: the historical TrainStep on the CPU, CUDA-graphed on one GPU
+        # eager on the CPU (TrainStep's numbers, bit for bit), CUDA-graphed on one GPU
         self.step = FastStep(
             _wrap_ddp(self.network, self.device, self.dist),
             self.optimizer,
@@ -383,13 +396,11 @@ class Trainer:
             then says ``diverged`` and the last good checkpoint is kept.
         """
         self.begin()
-        crash_after = os.environ.get(CRASH_ENV)
         for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
             lr = self.lr
             objective = self.train_epoch(epoch)
             self.end_epoch(epoch, lr, objective, steps=self.epoch_steps)
-            if crash_after is not None and epoch == int(crash_after):
-                os._exit(3)
+            crash_point((epoch,))
         return self.finish()
 
     def begin(self) -> None:

@@ -283,7 +283,7 @@ def train_packed(members: Sequence[PackMember]) -> list[dict[str, Any]]:
 
 
 def _train_packed(trainers: list[Any]) -> list[dict[str, Any]]:
-    from ncmse.train.loop import CRASH_ENV
+    from ncmse.train.loop import crash_point
 
     streams = [torch.cuda.Stream(t.device) if t.device.type == "cuda" else None for t in trainers]
     for k, t in enumerate(trainers):
@@ -297,7 +297,6 @@ def _train_packed(trainers: list[Any]) -> list[dict[str, Any]]:
         else:
             t.begin()
             active.append(k)
-    crash_after = os.environ.get(CRASH_ENV)
     while active:
         epochs = [trainers[k].state.epoch + 1 for k in active]
         lrs = [trainers[k].lr for k in active]
@@ -317,7 +316,6 @@ def _train_packed(trainers: list[Any]) -> list[dict[str, Any]]:
                 results[k] = t.finish()
             else:
                 still.append(k)
-        if crash_after is not None and int(crash_after) in epochs:
-            os._exit(3)  # test hook, as in ncmse.train.loop: after every run's epoch checkpoint
+        crash_point(epochs)  # after every run's epoch checkpoint
         active = still
     return [results[k] for k in range(len(trainers))]

@@ -36,6 +36,7 @@ from ncmse.train.runtime import resolve_device
 from ncmse.train.setup import build_components, config_loss, measure_split
 from ncmse.train.sinks import Checkpoints
 from ncmse.ufm.config import UFMConfig
+from ncmse.verdicts.pairing import RUN_CONTROL_KEYS
 
 __all__ = [
     "RESUME_SAFE_KEYS",
@@ -54,26 +55,12 @@ __all__ = [
 
 
 #: config keys a resume may change (``ncmse train --resume RUN_DIR --set KEY=VALUE``): where and
-#: how the run computes, what it prints and how often it saves, never what it computes — not the
-#: data, model, loss, λ, optimiser, schedule (``epochs`` included: the learning-rate drops are
-#: fractions of it), precision or measurement schedule
-RESUME_SAFE_KEYS: frozenset[str] = frozenset(
-    {
-        "name",
-        "download",
-        "device",
-        "num_threads",
-        "checkpoint_every",
-        "tensorboard",
-        "quiet",
-        "report",
-        "dist_backend",
-        "measure_batch_size",
-        "memory_budget_bytes",
-        "cuda_graph",
-        "channels_last",
-    }
-)
+#: how the run computes, what it prints and how often it saves (the keys that do not change a
+#: run's result, :data:`ncmse.verdicts.pairing.RUN_CONTROL_KEYS`, but where its data is read
+#: from) and its name; never what it computes — not the data, model, loss, λ, optimiser,
+#: schedule (``epochs`` included: the learning-rate drops are fractions of it), precision or
+#: measurement schedule
+RESUME_SAFE_KEYS: frozenset[str] = (RUN_CONTROL_KEYS - {"data_dir"}) | {"name"}
 
 
 def open_run_dir(

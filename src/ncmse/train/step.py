@@ -4,8 +4,9 @@
 (objective, correct)``: forward, loss, backward, SGD step, both returns detached device tensors —
 and gives the same numbers on every path:
 
-* **eager** (CPU, or ``cuda_graph=False``, or a batch of another size): exactly the historical
-  step ``out = model(x); loss = criterion(out, y); zero_grad; backward; optimizer.step()``.
+* **eager** (CPU, or ``cuda_graph=False``, or a batch of another size): the plain step of
+  :class:`~ncmse.train.loop.TrainStep`, ``out = model(x); loss = criterion(out, y); zero_grad;
+  backward; optimizer.step()``.
 * **graphed** (CUDA, one process, batches of the static size): the same Python code is captured
   in a ``torch.cuda.CUDAGraph`` after ``warmup_steps`` real eager steps on a side stream (which
   create the momentum buffers and let cuDNN choose its algorithms); each later batch is copied
@@ -140,8 +141,8 @@ class FastStep:
 
     Notes
     -----
-    On the CPU (and on CUDA without graphs) every call is the historical step, so the parameters
-    after an epoch are bit-identical to it.
+    On the CPU (and on CUDA without graphs) every call is :class:`~ncmse.train.loop.TrainStep`'s
+    plain step, so the parameters after an epoch are bit-identical to it.
     """
 
     def __init__(
@@ -231,7 +232,7 @@ class FastStep:
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def _compute(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The historical step, verbatim (the logits cast to float32 for the loss)."""
+        """The plain step of TrainStep (the logits cast to float32 for the loss)."""
         with autocast_for(self.precision, self.device):
             out = self.model(x)
             objective = self.criterion(out.float(), y)
