@@ -243,3 +243,22 @@ def test_failed_capture_falls_back_to_eager_with_the_same_numbers(monkeypatch) -
     assert not step.graphed and "capture not supported" in step.describe()["graph_capture_error"]
     for a, b in zip(m1.parameters(), m2.parameters()):
         assert torch.equal(a, b)
+
+
+def test_both_steps_have_the_step_interface() -> None:
+    """The loop calls every Step the same way (no hasattr): pack, invalidate, describe."""
+    import inspect
+
+    from ncmse.train.step import Step
+
+    wanted = {n for n, _ in inspect.getmembers(Step) if not n.startswith("_")} | {"__call__"}
+    x, y = _data(n=8)
+    for make in (TrainStep, lambda m, o, c: FastStep(m, o, c, precision="fp32")):
+        step = make(*_setup())
+        assert all(hasattr(step, name) for name in wanted | {"model", "pack"}), type(step)
+        assert step.pack == (0, 1)
+        step.invalidate()
+        objective, correct = step(x, y)
+        assert objective.shape == () and 0 <= int(correct) <= len(y)
+    assert TrainStep(*_setup()).describe() is None  # records no engine in summary.json
+    assert FastStep(*_setup(), precision="fp32").describe()["precision"] == "fp32"

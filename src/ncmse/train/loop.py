@@ -49,7 +49,7 @@ from ncmse.train.runtime import configure_torch, environment, resolve_device
 from ncmse.train.schedule import flow_times, lr_milestones
 from ncmse.train.setup import Components, build_components, measure_split
 from ncmse.train.sinks import Checkpoints, Console, TensorBoard
-from ncmse.train.step import FastStep, float32_math
+from ncmse.train.step import FastStep, Step, float32_math
 from ncmse.verdicts.claims import in_tpt
 
 __all__ = [
@@ -192,6 +192,14 @@ class TrainStep:
         self.model = model
         self.optimizer = optimizer
         self.criterion = criterion
+        self.pack: tuple[int, int] = (0, 1)
+
+    def invalidate(self) -> None:
+        """Nothing is captured: every call reads the current modules."""
+
+    def describe(self) -> None:
+        """Records nothing in ``summary.json``."""
+        return None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(x)
@@ -318,7 +326,7 @@ class Trainer:
         )
         self.train_loader = self._train_loader()
         # eager on the CPU (TrainStep's numbers, bit for bit), CUDA-graphed on one GPU
-        self.step = FastStep(
+        self.step: Step = FastStep(
             _wrap_ddp(self.network, self.device, self.dist),
             self.optimizer,
             self.loss_spec.module,
@@ -578,8 +586,9 @@ class Trainer:
         }
         if self.state.resume_changes:
             summary["resume_changes"] = self.state.resume_changes
-        if hasattr(self.step, "describe"):
-            summary["engine"] = self.step.describe()
+        engine = self.step.describe()
+        if engine is not None:
+            summary["engine"] = engine
         if error is not None:
             summary["error"] = error
         if status != "running":  # SPEC §7 verdicts and the §9 fit, from the training-split rows
@@ -616,8 +625,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         restore_rng(ckpt["rng"])
-        if hasattr(self.step, "invalidate"):  # a captured graph holds the replaced tensors
-            self.step.invalidate()
+        self.step.invalidate()  # a captured graph holds the replaced tensors
         epoch = int(ckpt["epoch"])
         self.state = RunState(
             epoch,

@@ -287,8 +287,7 @@ def _train_packed(trainers: list[Any]) -> list[dict[str, Any]]:
 
     streams = [torch.cuda.Stream(t.device) if t.device.type == "cuda" else None for t in trainers]
     for k, t in enumerate(trainers):
-        if hasattr(t.step, "pack"):
-            t.step.pack = (k, len(trainers))
+        t.step.pack = (k, len(trainers))
     results: dict[int, dict[str, Any]] = {}
     active = []
     for k, t in enumerate(trainers):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ from ncmse.errors import ConfigError
 __all__ = [
     "PRECISIONS",
     "FastStep",
+    "Step",
     "autocast_for",
     "check_precision",
     "float32_math",
@@ -111,6 +112,29 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     if check_precision(precision) == "bf16":
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
+
+
+class Step(Protocol):
+    """What the training loop calls once per batch (:class:`FastStep`, or
+    :class:`ncmse.train.loop.TrainStep`, or another engine with this interface)."""
+
+    #: the module trained (the DDP wrapper under torchrun)
+    model: nn.Module
+    #: (index, size) of the pack the run trains in; (0, 1) alone
+    pack: tuple[int, int]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train on one batch; returns (objective, number correct), detached, on the device."""
+        ...
+
+    def invalidate(self) -> None:
+        """Forget any state captured from the model, optimizer or criterion (they were
+        replaced: a checkpoint was loaded)."""
+        ...
+
+    def describe(self) -> dict[str, Any] | None:
+        """What ran, for ``summary.json`` ``engine``; None to record nothing."""
+        ...
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
