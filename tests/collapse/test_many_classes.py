@@ -92,6 +92,7 @@ def test_pairwise_tiles_match_dense_reference(C, p, tile):
     assert etf == pytest.approx(_etf_ref(W @ mbar.T), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_pairwise_tiled_equals_untiled_to_1e12_on_larger_problem():
     C, p = 230, 17
     means = _rand((C, p), 7)

@@ -264,6 +264,7 @@ def _rows(path: Path, scope: str | None = None) -> list[dict]:
     return [r for r in rows if scope is None or r["scope"] == scope]
 
 
+@pytest.mark.slow
 def test_runs_of_different_configs_are_not_paired(tmp_path):
     """The mis-pairing of issue 18: a 64×2 MLP (wd 5e-4) MSE run and a 512×3 BatchNorm MLP
     (wd 5e-3) CE run of the same dataset, model name and seed are not a pair."""

@@ -597,6 +597,7 @@ def test_groups_report_mean_and_std(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_end_to_end_tiny_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sw"
     argv = ["sweep", "--preset", "tiny", "--seeds", "0", "1", "--out", str(out), "--no-report"]

@@ -204,6 +204,7 @@ def test_a_failed_run_leaves_no_directory(
     assert main(["ufm", "--out", str(run), *SMALL, "--no-figures"]) == 0  # the path is reusable
 
 
+@pytest.mark.slow
 def test_report_of_a_run_another_process_writes_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
