@@ -5,9 +5,13 @@ Each message says which input was wrong and how to fix it, in the manner of eino
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 
 __all__ = [
     "NCMSEError",
@@ -27,6 +31,7 @@ __all__ = [
     "CheckpointError",
     "explain",
     "warn_caller",
+    "sigterm_raises",
 ]
 
 
@@ -153,3 +158,21 @@ def warn_caller(message: str, category: type[Warning] = NCMSEWarning) -> None:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+@contextlib.contextmanager
+def sigterm_raises(exc_type: type[BaseException]) -> Iterator[None]:
+    """Turn SIGTERM into ``exc_type("signal 15")`` for the block (main thread only: elsewhere a
+    no-op), so a terminated command ends as on Ctrl-C: one line, its files released."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise exc_type(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

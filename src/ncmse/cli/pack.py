@@ -7,12 +7,13 @@ report is drawn when its config asks for one, as ``ncmse train`` does.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from ncmse.errors import sigterm_raises
 
 __all__ = ["main"]
 
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"ncmse pack: {len(runs)} runs in one process", file=sys.stderr)
     try:
-        with _terminate_as_interrupt():
+        with sigterm_raises(_Terminated):
             return _train_and_report(runs)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a SLURM preemption, a killed sweep)
         terminated = isinstance(exc, _Terminated)
@@ -68,21 +69,6 @@ def _train_and_report(runs: list[tuple[Path, str, dict | None]]) -> int:
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM received: stop where the runs are (each keeps its last checkpoint)."""
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into :class:`_Terminated` for the block, so the pack ends like on Ctrl-C:
-    run directories released, one line, no traceback."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise _Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _wants_report(run_dir: Path) -> bool:

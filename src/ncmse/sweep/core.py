@@ -16,20 +16,17 @@ Layout of a sweep directory::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from ncmse.errors import BusyError, ConfigError
+from ncmse.errors import BusyError, ConfigError, sigterm_raises
 from ncmse.rundir.atomic import atomic_write_text
 from ncmse.rundir.format import rows_to_csv
 from ncmse.rundir.lock import DirLock, holder
@@ -528,24 +525,6 @@ class SweepTerminated(KeyboardInterrupt):
     """SIGTERM received: stop the current training process, write the manifest, exit."""
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into :class:`SweepTerminated` (main thread only), so that the running
-    training process is killed and the manifest written, as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise SweepTerminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_sweep(spec: SweepSpec, options: SweepOptions, *, stream: TextIO | None = None) -> int:
     """Plan the sweep, run or submit what is not done, collect the results.
 
@@ -580,7 +559,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, *, stream: TextIO | None =
         return 0
     _check_mismatches(planned)
     todo = [p for p in planned if p.state in TO_RUN]
-    with SweepLock(options.out), _terminate_as_interrupt():
+    with SweepLock(options.out), sigterm_raises(SweepTerminated):
         outcomes: dict[str, JobOutcome] = {}
         for p in planned:
             if p.state == "busy":
