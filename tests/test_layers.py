@@ -28,6 +28,7 @@ LAYERS = {
     "train": 3,
     "verdicts": 3,
     "ufm": 3,
+    "integrations": 3,  # adapters of the measurement to other libraries
     "report": 4,
     "sweep": 4,
     "cli": 5,
