@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncmse.data import SYSTEM_IDX_DIRS, TensorLoader, read_idx, standardize
+from ncmse.train.data import SYSTEM_IDX_DIRS, TensorLoader, read_idx, standardize
 
 
 def _source_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -58,14 +58,14 @@ import torch
 from torch import nn
 
 import ncmse
-from ncmse.components import measure_split
-from ncmse.config import resolve_config
-from ncmse.data import TensorLoader, load_dataset
-from ncmse.engine import FastStep, float32_math
-from ncmse.losses import build_loss
-from ncmse.models import build_model
-from ncmse.packed import lockstep_epoch
-from ncmse.train import lr_milestones, measurement_epochs
+from ncmse.train.config import resolve_config
+from ncmse.train.data import TensorLoader, load_dataset
+from ncmse.train.loop import lr_milestones, measurement_epochs
+from ncmse.train.losses import build_loss
+from ncmse.train.models import build_model
+from ncmse.train.packed import lockstep_epoch
+from ncmse.train.setup import measure_split
+from ncmse.train.step import FastStep, float32_math
 
 FASHION = "paper-fashionmnist-resnet18-mse"
 #: ``--smoke``: overrides applied to every preset (a tiny CNN instead of ResNet18)
@@ -199,7 +199,7 @@ def real_fashion(data_dir: str, device) -> Data:
 
 
 class Totals:
-    """Device-side sums of an epoch (what :func:`ncmse.packed.lockstep_epoch` returns)."""
+    """Device-side sums of an epoch (what :func:`ncmse.train.packed.lockstep_epoch` returns)."""
 
     def __init__(self, sums: tuple[torch.Tensor, torch.Tensor, int]) -> None:
         self.loss_sum, self.correct, self.seen = sums
@@ -212,7 +212,7 @@ class Totals:
 class BenchEngine:
     """Batch ``i`` of an epoch on demand, for the benchmark's partial epochs: a FastStep, its
     TensorLoader's order for the epoch (on the device) and the run's stream. Whole epochs go
-    through :func:`ncmse.packed.lockstep_epoch`, as in the package."""
+    through :func:`ncmse.train.packed.lockstep_epoch`, as in the package."""
 
     def __init__(self, step: FastStep, loader: TensorLoader, stream: Any) -> None:
         self.step, self.loader, self.stream = step, loader, stream
@@ -600,7 +600,8 @@ def section_e2e(rec: Recorder, args, epochs: int, overrides: list[str]) -> None:
     run."""
     import subprocess
 
-    from ncmse.train import CRASH_ENV, resume, train
+    from ncmse.train.loop import CRASH_ENV
+    from ncmse.train.run import resume, train
 
     common = [f"epochs={epochs}", f"data_dir={args.data_dir}", "download=false", "quiet=true",
               "report=false", "tensorboard=false", *SMOKE_OVERRIDES, *overrides]  # fmt: skip
@@ -739,7 +740,7 @@ def section_determinism(rec: Recorder, args, data: Data) -> None:
 
 
 def out_features_ok(model: nn.Module, num_classes: int) -> bool:
-    from ncmse.models import classifier_of
+    from ncmse.train.models import classifier_of
 
     return classifier_of(model).out_features == num_classes
 

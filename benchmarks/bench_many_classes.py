@@ -181,8 +181,8 @@ def floor_case(N: int, p: int, C: int, device: str, repeats: int = 3):
     ncmse_features()
     t_feat = min(ncmse_features() for _ in range(repeats))
     # where is the p³ finalisation (SVDs, Cholesky, LS solve) fastest: on the device or the host?
-    from ncmse.api import result_from_stats
-    from ncmse.stats import ClassStats
+    from ncmse.collapse.api import result_from_stats
+    from ncmse.collapse.stats import ClassStats
 
     stats = ClassStats(C, p, device=device)
     for h, y in batches:

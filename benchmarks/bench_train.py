@@ -1,9 +1,10 @@
 """Overhead of the training loop and of one measurement (run: ``python benchmarks/bench_train.py``).
 
-(a) Epoch time of :meth:`ncmse.train.Trainer.train_epoch` on the ``fashion-cnn-mse`` preset vs a
+(a) Epoch time of :meth:`ncmse.train.loop.Trainer.train_epoch` on the ``fashion-cnn-mse`` preset vs
+a
     minimal hand-written PyTorch loop (same model weights, data tensors, batch size, optimizer and
     loss). Measurement epochs are excluded from (a); they are (b).
-(b) One measurement of the training split (:func:`ncmse.components.measure_split`, i.e.
+(b) One measurement of the training split (:func:`ncmse.train.setup.measure_split`, i.e.
     ``ncmse.measure`` at the run's λ, plus the objective) vs one ``no_grad`` eval-mode forward
     pass over the same split.
 
@@ -22,10 +23,10 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from ncmse.components import build_components, measure_split
-from ncmse.config import resolve_config
-from ncmse.runtime import configure_torch, resolve_device
-from ncmse.train import Trainer
+from ncmse.train.config import resolve_config
+from ncmse.train.loop import Trainer
+from ncmse.train.runtime import configure_torch, resolve_device
+from ncmse.train.setup import build_components, measure_split
 
 
 def minimal_epoch(model, x, y, batch_size: int, opt, epoch: int, num_classes: int) -> None:

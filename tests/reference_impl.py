@@ -75,7 +75,8 @@ def tie_coefficient(p):
 
 def decision_sets(H, W, b, mu):
     """Per sample (A, B): the classifier's maximisers and the nearest class means, each within
-    the tie tolerance of the best (ncmse.decide's definition), by per-sample, per-class loops.
+    the tie tolerance of the best (ncmse.collapse.decisions's definition), by per-sample, per-class
+    loops.
 
     A = {c : w_c·h + b_c ≥ max − k (max‖w‖ ‖h‖ + max|b|)}
     B = {c : ½‖x − m̄_c‖² ≤ min + k (‖x‖ + r)(r + ‖μ_G‖)},  x = h − μ_G, m̄_c = μ_c − μ_G,

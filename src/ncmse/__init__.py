@@ -21,16 +21,16 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it
 _LAZY = {
-    "measure": "ncmse.api",
-    "measure_features": "ncmse.api",
-    "measure_stream": "ncmse.api",
-    "measure_layers": "ncmse.layers",
-    "NCResult": "ncmse.result",
-    "ClassStats": "ncmse.stats",
-    "merge": "ncmse.stats",
-    "decompose": "ncmse.lstsq",
-    "ls_classifier": "ncmse.lstsq",
-    "lambda_for": "ncmse.lstsq",
+    "measure": "ncmse.collapse.api",
+    "measure_features": "ncmse.collapse.api",
+    "measure_stream": "ncmse.collapse.api",
+    "measure_layers": "ncmse.collapse.layers",
+    "NCResult": "ncmse.collapse.result",
+    "ClassStats": "ncmse.collapse.stats",
+    "merge": "ncmse.collapse.stats",
+    "decompose": "ncmse.collapse.lstsq",
+    "ls_classifier": "ncmse.collapse.lstsq",
+    "lambda_for": "ncmse.collapse.lstsq",
     "NCMSEError": "ncmse.errors",
     "NCMSEWarning": "ncmse.errors",
 }
@@ -52,12 +52,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover  (names for type checkers and IDEs)
-    from ncmse.api import measure, measure_features, measure_stream
+    from ncmse.collapse.api import measure, measure_features, measure_stream
+    from ncmse.collapse.layers import measure_layers
+    from ncmse.collapse.lstsq import decompose, lambda_for, ls_classifier
+    from ncmse.collapse.result import NCResult
+    from ncmse.collapse.stats import ClassStats, merge
     from ncmse.errors import NCMSEError, NCMSEWarning
-    from ncmse.layers import measure_layers
-    from ncmse.lstsq import decompose, lambda_for, ls_classifier
-    from ncmse.result import NCResult
-    from ncmse.stats import ClassStats, merge
 
 
 def __getattr__(name: str) -> Any:

@@ -1,3 +1,5 @@
+"""``python -m ncmse``: the ``ncmse`` command line (the same as the ``ncmse`` script)."""
+
 import sys
 
 from ncmse.cli.main import main

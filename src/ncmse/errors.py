@@ -5,6 +5,14 @@ Each message says which input was wrong and how to fix it, in the manner of eino
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+
 __all__ = [
     "NCMSEError",
     "InputError",
@@ -22,6 +30,8 @@ __all__ = [
     "BusyError",
     "CheckpointError",
     "explain",
+    "warn_caller",
+    "sigterm_raises",
 ]
 
 
@@ -74,7 +84,8 @@ class NCMSEWarning(UserWarning):
 
 
 class SamplingWarning(NCMSEWarning):
-    """A loader that may not give each sample of its dataset exactly once (see ncmse.sampling)."""
+    """A loader that may not give each sample of its dataset exactly once (see
+    ncmse.collapse.sampling)."""
 
 
 class BusyError(NCMSEError):
@@ -137,3 +148,31 @@ def explain(exc: BaseException) -> str | None:
     if yaml is not None and isinstance(exc, yaml.YAMLError):
         return f"invalid YAML ({' '.join(text.split())}); fix the file"
     return None
+
+
+def warn_caller(message: str, category: type[Warning] = NCMSEWarning) -> None:
+    """Warn with ``category``, located at the first caller outside the ncmse package (so the
+    warning names the user's line, however deep inside ncmse it was raised)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+@contextlib.contextmanager
+def sigterm_raises(exc_type: type[BaseException]) -> Iterator[None]:
+    """Turn SIGTERM into ``exc_type("signal 15")`` for the block (main thread only: elsewhere a
+    no-op), so a terminated command ends as on Ctrl-C: one line, its files released."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise exc_type(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -10,9 +10,10 @@ Usage in a Lightning module::
     result = self.nc.compute()                # an ncmse.NCResult, synchronised across processes
 
 Multi-process synchronisation: the state is not additive (each process keeps its own shifts, see
-:mod:`ncmse.stats`), so every state is declared with ``dist_reduce_fx=None``; torchmetrics then
+:mod:`ncmse.collapse.stats`), so every state is declared with ``dist_reduce_fx=None``; torchmetrics
+then
 gathers the per-process states stacked along a new leading axis, and :meth:`compute` merges them
-exactly with :func:`ncmse.stats.merge`.
+exactly with :func:`ncmse.collapse.stats.merge`.
 
 DistributedSampler padding: with ``drop_last=False`` (Lightning's default under DDP), a
 ``DistributedSampler`` repeats up to R − 1 samples so that the R shards have equal length; fed as
@@ -20,7 +21,7 @@ they come, those samples are counted twice and every quantity is that of a diffe
 (N + pad samples). The padding is the last rows of a rank's pass, whatever the shuffle; pass
 ``valid`` to leave it out::
 
-    from ncmse.sampling import real_samples
+    from ncmse.collapse.sampling import real_samples
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -44,13 +45,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
         "ncmse.metric needs torchmetrics: pip install 'ncmse[lightning]' (or torchmetrics)"
     ) from exc
 
-from ncmse import lstsq
-from ncmse.api import _warn, result_from_stats
-from ncmse.decide import TiledDecisions, classifier_credit
-from ncmse.errors import EmptyDataError, InputError, ShapeError
-from ncmse.result import NCResult
-from ncmse.stats import ClassStats, check_batch, merge
-from ncmse.subset import check_min_samples
+from ncmse.collapse import lstsq
+from ncmse.collapse.api import result_from_stats
+from ncmse.collapse.decisions import TiledDecisions, classifier_credit
+from ncmse.collapse.min_samples import check_min_samples
+from ncmse.collapse.result import NCResult
+from ncmse.collapse.stats import ClassStats, check_batch, merge
+from ncmse.errors import EmptyDataError, InputError, ShapeError, warn_caller
 
 __all__ = ["NeuralCollapseMetric"]
 
@@ -64,7 +65,7 @@ class NeuralCollapseMetric(Metric):
         The final layer. Every quantity is that of its weights at :meth:`compute` (see "One set of
         weights" below). None: the features of any layer, without a classifier (``num_classes``
         and ``dim`` then required); the classifier-side quantities are NaN
-        (:data:`ncmse.result.CLASSIFIER_METRICS`).
+        (:data:`ncmse.collapse.result.CLASSIFIER_METRICS`).
     num_classes : int, optional
         Must equal ``classifier.out_features`` (the default); anything else is a
         :class:`~ncmse.errors.ShapeError` at construction.
@@ -122,7 +123,7 @@ class NeuralCollapseMetric(Metric):
         # a tuple keeps the layer out of the sub-modules (its parameters are not this metric's
         # state) and, unlike a closure, pickles
         self._classifier = (classifier,)
-        self.num_classes, self.dim, self.lam = C, p, lstsq._check_lam(lam)
+        self.num_classes, self.dim, self.lam = C, p, lstsq.check_lam(lam)
         self.keep_features = keep_features
         template = ClassStats(C, p).state_tensors()
         self._state_names = tuple(template)
@@ -159,7 +160,8 @@ class NeuralCollapseMetric(Metric):
         """Add a batch of features ``[B, p]`` and integer labels ``[B]``.
 
         ``valid`` : bool ``[B]``, optional — the rows to add (True); the others are ignored. Pass
-        ``ncmse.sampling.real_samples(sampler, batch_idx * batch_size, B)`` to leave out the
+        ``ncmse.collapse.sampling.real_samples(sampler, batch_idx * batch_size, B)`` to leave out
+        the
         padding of a ``DistributedSampler`` (see the module docstring).
         """
         if valid is not None:
@@ -199,7 +201,9 @@ class NeuralCollapseMetric(Metric):
             else torch.zeros(self.num_classes, dtype=W.dtype, device=W.device)
         )
         h = features.detach().to(W)
-        self.correct += classifier_credit(h, W, b, labels.to(h.device)).sum()  # ties: ncmse.decide
+        self.correct += classifier_credit(
+            h, W, b, labels.to(h.device)
+        ).sum()  # ties: ncmse.collapse.decisions
 
     def forward(self, *args, **kwargs) -> None:
         """Accumulate only: NC metrics of a single batch are not meaningful."""
@@ -262,7 +266,7 @@ class NeuralCollapseMetric(Metric):
             changed = True
         if not changed:
             return float(self.correct)
-        _warn(
+        warn_caller(
             "ncmse: NeuralCollapseMetric: accuracy is NaN: the classifier's weights changed "
             "between update() calls or since the last one, so the decisions counted at update() "
             "are not those of the weights compute() measures with; pass keep_features=True to "
@@ -274,7 +278,7 @@ class NeuralCollapseMetric(Metric):
         self, W: torch.Tensor | None, b: torch.Tensor | None, dtype: torch.dtype
     ) -> NCResult:
         """Every quantity over the classes with ≥ min_samples samples, from the kept features."""
-        from ncmse.api import measure_features
+        from ncmse.collapse.api import measure_features
 
         features, labels = _gathered(self.features), _gathered(self.labels)
         if not isinstance(features, torch.Tensor) or features.numel() == 0:

@@ -3,7 +3,8 @@
 Trains the default preset and its cross-entropy twin (positive controls: they collapse) and the
 default preset with a learning rate 1000× too small, with 3 epochs and with frozen features
 (negative controls: they do not), then prints the outcome of every claim per control
-(:mod:`ncmse.controls`). Exit status 0 when the controls separate (no negative control holds a
+(:mod:`ncmse.verdicts.controls`). Exit status 0 when the controls separate (no negative control
+holds a
 trend claim), 1 when a negative control holds one, 2 for a one-line error.
 """
 
@@ -20,7 +21,7 @@ _DEFAULT_OUT = Path("ncmse-controls")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``ncmse controls``."""
-    from ncmse.controls import CONTROLS
+    from ncmse.verdicts.controls import CONTROLS
 
     parser.add_argument(
         "--out",
@@ -48,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train the controls, print the table; 0 when they separate, 1 when they do not."""
-    from ncmse.controls import controls_separate, controls_table, run_controls, summary_lines
+    from ncmse.verdicts.controls import (
+        controls_separate,
+        controls_table,
+        run_controls,
+        summary_lines,
+    )
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ncmse measure``: print the JSON (and write it with ``--json``); returns the status."""
-    from ncmse.components import measure_checkpoint
-    from ncmse.rundir import to_json, write_json
+    from ncmse.rundir.format import to_json
+    from ncmse.rundir.writer import write_json
+    from ncmse.train.run import measure_checkpoint
 
     result = measure_checkpoint(
         args.checkpoint,
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         write_json(args.json_out, result)
     if "claims" in result:
-        from ncmse.claims import format_tally
+        from ncmse.verdicts.claims import format_tally
 
         print(format_tally(result["claims"]) + _store_verdicts(result, args.checkpoint),
               file=sys.stderr)  # fmt: skip
@@ -62,8 +63,8 @@ def _store_verdicts(result: dict, checkpoint: str) -> str:
     (:func:`_not_this_runs`) and no other process writes the directory; returns what was done,
     for the console line (nothing stored: why)."""
     from ncmse.errors import BusyError
-    from ncmse.locking import hold
-    from ncmse.rundir import update_summary
+    from ncmse.rundir.lock import hold
+    from ncmse.rundir.writer import update_summary
 
     path = Path(checkpoint)
     run_dir = path if path.is_dir() else (path.parent.parent if path.parent.name == "checkpoints"
@@ -102,7 +103,7 @@ def _not_this_runs(result: dict, run_dir: Path) -> str | None:
     the checkpoint lacks).
     """
     from ncmse.errors import InputError
-    from ncmse.rundir import read_rows, read_summary
+    from ncmse.rundir.reader import read_rows, read_summary
 
     ours = (read_summary(run_dir, strict=False) or {}).get("run_id")
     theirs = result.get("run_id")

@@ -1,18 +1,19 @@
 """``python -m ncmse.cli.pack PACK.json``: train the pack a sweep wrote (``ncmse sweep --pack K``).
 
 The file holds ``{"runs": [{"run_dir", "state", "config"}, ...]}`` (:mod:`ncmse.sweep.pack`);
-the runs are trained together by :func:`ncmse.packed.train_packed`, then each finished run's
+the runs are trained together by :func:`ncmse.train.packed.train_packed`, then each finished run's
 report is drawn when its config asks for one, as ``ncmse train`` does.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from ncmse.errors import sigterm_raises
 
 __all__ = ["main"]
 
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"ncmse pack: {len(runs)} runs in one process", file=sys.stderr)
     try:
-        with _terminate_as_interrupt():
+        with sigterm_raises(_Terminated):
             return _train_and_report(runs)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a SLURM preemption, a killed sweep)
         terminated = isinstance(exc, _Terminated)
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _train_and_report(runs: list[tuple[Path, str, dict | None]]) -> int:
     """Train the pack, then draw each finished run's report; the exit status of :func:`main`."""
-    from ncmse.packed import PackMember, train_packed
+    from ncmse.train.packed import PackMember, train_packed
 
     results = train_packed([PackMember(*r) for r in runs])
     for (run_dir, _, _), result in zip(runs, results):
@@ -70,23 +71,8 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM received: stop where the runs are (each keeps its last checkpoint)."""
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into :class:`_Terminated` for the block, so the pack ends like on Ctrl-C:
-    run directories released, one line, no traceback."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise _Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _wants_report(run_dir: Path) -> bool:
-    from ncmse.train import config_of_run
+    from ncmse.train.run import config_of_run
 
     return bool(config_of_run(run_dir).report)
 

@@ -45,8 +45,8 @@ def write_run_report_locked(run_dir: str | Path, **options: object) -> Path:
     A directory without ncmse's lock file was never claimed by a writer: the report is written
     without creating one (a refused or failed report leaves nothing behind).
     """
-    from ncmse.locking import LOCK_NAME, hold
     from ncmse.report import write_run_report
+    from ncmse.rundir.lock import LOCK_NAME, hold
 
     if not (Path(run_dir) / LOCK_NAME).is_file():
         return write_run_report(run_dir, **options)

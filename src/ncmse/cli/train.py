@@ -57,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ncmse train``, then draw the run's report (``report: true``); returns the status."""
-    from ncmse.config import list_presets, resolve_config
-    from ncmse.train import resume_config, run_training
+    from ncmse.train.config import list_presets, resolve_config
+    from ncmse.train.run import resume_config, run_training
 
     if args.list_presets:
         print("\n".join(list_presets()))
@@ -95,7 +95,7 @@ def _print_summary(summary: dict, run_dir: os.PathLike[str] | str) -> None:
     """Final values, the central-path fit and, last, the claims tally naming report.html."""
     from pathlib import Path
 
-    from ncmse.verdicts import end_of_run_lines
+    from ncmse.verdicts.record import end_of_run_lines
 
     report = Path(run_dir) / "report.html"
     lines = end_of_run_lines(summary, report if report.is_file() else None)

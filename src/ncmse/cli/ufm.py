@@ -127,7 +127,7 @@ def _check_device(name: str) -> str:
 
 def _default_out(num_classes: int, root: str | Path = "runs") -> Path:
     """``runs/ufm-C<C>-<YYYYmmdd-HHMMSS>`` (with a numeric suffix if that exists)."""
-    from ncmse.rundir import default_run_dir
+    from ncmse.rundir.writer import default_run_dir
 
     return default_run_dir(f"ufm-C{num_classes}", root)
 
@@ -179,11 +179,18 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment, write the run directory, then the report (figures drawn once)."""
-    from ncmse.runguard import claim_run_dir, release_run_dir, remove_new_run_dir
+    from ncmse.rundir.guard import claim_run_dir, release_run_dir, remove_new_run_dir
+    from ncmse.train.config import is_run_config
 
     cfg = config_from_args(args)
     run_dir: Path = args.out if args.out is not None else _default_out(cfg.num_classes)
-    claim_run_dir(run_dir, new=True, overwrite=args.overwrite, resumable=False)
+    claim_run_dir(
+        run_dir,
+        new=True,
+        overwrite=args.overwrite,
+        resumable=False,
+        is_run_config=is_run_config,
+    )
     try:
         return _run_claimed(cfg, args, run_dir)
     except BaseException:

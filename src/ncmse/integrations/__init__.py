@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__: list[str] = []
+__all__ = ["log_values", "resolve_layer"]
 
 
 def resolve_layer(model: Any, layer: Any) -> Any:

@@ -1,7 +1,8 @@
 """Several runs side by side: verdicts, claim 4, overlays, datasets × networks grids, accuracy.
 
 Figures describe runs by dataset, model, loss and seed read from summary.json (else config.yaml).
-Numbers compare only runs whose whole configurations agree (:mod:`ncmse.pairing`): the accuracy
+Numbers compare only runs whose whole configurations agree (:mod:`ncmse.verdicts.pairing`): the
+accuracy
 table has one row per configuration apart from loss and seed, and reports the mean ± sample
 standard deviation over its seeds per loss; the verdicts count claims per group of runs that
 differ only by seed and pair MSE with CE runs of the same configuration (claim 4).
@@ -20,8 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from ncmse.errors import InputError
-from ncmse.fileio import atomic_write_text
-from ncmse.pairing import PAIR_FREE_KEYS, RunEntry, distinct_labels, group_by_config
 from ncmse.report.figures import derived_columns
 from ncmse.report.html import check_embed, figure_html, page, relative_link, table
 from ncmse.report.style import (
@@ -45,7 +44,9 @@ from ncmse.report.verdicts import (
     verdicts_csv,
     verdicts_section,
 )
-from ncmse.rundir import Run, load_run
+from ncmse.rundir.atomic import atomic_write_text
+from ncmse.rundir.reader import Run, load_run
+from ncmse.verdicts.pairing import PAIR_FREE_KEYS, RunEntry, distinct_labels, group_by_config
 
 __all__ = [
     "COMPARE_METRICS",
@@ -169,7 +170,7 @@ def accuracy_table(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[str, 
     """Final test accuracy per configuration and loss, aggregated over seeds.
 
     A configuration is a group of runs whose config.yaml agree except the loss keys and the
-    seed (:func:`ncmse.pairing.group_by_config`): a 64×2 MLP and a 512×3 MLP on the same
+    seed (:func:`ncmse.verdicts.pairing.group_by_config`): a 64×2 MLP and a 512×3 MLP on the same
     dataset are two rows.
 
     Returns

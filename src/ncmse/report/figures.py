@@ -25,7 +25,8 @@ from ncmse.report.style import (
     save_figure,
     set_log_y,
 )
-from ncmse.rundir import Run, snr_columns
+from ncmse.rundir.format import snr_columns
+from ncmse.rundir.reader import Run
 
 __all__ = ["Series", "Panel", "TRAIN_PANELS", "derived_columns", "plot_train_run"]
 

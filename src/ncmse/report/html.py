@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
+from ncmse.collapse.result import METRIC_NAMES
 from ncmse.errors import InputError
 from ncmse.report.style import METRIC_LABELS, FigureFile
-from ncmse.result import METRIC_NAMES
 
 __all__ = [
     "config_section",
@@ -39,7 +39,8 @@ __all__ = [
 
 EMBED_MODES = ("png", "svg")
 
-#: Rows of the final-metrics table: the SPEC names of :data:`ncmse.result.METRIC_NAMES`, with
+#: Rows of the final-metrics table: the SPEC names of :data:`ncmse.collapse.result.METRIC_NAMES`,
+#: with
 #: ``snr`` (expanded to snr_1..snr_{C-1}) after the geometry metrics, and the training criterion
 #: ``objective`` (SPEC §2) before the SPEC loss.
 FINAL_METRICS: tuple[str, ...] = (

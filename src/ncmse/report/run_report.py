@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from ncmse.fileio import atomic_write_text
-from ncmse.pairing import current_claims
 from ncmse.report.figures import plot_train_run
 from ncmse.report.html import (
     check_embed,
@@ -29,8 +27,10 @@ from ncmse.report.verdicts import (
     claims_section,
     plot_central_path,
 )
-from ncmse.rundir import Run, load_run
-from ncmse.verdicts import run_central_path
+from ncmse.rundir.atomic import atomic_write_text
+from ncmse.rundir.reader import Run, load_run
+from ncmse.verdicts.pairing import current_claims
+from ncmse.verdicts.record import run_central_path
 
 __all__ = ["write_run_report", "run_figures", "files_section"]
 

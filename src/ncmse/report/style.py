@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ncmse.fileio import atomic_write_bytes
+from ncmse.rundir.atomic import atomic_write_bytes
 
 __all__ = [
     "OKABE_ITO",

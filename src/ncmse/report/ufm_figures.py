@@ -1,4 +1,4 @@
-"""Figures of a ``ncmse ufm`` run directory (read through :mod:`ncmse.rundir`, drawn with
+"""Figures of a ``ncmse ufm`` run directory (read through :mod:`ncmse.rundir.reader`, drawn with
 :mod:`ncmse.report.style`).
 
 Figures (PNG and SVG each) under ``RUN_DIR/figures`` (or ``out_dir``):
@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 
 from ncmse.errors import InputError
 from ncmse.report.style import LINE_COLOURS, FigureFile, new_figure, save_figure
-from ncmse.rundir import Run, load_run, read_rows
+from ncmse.rundir.format import number
+from ncmse.rundir.reader import Run, load_run, read_rows
 
 __all__ = ["plot_ufm_run"]
 
@@ -48,13 +49,6 @@ def _legend(ax: Axes, **kwargs: Any) -> None:
         ax.legend(**kwargs)
 
 
-def _num(cell: Any) -> float:
-    try:
-        return float(cell)
-    except (TypeError, ValueError):
-        return np.nan
-
-
 def _save(fig: Figure, out_dir: Path, name: str, title: str) -> FigureFile:
     for ax in fig.axes:  # a log axis with nothing positive on it cannot be drawn
         if not ax.has_data():
@@ -72,14 +66,14 @@ def _omega_by_flow(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.nda
         groups.setdefault(row["flow"], []).append(row)
     out = {}
     for name, rows in groups.items():
-        times = sorted({_num(r["t"]) for r in rows})
+        times = sorted({number(r["t"]) for r in rows})
         ks = sorted({int(r["j"]) for r in rows})
         index = {t: i for i, t in enumerate(times)}
         sim = np.full((len(times), len(ks)), np.nan)
         pred = np.full_like(sim, np.nan)
         for r in rows:
-            i, j = index[_num(r["t"])], int(r["j"]) - 1
-            sim[i, j], pred[i, j] = _num(r["omega_sim"]), _num(r["omega_pred"])
+            i, j = index[number(r["t"])], int(r["j"]) - 1
+            sim[i, j], pred[i, j] = number(r["omega_sim"]), number(r["omega_pred"])
         out[name] = (np.asarray(times), sim, pred)
     return out
 

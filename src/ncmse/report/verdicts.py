@@ -2,11 +2,12 @@
 
 A run's verdicts come from its ``summary.json`` (``claims``, ``central_path_fit``) when the run
 recorded them in the current format; older runs get them computed here from their metrics file
-with the same functions (:mod:`ncmse.claims`, :mod:`ncmse.central_path`), and the page says which
+with the same functions (:mod:`ncmse.verdicts.claims`, :mod:`ncmse.verdicts.central_path`), and the
+page says which
 source it used. Every claim is shown with one of four outcomes in words — holds, fails,
-inconclusive, not applicable (:func:`ncmse.claims.outcome_of`) — each with its own mark and
+inconclusive, not applicable (:func:`ncmse.verdicts.claims.outcome_of`) — each with its own mark and
 colour, so an undecided claim never reads as a confirmation. Several runs are paired and grouped
-by :mod:`ncmse.pairing` (MSE ↔ CE pairs, seed groups, claim 4 over seeds).
+by :mod:`ncmse.verdicts.pairing` (MSE ↔ CE pairs, seed groups, claim 4 over seeds).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import Normalize
 
-from ncmse.central_path import (
+from ncmse.report.html import format_value, relative_link, table
+from ncmse.report.style import TPT_COLOUR, FigureFile, colour, new_figure, save_figure, set_log_y
+from ncmse.verdicts.central_path import (
     FOLLOWS_MAX_RMS,
     LAW_SHORT,
     LAW_TITLES,
@@ -32,8 +35,8 @@ from ncmse.central_path import (
     omega_table,
     verdict_word,
 )
-from ncmse.claims import CLAIM_IDS, outcome_of, tpt_epoch_of
-from ncmse.pairing import (
+from ncmse.verdicts.claims import CLAIM_IDS, outcome_of, tpt_epoch_of
+from ncmse.verdicts.pairing import (
     GAP_THRESHOLD_PP,
     OUTCOMES,
     Pairing,
@@ -43,9 +46,7 @@ from ncmse.pairing import (
     pair_runs,
     seed_groups,
 )
-from ncmse.report.html import format_value, relative_link, table
-from ncmse.report.style import TPT_COLOUR, FigureFile, colour, new_figure, save_figure, set_log_y
-from ncmse.verdicts import run_rows
+from ncmse.verdicts.record import run_rows
 
 __all__ = [
     "CLAIM_FIGURES",
@@ -112,7 +113,7 @@ def final_test_accuracy(run: Any) -> float | None:
 
 
 def run_entries(runs: Sequence[Any]) -> list[RunEntry]:
-    """:class:`ncmse.pairing.RunEntry` of loaded runs, named by the shortest distinct path
+    """:class:`ncmse.verdicts.pairing.RunEntry` of loaded runs, named by the shortest distinct path
     suffix of their directories (``a/base`` and ``b/base`` stay apart)."""
     labels = distinct_labels([run.path for run in runs])
     entries = []
@@ -198,7 +199,7 @@ def claims_section(
     Parameters
     ----------
     claims : sequence of mapping
-        The run's claim records (SPEC §7; :func:`ncmse.claims.evaluate_claims`).
+        The run's claim records (SPEC §7; :func:`ncmse.verdicts.claims.evaluate_claims`).
     source : str
         Where they came from (shown under the heading).
     figure_names : collection of str

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ncmse.claims import CLAIM_IDS, claims_are_current, outcome_of
 from ncmse.errors import NCMSEError
-from ncmse.pairing import OUTCOMES, Pairing, RunEntry, current_claims, pair_runs
-from ncmse.pairing import seed_groups as pairing_seed_groups
-from ncmse.rundir import load_run, read_config
+from ncmse.rundir.reader import load_run, read_config
 from ncmse.sweep.grid import RunSpec, preset_stem
 from ncmse.sweep.state import read_summary
+from ncmse.verdicts.claims import CLAIM_IDS, claims_are_current, outcome_of
+from ncmse.verdicts.pairing import OUTCOMES, Pairing, RunEntry, current_claims, pair_runs
+from ncmse.verdicts.pairing import seed_groups as pairing_seed_groups
 
 __all__ = [
     "FINAL_KEYS",
@@ -128,7 +128,8 @@ def collect(runs: Sequence[RunSpec]) -> list[RunResult]:
 def _claims_and_description(
     run: RunSpec, summary: dict[str, Any], status: str
 ) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
-    """The run's verdicts and its dataset/model/loss, read through :func:`ncmse.rundir.load_run`.
+    """The run's verdicts and its dataset/model/loss, read through
+    :func:`ncmse.rundir.reader.load_run`.
 
     Claims recorded in the current format are used as they are; a run that recorded none or
     recorded them in an older format gets them computed from its metrics file (runs that have
@@ -167,20 +168,21 @@ def _entries(results: Sequence[RunResult]) -> list[RunEntry]:
 
 
 def sweep_pairing(results: Sequence[RunResult]) -> Pairing:
-    """SPEC §7 claim 4 over the sweep: MSE and CE runs paired by :func:`ncmse.pairing.pair_runs`
+    """SPEC §7 claim 4 over the sweep: MSE and CE runs paired by
+    :func:`ncmse.verdicts.pairing.pair_runs`
     (whole configurations equal but for the loss keys), claim 4 per group of paired seeds."""
     return pair_runs(_entries(results))
 
 
 def sweep_seed_groups(results: Sequence[RunResult]) -> list[dict[str, Any]]:
     """Runs of the sweep that differ only by seed, with "holds in k of n" per claim
-    (:func:`ncmse.pairing.seed_groups`)."""
+    (:func:`ncmse.verdicts.pairing.seed_groups`)."""
     return pairing_seed_groups(_entries(results))
 
 
 def claim_outcomes(claims: Sequence[dict[str, Any]] | None) -> dict[str, str]:
     """``{claim_id: outcome}`` in words (holds, fails, inconclusive, not applicable) for every
-    id of :data:`ncmse.claims.CLAIM_IDS`; a missing claim is inconclusive."""
+    id of :data:`ncmse.verdicts.claims.CLAIM_IDS`; a missing claim is inconclusive."""
     by_id = {str(c.get("id")): c for c in claims or ()}
     return {cid: outcome_of(by_id.get(cid, {})) for cid in CLAIM_IDS}
 
@@ -298,7 +300,8 @@ class GroupStats:
     test_error_mean: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Manifest form (``*_mean`` / ``*_std`` keys); NaN/∞ as :mod:`ncmse.rundir` writes them."""
+        """Manifest form (``*_mean`` / ``*_std`` keys); NaN/∞ as :mod:`ncmse.rundir.format` writes
+        them."""
         out: dict[str, Any] = {
             "preset": self.preset,
             "lr": self.lr,

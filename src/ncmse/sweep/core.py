@@ -16,25 +16,21 @@ Layout of a sweep directory::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from ncmse.claims import CLAIM_IDS
-from ncmse.errors import BusyError, ConfigError
-from ncmse.fileio import atomic_write_text
-from ncmse.locking import DirLock, holder
-from ncmse.pairing import Pairing
-from ncmse.rundir import rows_to_csv, write_json
+from ncmse.errors import BusyError, ConfigError, sigterm_raises
+from ncmse.rundir.atomic import atomic_write_text
+from ncmse.rundir.format import rows_to_csv
+from ncmse.rundir.lock import DirLock, holder
+from ncmse.rundir.writer import write_json
 from ncmse.sweep.collect import (
     FINAL_KEYS,
     RunResult,
@@ -64,6 +60,8 @@ from ncmse.sweep.execute import (
 from ncmse.sweep.grid import RunSpec, SweepSpec, expand
 from ncmse.sweep.pack import PackJob, group_packs, pack_job
 from ncmse.sweep.state import config_differences, read_summary, run_state
+from ncmse.verdicts.claims import CLAIM_IDS
+from ncmse.verdicts.pairing import Pairing
 
 __all__ = [
     "EXECUTORS",
@@ -266,7 +264,8 @@ def _check_mismatches(planned: Sequence[PlannedRun]) -> None:
 
 
 class SweepLock:
-    """``flock`` on ``SWEEP_DIR/.sweep.lock`` (:mod:`ncmse.locking`), so two sweeps never share a
+    """``flock`` on ``SWEEP_DIR/.sweep.lock`` (:mod:`ncmse.rundir.lock`), so two sweeps never share
+    a
     directory; the kernel frees it when the sweep ends, however it ends."""
 
     def __init__(self, out: Path) -> None:
@@ -526,24 +525,6 @@ class SweepTerminated(KeyboardInterrupt):
     """SIGTERM received: stop the current training process, write the manifest, exit."""
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into :class:`SweepTerminated` (main thread only), so that the running
-    training process is killed and the manifest written, as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise SweepTerminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_sweep(spec: SweepSpec, options: SweepOptions, *, stream: TextIO | None = None) -> int:
     """Plan the sweep, run or submit what is not done, collect the results.
 
@@ -578,7 +559,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, *, stream: TextIO | None =
         return 0
     _check_mismatches(planned)
     todo = [p for p in planned if p.state in TO_RUN]
-    with SweepLock(options.out), _terminate_as_interrupt():
+    with SweepLock(options.out), sigterm_raises(SweepTerminated):
         outcomes: dict[str, JobOutcome] = {}
         for p in planned:
             if p.state == "busy":

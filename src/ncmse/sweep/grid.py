@@ -1,7 +1,8 @@
 """Sweep specification and its expansion into runs with deterministic directory names.
 
 A sweep is the product presets × seeds × learning rates × weight decays, with the same ``--set``
-overrides applied to every run. Each run is resolved through :func:`ncmse.config.resolve_config`
+overrides applied to every run. Each run is resolved through
+:func:`ncmse.train.config.resolve_config`
 when the sweep is planned, so an invalid value fails before anything is started.
 """
 
@@ -17,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ncmse.config import load_yaml_config, parse_overrides, read_yaml_mapping, resolve_config
 from ncmse.errors import ConfigError
+from ncmse.train.config import load_yaml_config, parse_overrides, read_yaml_mapping, resolve_config
 
 __all__ = [
     "PAPER_LR_GRID",

@@ -2,7 +2,8 @@
 
 Runs fit together when their resolved configs differ at most in ``seed``, ``lr`` and
 ``weight_decay`` (same preset content: dataset, model, loss, epochs, batch size, device ...).
-Each pack is one ``python -m ncmse.cli.pack PACK.json`` process (:mod:`ncmse.packed`); every run
+Each pack is one ``python -m ncmse.cli.pack PACK.json`` process (:mod:`ncmse.train.packed`); every
+run
 of it still writes its own ordinary run directory, so the sweep's bookkeeping — states, skipping
 finished runs, resuming killed ones, collecting — is the same as without packing. The pack file
 is written when the job starts, with each run's state at that moment, so a job requeued after a
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ncmse.errors import ConfigError
-from ncmse.fileio import atomic_write_text
+from ncmse.rundir.atomic import atomic_write_text
 from ncmse.sweep.execute import TO_RUN, TrainFailedError, run_logged
 from ncmse.sweep.grid import RunSpec
 from ncmse.sweep.state import read_summary, run_state

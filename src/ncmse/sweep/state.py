@@ -12,7 +12,7 @@ diverged   ``summary.json`` says ``diverged`` (NaN/Inf loss): a result, skipped;
            directory to try again
 mismatch   the directory holds a run of a different config: the sweep refuses to touch it
 queued     submitted to SLURM by an earlier call and still pending or running: skipped
-busy       another process writes the directory (holds its lock, :mod:`ncmse.locking`), e.g.
+busy       another process writes the directory (holds its lock, :mod:`ncmse.rundir.lock`), e.g.
            the training process of a killed sweep that still runs: skipped, never a second
            trainer
 =========  ===================================================================================
@@ -23,9 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ncmse import rundir
-from ncmse.locking import LOCK_NAME, is_locked
-from ncmse.pairing import RUN_CONTROL_KEYS
+from ncmse.rundir import reader
+from ncmse.rundir.lock import LOCK_NAME, is_locked
+from ncmse.verdicts.pairing import RUN_CONTROL_KEYS
 
 __all__ = [
     "STATES",
@@ -49,7 +49,7 @@ STATES: tuple[str, ...] = (
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """``run_dir/summary.json`` as a dict, or None if missing or unreadable (lenient)."""
-    return rundir.read_summary(run_dir, strict=False)
+    return reader.read_summary(run_dir, strict=False)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -64,10 +64,10 @@ def config_differences(planned: dict[str, Any], run_dir: Path) -> list[str]:
     An absent or unreadable ``config.yaml`` gives no differences. A key that a run directory
     written by an older ncmse lacks counts at its default (as when that run is resumed).
     """
-    found = rundir.read_config(run_dir, strict=False)
+    found = reader.read_config(run_dir, strict=False)
     if found is None:
         return []
-    from ncmse.config import Config
+    from ncmse.train.config import Config
 
     found = {**Config().to_dict(), **found}
     keys = (set(planned) | set(found)) - RUN_CONTROL_KEYS

@@ -16,7 +16,7 @@ and the step-then-renormalise variant obeys
     dω_j/dt = ω_j / (n C (C + ω_j²))
     ⇔  c1 log ω_j + c2 ω_j² = a_j + t,              c1 = n C², c2 = n C / 2, c3 = 0.
 
-Both laws are verified against simulations in ``tests/test_ufm_flows.py``.
+Both laws are verified against simulations in ``tests/ufm/test_ufm_flows.py``.
 
 Solving the implicit law
 ------------------------

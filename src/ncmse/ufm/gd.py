@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ncmse.api import measure_features
+from ncmse.collapse.api import measure_features
 from ncmse.errors import DivergenceError, InputError
 from ncmse.ufm import model
 from ncmse.ufm.flows import small_problem_threads

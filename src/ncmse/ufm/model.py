@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ncmse.collapse.geometry import default_rtol
 from ncmse.errors import InputError, ShapeError, SingularCovarianceError
-from ncmse.measures import default_rtol
 
 __all__ = [
     "check_dimensions",

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ncmse.api import measure_features
-from ncmse.result import METRIC_NAMES
-from ncmse.rundir import RunWriter
-from ncmse.runtime import environment, resolve_device
+from ncmse.collapse.api import measure_features
+from ncmse.collapse.result import METRIC_NAMES
+from ncmse.rundir.writer import RunWriter
+from ncmse.train.runtime import environment, resolve_device
 from ncmse.ufm import closed_form, flows, gd, model
 from ncmse.ufm.config import UFMConfig
 
