@@ -24,6 +24,7 @@ from ncmse.fileio import atomic_write_text
 from ncmse.pairing import LOSS_KEYS, RunEntry, distinct_labels, group_by_config
 from ncmse.report.figures import derived_columns
 from ncmse.report.html import check_embed, figure_html, page, relative_link, table
+from ncmse.report.numbers import plus_minus, sig3
 from ncmse.report.style import (
     TPT_COLOUR,
     FigureFile,
@@ -98,12 +99,13 @@ class AccuracyCell:
         return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else 0.0
 
     def text(self) -> str:
-        """``mean ± std % (n = k)`` in percent, or an em dash."""
+        """``mean ± std % (n = k)`` in percent (3 significant digits), or an em dash."""
         if not self.values:
             return "—"
         n = len(self.values)
-        spread = f" ± {100 * self.std:.2f}" if n > 1 else ""
-        return f"{100 * self.mean:.2f}{spread} % (n = {n})"
+        if n > 1:
+            return f"{plus_minus(self.mean, self.std, scale=100.0)} % (n = {n})"
+        return f"{sig3(100 * self.mean)} % (n = 1)"
 
 
 def write_comparison_report(
@@ -401,7 +403,7 @@ def _accuracy_html(cells: dict[tuple[str, str, str], dict[str, AccuracyCell]]) -
         if with_diff:
             mse, ce = row.get("mse"), row.get("ce")
             ok = mse is not None and ce is not None and mse.values and ce.values
-            line.append(f"{100 * (mse.mean - ce.mean):+.2f}" if ok else "—")
+            line.append(f"{100 * (mse.mean - ce.mean):+.3g}" if ok else "—")
         rows.append(line)
     return table(headers, rows)
 
@@ -448,7 +450,7 @@ def _pct(value) -> str:
         value = float(value)
     except (TypeError, ValueError):
         return "—"
-    return f"{100 * value:.2f} %" if math.isfinite(value) else "—"
+    return f"{sig3(100 * value)} %" if math.isfinite(value) else "—"
 
 
 def _comparison_body(

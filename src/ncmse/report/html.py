@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ncmse.errors import InputError
+from ncmse.report.numbers import sig3
 from ncmse.report.style import METRIC_LABELS, FigureFile
 from ncmse.result import METRIC_NAMES
 
@@ -68,6 +69,14 @@ pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .88em; }
 .verdict.unsure { color: #6b4f00; background: #fff3c4; padding: 0 .25em; }
 .verdict.bad { background: #fde8dc; padding: 0 .25em; }
 .verdicts-lead { font-size: 1.05em; }
+section.summary { display: grid; grid-template-columns: minmax(0, 4fr) minmax(14em, 1fr);
+                  gap: 1em; align-items: start; }
+@media (max-width: 900px) { section.summary { grid-template-columns: minmax(0, 1fr); } }
+.summary-figure figure { margin-top: 0; }
+aside.summary-verdicts { font-size: .92em; overflow-wrap: anywhere; }
+aside.summary-verdicts h3 { margin: 0 0 .3em; font-size: 1.05em; }
+ul.claim-list { list-style: none; padding-left: 0; margin: .3em 0 .8em; }
+ul.claim-list li { margin: .15em 0; }
 """
 
 
@@ -86,7 +95,8 @@ def page(title: str, body: str) -> str:
 
 
 def format_value(value: Any) -> str:
-    """A table cell: floats with 4 significant digits, booleans as yes/no, None as an em dash."""
+    """A table cell: floats with 3 significant digits (:func:`ncmse.report.numbers.sig3`),
+    booleans as yes/no, None as an em dash."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -96,7 +106,7 @@ def format_value(value: Any) -> str:
             return "—"
         if value.is_integer() and abs(value) < 1e6:
             return str(int(value))
-        return f"{value:.4g}"
+        return sig3(value)
     return str(value)
 
 
@@ -153,7 +163,7 @@ def figure_html(fig: FigureFile, base_dir: Path, embed: str = "png") -> str:
     else:
         raise InputError(f"figure {fig.name!r} has neither a PNG nor an SVG file to embed")
     links = " · ".join(
-        relative_link(p, base_dir, p.suffix[1:].upper()) for p in (fig.png, fig.svg) if p
+        relative_link(p, base_dir, p.suffix[1:].upper()) for p in (fig.png, fig.pdf, fig.svg) if p
     )
     return (
         f'<figure id="fig-{html.escape(fig.name, quote=True)}">\n{graphic}\n'

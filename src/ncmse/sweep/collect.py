@@ -391,11 +391,12 @@ def select_lr(groups: Sequence[GroupStats]) -> list[dict[str, Any]]:
     return selections
 
 
-def _pm(pair: tuple[float, float], fmt: str, scale: float = 1.0) -> str:
-    mean, std = pair
-    if math.isnan(mean):
-        return "—"
-    return f"{format(scale * mean, fmt)} ± {format(scale * std, fmt)}"
+def _pm(pair: tuple[float, float], scale: float = 1.0) -> str:
+    """``mean ± std`` in the report's one number format (3 significant digits, same place)."""
+    # imported here: ncmse.report loads matplotlib, which a sweep without a report never needs
+    from ncmse.report.numbers import plus_minus
+
+    return plus_minus(*pair, scale=scale)
 
 
 def format_groups(groups: Sequence[GroupStats]) -> str:
@@ -407,9 +408,9 @@ def format_groups(groups: Sequence[GroupStats]) -> str:
             f"{g.lr:g}",
             f"{g.weight_decay:g}",
             f"{g.finished}/{g.planned}" + (f" ({g.diverged} diverged)" if g.diverged else ""),
-            _pm(g.test_accuracy, ".2f", 100.0),
-            _pm(g.nc1, ".3g"),
-            _pm(g.perp_ratio, ".3g"),
+            _pm(g.test_accuracy, 100.0),
+            _pm(g.nc1),
+            _pm(g.perp_ratio),
         )
         for g in groups
     ]
@@ -424,7 +425,7 @@ def format_selection(selections: Sequence[dict[str, Any]]) -> str:
             s["preset"],
             f"{s['weight_decay']:g}",
             "—" if s["best_lr"] is None else f"{s['best_lr']:g}",
-            "—" if s["best_test_error"] is None else f"{s['best_test_error']:.4f}",
+            "—" if s["best_test_error"] is None else f"{s['best_test_error']:.3g}",
             "yes" if s["complete"] else "no",
         )
         for s in selections
