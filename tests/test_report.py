@@ -463,7 +463,7 @@ def test_run_without_rows_gets_a_page_without_figures(tmp_path: Path) -> None:
 
 def test_inline_svg_embedding_has_unique_ids(train_run: Path) -> None:
     text = write_run_report(train_run, embed="svg").read_text()
-    assert text.count("<svg") == 2 and not _embedded_images(text)
+    assert text.count("<svg") == 3 and not _embedded_images(text)
     ids = re.findall(r'\bid="([^"]+)"', text)
     assert len(ids) == len(set(ids))
     refs = set(re.findall(r'href="#([^"]+)"', text)) | set(re.findall(r"url\(#([^)]+)\)", text))
