@@ -23,8 +23,8 @@ from ncmse.report.html import (
     table,
 )
 from ncmse.report.style import METRIC_LABELS, FigureFile
-from ncmse.report.ufm_figures import plot_ufm_run
 from ncmse.report.summary import SUMMARY_NAME, plot_run_summary
+from ncmse.report.ufm_figures import plot_ufm_run
 from ncmse.report.verdicts import (
     central_path_section,
     claims_section,

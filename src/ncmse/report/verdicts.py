@@ -274,8 +274,11 @@ def summary_section(
         '<aside class="summary-verdicts">\n<h3>Verdicts (SPEC §7)</h3>\n'
         f'<p class="verdicts-lead">{_lead(claims) if claims else "no claim evaluated"}.</p>\n'
         f'<ul class="claim-list">{items}</ul>\n'
-        + (f'<h3>Central path (SPEC §9)</h3>\n<ul class="claim-list">{"".join(laws)}</ul>\n'
-           if laws else "")  # fmt: skip
+        + (
+            f'<h3>Central path (SPEC §9)</h3>\n<ul class="claim-list">{"".join(laws)}</ul>\n'
+            if laws
+            else ""
+        )  # fmt: skip
         + '<p class="note">Details: <a href="#claims">verdicts</a> · '
         '<a href="#central-path">central path</a>.</p>\n</aside>'
     )

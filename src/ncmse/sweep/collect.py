@@ -229,7 +229,7 @@ def format_verdicts(
                 r.run.name,
                 *(_MARKS[outcomes[cid]] for cid in CLAIM_IDS),
                 _count_text(list(outcomes.values())),
-                "—" if gap is None else f"{gap:+.2f}",
+                "—" if gap is None else f"{gap:+.3g}",
             )
         )
     parts = []
@@ -260,8 +260,8 @@ def format_verdicts(
                 (
                     str(g["group"]),
                     str(g["n"]),
-                    "—" if g.get("value") is None else f"{g['value']:+.2f}",
-                    "—" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]",
+                    "—" if g.get("value") is None else f"{g['value']:+.3g}",
+                    "—" if interval is None else f"[{interval[0]:+.3g}, {interval[1]:+.3g}]",
                     outcome_of(g),
                     str(g.get("reason") or ""),
                 )
