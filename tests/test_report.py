@@ -647,9 +647,29 @@ _CHECK_FIGURES = """
 const out = [];
 for (const el of document.querySelectorAll('figure img, figure > svg')) {
   const box = el.getBoundingClientRect();
+  const holder = el.parentElement.getBoundingClientRect();
   out.push({tag: el.tagName.toLowerCase(), complete: el.tagName !== 'IMG' || el.complete,
             natural: el.tagName === 'IMG' ? el.naturalWidth : -1,
-            width: box.width, height: box.height});
+            width: box.width, height: box.height, container: holder.width,
+            id: el.parentElement.id});
+}
+return out;
+"""
+
+#: Text blocks whose content is wider than their box (text overflow), and the page's own
+#: horizontal overflow; ``pre`` scrolls by design and is left out.
+_CHECK_TEXT = """
+const out = [];
+const blocks = 'p, li, h1, h2, h3, figcaption, aside, td, th, table, section, figure';
+for (const el of document.querySelectorAll(blocks)) {
+  if (el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0) {
+    out.push({tag: el.tagName.toLowerCase(), scroll: el.scrollWidth, client: el.clientWidth,
+              text: el.textContent.slice(0, 80)});
+  }
+}
+const doc = document.documentElement;
+if (doc.scrollWidth > doc.clientWidth + 1) {
+  out.push({tag: 'page', scroll: doc.scrollWidth, client: doc.clientWidth, text: ''});
 }
 return out;
 """
@@ -680,6 +700,7 @@ def browser(tmp_path_factory):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    driver.set_window_size(1280, 900)
     yield driver
     driver.quit()
 
@@ -695,22 +716,60 @@ def _open_and_check(driver, page: Path) -> list[dict]:
     return driver.execute_script(_CHECK_FIGURES)
 
 
-def _assert_rendered(driver, page: Path, expected: int) -> None:
+def _screenshot(driver, path: Path) -> Path:
+    """The whole page as a PNG (the window grown to the page's height, at most 16000 px)."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(int(height) + 100, 16000))
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 900)
+    return path
+
+
+def _screenshot_dir(tmp_path: Path) -> Path:
+    """``NCMSE_SCREENSHOT_DIR`` when set (to keep the screenshots and look at them), else tmp."""
+    chosen = os.environ.get("NCMSE_SCREENSHOT_DIR")
+    folder = Path(chosen) if chosen else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _problems(driver, page: Path, expected: int | None = None) -> list[str]:
+    """What is wrong with ``page`` in the browser: missing images, images wider than their
+    container, text overflowing its box, console errors."""
     figures = _open_and_check(driver, page)
-    assert len(figures) == expected
+    found = []
+    if expected is not None and len(figures) != expected:
+        found.append(f"{len(figures)} figures, expected {expected}")
     for fig in figures:
-        assert fig["complete"] and fig["width"] > 0 and fig["height"] > 0, fig
-        if fig["tag"] == "img":
-            assert fig["natural"] > 0, fig
-    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    assert not errors, errors
+        if not (fig["complete"] and fig["width"] > 0 and fig["height"] > 0):
+            found.append(f"figure not drawn: {fig}")
+        if fig["tag"] == "img" and fig["natural"] <= 0:
+            found.append(f"missing image (naturalWidth 0): {fig}")
+        if fig["width"] > fig["container"] + 1:
+            found.append(f"image wider than its container: {fig}")
+    found += [f"text overflow: {t}" for t in driver.execute_script(_CHECK_TEXT)]
+    found += [f"console: {e}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    return found
+
+
+def _assert_rendered(driver, page: Path, expected: int, shot: Path | None = None) -> None:
+    problems = _problems(driver, page, expected)
+    if shot is not None:
+        _screenshot(driver, shot)
+    assert not problems, problems
 
 
 @pytest.mark.browser
-def test_reports_render_in_headless_chromium(browser, rendered, train_run, comparison) -> None:
-    _assert_rendered(browser, rendered[1], len(EXPECTED_TRAIN_FIGURES))
-    _assert_rendered(browser, write_run_report(train_run, embed="svg"), 3)
-    _assert_rendered(browser, comparison, 7)
+def test_reports_render_in_headless_chromium(
+    browser, rendered, train_run, comparison, tmp_path: Path
+) -> None:
+    """The run report (PNG and inline SVG) and the comparison report: every image drawn and
+    inside its container, no text overflowing, no console error; screenshots of each page."""
+    shots = _screenshot_dir(tmp_path)
+    _assert_rendered(browser, rendered[1], len(EXPECTED_TRAIN_FIGURES), shots / "run.png")
+    _assert_rendered(browser, write_run_report(train_run, embed="svg"), 3, shots / "run-svg.png")
+    _assert_rendered(browser, comparison, 7, shots / "comparison.png")
+    assert (shots / "run.png").stat().st_size > 10_000
 
 
 @pytest.mark.browser
@@ -723,3 +782,22 @@ def test_browser_check_detects_a_broken_page(browser, tmp_path: Path) -> None:
     figures = _open_and_check(browser, page)
     assert figures[0]["natural"] == 0
     assert any(e["level"] == "SEVERE" for e in browser.get_log("browser"))
+
+
+@pytest.mark.browser
+def test_browser_check_detects_overflow(browser, rendered, tmp_path: Path) -> None:
+    """Negative controls of the layout checks: an image wider than its container, a word too
+    long for its paragraph, a missing image; the real report has none of them."""
+    png = (rendered[0] / "figures" / "nc1.png").resolve().as_uri()
+    page = tmp_path / "overflow.html"
+    page.write_text(
+        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+        f'<div style="width:300px"><figure><img src="{png}" style="width:900px"></figure>'
+        '<p style="width:100px">' + "x" * 200 + "</p></div>"
+        '<figure><img src="missing.png" alt="x"></figure></body></html>'
+    )
+    problems = _problems(browser, page)
+    assert any(p.startswith("image wider than its container") for p in problems), problems
+    assert any(p.startswith("text overflow") for p in problems), problems
+    assert any(p.startswith("missing image") for p in problems), problems
+    assert _problems(browser, rendered[1], len(EXPECTED_TRAIN_FIGURES)) == []

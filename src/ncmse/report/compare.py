@@ -689,9 +689,10 @@ def _comparison_body(
 ) -> str:
     parts = [
         "<h1>ncmse comparison report</h1>",
-        f"<p>{len(runs)} run(s), named by the shortest distinct end of their path. Seeds of one "
-        "configuration and loss are aggregated as mean ± sample standard deviation "
-        "(ddof = 1).</p>",
+        f"<p>{len(runs)} run(s), named by the shortest distinct end of their path. Runs that "
+        "differ only by seed are aggregated: in tables as mean ± sample standard deviation "
+        "(ddof = 1), in figures as the median line with a shaded min–max band. Numbers have 3 "
+        "significant digits.</p>",
         verdicts,
         "<h2>Runs</h2>",
         _runs_html(runs, out),

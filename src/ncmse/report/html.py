@@ -57,9 +57,11 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
        max-width: 1200px; padding: 0 1em; color: #1a1a1a; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
 table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: .92em; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1.5em 0; } figure img, figure svg { max-width: 100%; height: auto;
+         box-sizing: border-box;
          display: block; border: 1px solid #eee; }
 figcaption { font-size: .92em; color: #333; margin-top: .3em; }
 pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .88em; }
@@ -111,9 +113,10 @@ def format_value(value: Any) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = False) -> str:
-    """An HTML table; cells are escaped unless ``raw`` (already HTML)."""
+    """An HTML table in a box that scrolls sideways when the table is wider than the page;
+    cells are escaped unless ``raw`` (already HTML)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    lines = [f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>"]
+    lines = [f'<div class="table-wrap"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>']
     for row in rows:
         cells = []
         for cell in row:
@@ -122,7 +125,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = 
             css = ' class="num"' if numeric else ""
             cells.append(f"<td{css}>{text}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
-    lines.append("</tbody>\n</table>")
+    lines.append("</tbody>\n</table></div>")
     return "\n".join(lines)
 
 
