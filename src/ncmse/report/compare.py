@@ -551,7 +551,10 @@ def _figure_legend(fig: Figure, entries: Sequence[tuple[str, str, str]]) -> None
     handles = [Line2D([], [], color=c, ls=st, lw=1.6) for _, c, st in entries]
     handles += [Patch(color="grey", alpha=0.3), Line2D([], [], color="grey", marker="v",
                                                         ls="none")]  # fmt: skip
-    labels = [label for label, _, _ in entries] + [_BAND, "median TPT epoch over seeds"]
+    labels = [label for label, _, _ in entries] + [
+        _BAND,
+        "median TPT epoch (seeds that reached it)",
+    ]
     width = int((fig.get_figwidth() * 72.0 - 60.0) // _CHAR_PT)
     labels = [textwrap.fill(label, width) for label in labels]
     ncol = _legend_columns(fig, labels)

@@ -116,7 +116,7 @@ def plot_run_summary(
         return []
     cols = derived_columns(run)
     x, xlabel = run.x_axis()
-    fig = layout_figure(15.0, 8.4)
+    fig = layout_figure(12.5, 7.8)
     axes = fig.subplots(2, 3, squeeze=False)
     floors = []
     for ax, (title, ylabel, log, series) in zip(axes.flat, _PANELS):
@@ -263,10 +263,12 @@ def _legend(ax: Axes) -> None:
         ax.legend(
             handles,
             labels,
-            fontsize="x-small",
+            fontsize="small",
             loc="upper center",
-            bbox_to_anchor=(0.5, -0.16),
-            ncol=3,
+            bbox_to_anchor=(0.5, -0.17),
+            ncol=2 if max(len(label) for label in labels) > 14 else 3,
+            handlelength=1.6,
+            columnspacing=1.0,
             frameon=False,
         )
 
