@@ -383,15 +383,16 @@ def plot_overlays(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
         present = [m for m in metrics if any(g.aggregate(m) is not None for g in groups)]
         if not present:
             continue
-        fig = layout_figure(max(_MIN_WIDTH, 4.6 * len(present) + 0.4), 4.6)
+        width = max(_MIN_WIDTH, 4.6 * len(present) + 0.4)
+        entries = [(g.legend(), loss_colour(g.loss, others), styles[g.label]) for g in groups]
+        fig = layout_figure(width, 4.0 + _legend_height(width, entries))
         axes = fig.subplots(1, len(present), squeeze=False)[0]
         notes: list[str] = []
         for ax, metric in zip(axes, present):
             drawn = [(g, loss_colour(g.loss, others), styles[g.label]) for g in groups]
             notes += _draw_groups(ax, drawn, metric)
             _decorate(ax, title=_TITLES[metric], ylabel=metric)
-        _figure_legend(fig, [(g.legend(), loss_colour(g.loss, others), styles[g.label])
-                             for g in groups])  # fmt: skip
+        _figure_legend(fig, entries)
         _suptitle(fig, f"{title} — all runs")
         caption = (
             "; ".join(f"{m}: {metric_label(m).split(': ', 1)[-1]}" for m in present)
@@ -432,11 +433,16 @@ def plot_grids(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
     cells = [(g.dataset, column_of[g.label], g.loss) for g in groups]
     ambiguous = len(cells) != len(set(cells))
     styles = _config_styles(groups) if ambiguous else {g.label: "-" for g in groups}
+    if ambiguous:
+        entries = [(g.legend(), loss_colour(g.loss, others), styles[g.label]) for g in groups]
+    else:
+        entries = [(loss_display(x), loss_colour(x, others), "-") for x in losses]
     written = []
     for metric in GRID_METRICS:
         if all(g.aggregate(metric) is None for g in groups):
             continue
-        fig = layout_figure(max(_MIN_WIDTH, 3.9 * len(columns) + 0.3), 3.0 * len(datasets) + 1.3)
+        width = max(_MIN_WIDTH, 3.9 * len(columns) + 0.3)
+        fig = layout_figure(width, 3.0 * len(datasets) + 0.8 + _legend_height(width, entries))
         axes = fig.subplots(len(datasets), len(columns), squeeze=False)
         notes: list[str] = []
         for i, dataset in enumerate(datasets):
@@ -450,10 +456,6 @@ def plot_grids(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
                 drawn = [(g, loss_colour(g.loss, others), styles[g.label]) for g in cell]
                 notes += _draw_groups(ax, drawn, metric)
                 _decorate(ax, title=f"{dataset} · {models}", ylabel=metric)
-        if ambiguous:
-            entries = [(g.legend(), loss_colour(g.loss, others), styles[g.label]) for g in groups]
-        else:
-            entries = [(loss_display(x), loss_colour(x, others), "-") for x in losses]
         _figure_legend(fig, entries)
         _suptitle(fig, f"{_TITLES[metric]}: datasets × networks, MSE vs CE")
         caption = (
@@ -546,29 +548,43 @@ def _at_floor(values: np.ndarray, floor: float | None) -> np.ndarray:
     return np.where(values > 0, values, floor if floor is not None else np.nan)
 
 
+def _legend_labels(width: float, entries: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The legend's labels (the lines, the band, the TPT mark), wrapped to a figure ``width``
+    inches wide."""
+    labels = [label for label, _, _ in entries] + [
+        _BAND,
+        "median TPT epoch (seeds that reached it)",
+    ]
+    chars = int((width * 72.0 - 60.0) // _CHAR_PT)
+    return [textwrap.fill(label, chars) for label in labels]
+
+
+def _legend_columns(width: float, labels: Sequence[str]) -> int:
+    """As many legend columns as fit a figure ``width`` inches wide (about 5.5 pt per character
+    at the legend's small font, plus the handle), so the legend is never wider than the image."""
+    longest = max(len(line) for x in labels for line in x.splitlines())
+    entry_pt = _CHAR_PT * longest + 40.0
+    return int(max(1, min(len(labels), (width * 72.0) // entry_pt)))
+
+
+def _legend_height(width: float, entries: Sequence[tuple[str, str, str]]) -> float:
+    """Inches the legend of :func:`_figure_legend` takes below the panels."""
+    labels = _legend_labels(width, entries)
+    ncol = _legend_columns(width, labels)
+    lines = [len(label.splitlines()) for label in labels]
+    rows = [max(lines[i : i + ncol]) for i in range(0, len(lines), ncol)]
+    return 0.25 + 0.2 * sum(rows)
+
+
 def _figure_legend(fig: Figure, entries: Sequence[tuple[str, str, str]]) -> None:
     """One legend for the whole figure, below the panels: the lines, the band, the TPT mark."""
     handles = [Line2D([], [], color=c, ls=st, lw=1.6) for _, c, st in entries]
     handles += [Patch(color="grey", alpha=0.3), Line2D([], [], color="grey", marker="v",
                                                         ls="none")]  # fmt: skip
-    labels = [label for label, _, _ in entries] + [
-        _BAND,
-        "median TPT epoch (seeds that reached it)",
-    ]
-    width = int((fig.get_figwidth() * 72.0 - 60.0) // _CHAR_PT)
-    labels = [textwrap.fill(label, width) for label in labels]
-    ncol = _legend_columns(fig, labels)
+    labels = _legend_labels(fig.get_figwidth(), entries)
+    ncol = _legend_columns(fig.get_figwidth(), labels)
     fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize="small",
                frameon=False)  # fmt: skip
-
-
-def _legend_columns(fig: Figure, labels: Sequence[str]) -> int:
-    """As many legend columns as fit the figure's width (about 5.5 pt per character at the
-    legend's small font, plus the handle), so the legend is never wider than the image."""
-    width_pt = fig.get_figwidth() * 72.0
-    longest = max(len(line) for x in labels for line in x.splitlines())
-    entry_pt = _CHAR_PT * longest + 40.0
-    return int(max(1, min(len(labels), width_pt // entry_pt)))
 
 
 def _notes_text(notes: Sequence[str]) -> str:
