@@ -143,3 +143,36 @@ def test_partial_grid_renders_one_row_and_empty_cells(tmp_path: Path) -> None:
     svg = figures[0].svg.read_text()
     assert "cifar10 · resnet: no run" in svg
     assert {f.name: f.clipped for f in figures if f.clipped} == {}
+
+
+def test_the_papers_thirty_presets_make_a_five_by_three_grid(tmp_path: Path) -> None:
+    """The 30 paper presets (5 datasets × 3 networks × MSE/CE): one panel per (dataset,
+    network family), as the paper lays them out, with nothing clipped."""
+    import yaml
+
+    import ncmse
+
+    dirs = []
+    for path in sorted((Path(ncmse.__file__).parent / "configs").glob("paper-*.yaml")):
+        preset = yaml.safe_load(path.read_text())
+        dirs.append(
+            write_train_run(
+                tmp_path / path.stem,
+                dataset=preset["dataset"],
+                model=preset["model"],
+                loss=preset["loss"],
+                epochs=EPOCHS[::6],
+                keep=("nc1",),
+                test=False,
+            )  # fmt: skip
+        )
+    assert len(dirs) == 30
+    (grid,) = plot_grids([load_run(d) for d in dirs], tmp_path / "out")
+    svg = grid.svg.read_text()
+    assert _axes_count(svg) == 15 and "no run" not in svg
+    titles = re.findall(r"<!-- ((?:mnist|fashionmnist|cifar10|svhn|stl10) · \w+) -->", svg)
+    rows = ("mnist", "fashionmnist", "cifar10", "svhn", "stl10")
+    assert [t.split(" · ")[0] for t in titles] == [d for d in rows for _ in range(3)]
+    assert [t.split(" · ")[1].rstrip("0123456789") for t in titles[:3]] == [
+        "vgg", "resnet", "densenet"]  # fmt: skip
+    assert grid.clipped == ()

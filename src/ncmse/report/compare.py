@@ -425,9 +425,9 @@ def plot_grids(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
     if not groups:
         return []
     others = sorted({g.loss for g in groups} - {"mse", "ce"})
-    datasets = sorted({g.dataset for g in groups})
+    datasets = sorted({g.dataset for g in groups}, key=lambda d: _paper_order(d, _DATASETS))
     column_of = _network_columns(groups)
-    columns = sorted(set(column_of.values()))
+    columns = sorted(set(column_of.values()), key=lambda n: _paper_order(n, _NETWORKS))
     losses = sorted({g.loss for g in groups}, key=_loss_order)
     # a cell with two configurations of one loss needs line styles and a legend entry per group
     cells = [(g.dataset, column_of[g.label], g.loss) for g in groups]
@@ -486,6 +486,18 @@ _MIN_WIDTH = 6.4
 def _suptitle(fig: Figure, text: str) -> None:
     """A figure title wrapped to the figure's width (about 7 pt per character at its size)."""
     fig.suptitle(textwrap.fill(text, int(fig.get_figwidth() * 72.0 // 7.5)))
+
+
+#: the paper's order of datasets (rows) and network families (columns); others follow, sorted
+_DATASETS = ("mnist", "fashionmnist", "cifar10", "svhn", "stl10")
+_NETWORKS = ("vgg", "resnet", "densenet")
+
+
+def _paper_order(name: str, order: Sequence[str]) -> tuple[int, str]:
+    key = name.lower().replace("-", "").replace("_", "")
+    family = key.rstrip("0123456789")
+    rank = order.index(key) if key in order else order.index(family) if family in order else None
+    return (len(order) if rank is None else rank, name)
 
 
 def _config_styles(groups: Sequence[SeedGroup]) -> dict[str, str]:

@@ -332,11 +332,12 @@ def clipped_texts(fig: Figure) -> list[str]:
 
 
 def _undrawn_tick_labels(fig: Figure) -> set[int]:
-    """Ids of tick labels that exist but are not drawn (their tick lies outside the view)."""
+    """Ids of tick labels that exist but are not drawn (their tick lies outside the view, or
+    the axes are switched off)."""
     undrawn: set[int] = set()
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
-            drawn = {id(t) for t in axis._update_ticks()}
+            drawn = {id(t) for t in axis._update_ticks()} if ax.axison else set()
             for tick in (*axis.majorTicks, *axis.minorTicks):
                 if id(tick) not in drawn:
                     undrawn.update((id(tick.label1), id(tick.label2)))
