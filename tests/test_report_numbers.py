@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ncmse.report.numbers import plus_minus, sig3
+from ncmse.numfmt import plus_minus, sig3
 from ncmse.sweep.collect import _pm
 
 

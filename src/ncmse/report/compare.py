@@ -26,10 +26,10 @@ from matplotlib.patches import Patch
 
 from ncmse.errors import InputError
 from ncmse.fileio import atomic_write_text
+from ncmse.numfmt import plus_minus, sig3
 from ncmse.pairing import LOSS_KEYS, RunEntry, distinct_labels, group_by_config
 from ncmse.report.figures import derived_columns
 from ncmse.report.html import check_embed, figure_html, page, relative_link, table
-from ncmse.report.numbers import plus_minus, sig3
 from ncmse.report.style import (
     TPT_COLOUR,
     FigureFile,

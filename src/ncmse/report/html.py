@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from ncmse.errors import InputError
-from ncmse.report.numbers import sig3
+from ncmse.numfmt import sig3
 from ncmse.report.style import METRIC_LABELS, FigureFile
 from ncmse.result import METRIC_NAMES
 
@@ -97,7 +97,7 @@ def page(title: str, body: str) -> str:
 
 
 def format_value(value: Any) -> str:
-    """A table cell: floats with 3 significant digits (:func:`ncmse.report.numbers.sig3`),
+    """A table cell: floats with 3 significant digits (:func:`ncmse.numfmt.sig3`),
     booleans as yes/no, None as an em dash."""
     if value is None:
         return "—"

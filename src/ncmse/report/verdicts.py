@@ -33,6 +33,7 @@ from ncmse.central_path import (
     verdict_word,
 )
 from ncmse.claims import CLAIM_IDS, holds_when, outcome_of, tpt_epoch_of
+from ncmse.numfmt import sig3
 from ncmse.pairing import (
     GAP_THRESHOLD_PP,
     OUTCOMES,
@@ -44,7 +45,6 @@ from ncmse.pairing import (
     seed_groups,
 )
 from ncmse.report.html import format_value, relative_link, table
-from ncmse.report.numbers import sig3
 from ncmse.report.style import TPT_COLOUR, FigureFile, colour, new_figure, save_figure, set_log_y
 from ncmse.verdicts import run_rows
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ncmse.claims import CLAIM_IDS, claims_are_current, outcome_of
 from ncmse.errors import NCMSEError
+from ncmse.numfmt import plus_minus
 from ncmse.pairing import OUTCOMES, Pairing, RunEntry, current_claims, pair_runs
 from ncmse.pairing import seed_groups as pairing_seed_groups
 from ncmse.rundir import load_run, read_config
@@ -392,10 +393,7 @@ def select_lr(groups: Sequence[GroupStats]) -> list[dict[str, Any]]:
 
 
 def _pm(pair: tuple[float, float], scale: float = 1.0) -> str:
-    """``mean ± std`` in the report's one number format (3 significant digits, same place)."""
-    # imported here: ncmse.report loads matplotlib, which a sweep without a report never needs
-    from ncmse.report.numbers import plus_minus
-
+    """``mean ± std`` in the one number format of tables and consoles (:mod:`ncmse.numfmt`)."""
     return plus_minus(*pair, scale=scale)
 
 

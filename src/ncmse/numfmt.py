@@ -3,8 +3,8 @@
 A value is printed with 3 significant digits (``0.0347``, ``1.23e+03``); a mean with its spread is
 printed with both rounded to the same decimal place, the last significant digit of the mean
 (``0.0347 ± 0.0005``, not ``0.0347 ± 0.000534``), in a shared power of ten outside
-``[1e-3, 1e4)`` (``(3.47 ± 0.05)e-05``). This module imports nothing heavy so that consoles can use
-it.
+``[1e-3, 1e4)`` (``(3.47 ± 0.05)e-05``). Shared by the report's tables and the sweep's console
+(peers that never import each other); it imports nothing heavy.
 """
 
 from __future__ import annotations
