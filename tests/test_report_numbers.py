@@ -20,7 +20,7 @@ from ncmse.sweep.collect import _pm
         (3.47e-5, 5.3e-7, 1.0, "(3.47 ± 0.05)e-05"),
         (-0.5, 0.02, 1.0, "-0.500 ± 0.020"),
         (1.0, 0.0, 1.0, "1.00 ± 0.00"),
-        (0.25, math.nan, 1.0, "0.25"),
+        (0.25, math.nan, 1.0, "0.250"),
         (math.nan, 0.1, 1.0, "—"),
     ],
 )
@@ -41,5 +41,6 @@ def test_plus_minus_round_trips_within_half_a_unit_of_the_last_digit() -> None:
 def test_sig3_and_the_sweep_console_share_the_format() -> None:
     assert sig3(0.000534) == "0.000534" and sig3(1234567.0) == "1.23e+06" and sig3(3) == "3"
     assert sig3(None) == "—" and sig3(math.nan) == "—"
+    assert [sig3(v) for v in (99.0, 0.5, 100.0, 0.0)] == ["99.0", "0.500", "100", "0"]
     assert _pm((0.0347, 0.000534)) == "0.0347 ± 0.0005"
     assert _pm((0.99, 0.0014), 100.0) == "99.0 ± 0.1"

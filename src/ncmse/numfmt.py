@@ -29,7 +29,7 @@ def sig3(value: Any) -> str:
     Returns
     -------
     str
-        E.g. ``0.0347``, ``12.3``, ``1.23e+05``; ``"—"`` for None or NaN.
+        E.g. ``0.0347``, ``12.3``, ``99.0``, ``100``, ``1.23e+05``; ``"—"`` for None or NaN.
     """
     if value is None:
         return "—"
@@ -40,7 +40,11 @@ def sig3(value: Any) -> str:
     value = float(value)
     if math.isnan(value):
         return "—"
-    return f"{value:.{SIGNIFICANT}g}"
+    if value == 0.0:
+        return "0"
+    # "#" keeps trailing zeros (99.0, 0.500: three digits shown); a bare trailing point goes
+    text = f"{value:#.{SIGNIFICANT}g}"
+    return text[:-1] if text.endswith(".") else text
 
 
 def _decimals(mean: float) -> int:

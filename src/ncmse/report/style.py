@@ -86,6 +86,9 @@ _LOSS_ALIASES: dict[str, str] = {
 #: SPEC §2/§3 names -> a short definition used in axis labels, legends and tables.
 METRIC_LABELS: dict[str, str] = {
     "train_error": "training error (fraction misclassified)",
+    "error": "error (fraction misclassified, 1 − accuracy)",
+    "snr_min": "smallest SNR singular value ω_min",
+    "snr_ratio": "ω_max / ω_min, the spread of the SNR singular values",
     "accuracy": "accuracy",
     "objective": "training criterion as optimised (CE for a CE run; weight decay excluded)",
     "loss": "L (MSE loss, SPEC §3 convention)",
