@@ -207,9 +207,10 @@ def _central_path_panel(ax: Axes, run: Run, fits: Sequence[Mapping[str, Any]]) -
     clock = clock_of(rows, run.config)
     ax.set_ylabel("ω_j (log)")
     fit = next((f for f in fits if f.get("kappa") is not None), None)
-    if clock.tau is None or not omega.size:
+    measured = bool(omega.size) and bool(np.isfinite(omega).any())
+    if clock.tau is None or not measured:
         ax.set_title("Central path (SPEC §9)", fontsize="medium")
-        _empty(ax, "no flow time" if clock.tau is None else "ω not measured")
+        _empty(ax, "ω not measured" if not measured else _wrap(f"no flow time: {clock.reason}"))
         return
     keep = np.isfinite(clock.tau) & np.any(np.isfinite(omega), axis=1)
     tau, epochs, omega = clock.tau[keep], epochs[keep], omega[keep]
@@ -275,8 +276,7 @@ def _legend(ax: Axes) -> None:
 
 def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color=TPT_COLOUR)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set_axis_off()  # no axes, TPT line or legend on a panel without data
 
 
 def _wrap(text: str, width: int = 44) -> str:
