@@ -546,7 +546,7 @@ def _draw_groups(ax: Axes, drawn: Sequence[tuple[SeedGroup, str, str]], metric: 
             ax.fill_between(x, low, high, where=band, color=colour_, alpha=0.2, lw=0)
         tpt = group.tpt()
         if tpt is not None:
-            ax.plot([tpt], [1.0], marker="v", ms=7, color=colour_, ls="none",
+            ax.plot([tpt], [0.97], marker="v", ms=7, color=colour_, ls="none",
                     transform=ax.get_xaxis_transform(), clip_on=False)  # fmt: skip
     if log:
         set_log_y(ax)
