@@ -323,6 +323,7 @@ def test_run_report_figures_and_html(rendered) -> None:
     figs = train_run / "figures"
     assert {p.stem for p in figs.glob("*.png")} == EXPECTED_TRAIN_FIGURES
     assert {p.stem for p in figs.glob("*.svg")} == EXPECTED_TRAIN_FIGURES
+    assert {p.stem for p in figs.glob("*.pdf")} == EXPECTED_TRAIN_FIGURES
     assert not list(figs.glob(".*.tmp")), "temporary files left behind"
     text = report.read_text()
     images = _embedded_images(text)

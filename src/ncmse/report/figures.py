@@ -189,7 +189,7 @@ def derived_columns(run: Run) -> dict[str, np.ndarray]:
 
 
 def plot_train_run(
-    run: Run, out_dir: Path, *, formats: Sequence[str] = ("png", "svg")
+    run: Run, out_dir: Path, *, formats: Sequence[str] = ("png", "pdf", "svg")
 ) -> list[FigureFile]:
     """Draw every panel of a training run that its columns allow.
 

@@ -604,7 +604,7 @@ def plot_central_path(
     fits: Sequence[Mapping[str, Any]],
     out_dir: Path,
     *,
-    formats: Sequence[str] = ("png", "svg"),
+    formats: Sequence[str] = ("png", "pdf", "svg"),
 ) -> list[FigureFile]:
     """Measured vs fitted ω_j(τ) per law and ω_max/ω_min, learning-rate drops marked (SPEC §9).
 
