@@ -180,7 +180,11 @@ def test_run_report_opens_with_the_verdicts_in_words(tmp_path):
     text = write_run_report(run_dir).read_text()
     assert "? inconclusive" in text and "– not applicable" in text
     headings = re.findall(r"<h2[^>]*>([^<]+)</h2>", text)
-    assert headings[0] == "Verdicts on the paper's claims"
+    assert headings[:2] == ["Run summary", "Verdicts on the paper's claims"]
+    summary = text[text.index('id="summary"') : text.index('id="claims"')]
+    assert 'id="fig-summary"' in summary and 'class="summary-verdicts"' in summary
+    assert "1 fail</span> (<code>nc1_falls</code>)" in summary
+    assert "1 inconclusive</span> (<code>perp_small</code>)" in summary
     section = text[text.index('id="claims"') : text.index("<h2>Run</h2>")]
     assert SOURCE_SUMMARY in section
     rows = {cid: re.search(rf"<tr><td><code>{cid}</code></td>.*?</tr>", section).group(0)
@@ -192,7 +196,7 @@ def test_run_report_opens_with_the_verdicts_in_words(tmp_path):
         assert f'class="verdict {css}"' in row and words in row, cid
         assert ("✓" in row) == (cid not in expected), cid  # no tick on anything but holds
         assert "0.0371" in row and "12.5" in row, cid
-    assert "≥ 10" in rows["nc1_falls"] and "≤ 10" in rows["perp_small"]
+    assert "≥ 100×" in rows["nc1_falls"] and "≤ 0.1" in rows["perp_small"]
     assert "within noise of the threshold" in rows["perp_small"]
     assert "not applicable: not a square-loss run" in rows["perp_falls"]
     lead = section[: section.index("<table>")]

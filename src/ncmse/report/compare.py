@@ -14,11 +14,16 @@ import csv
 import html
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from ncmse.errors import InputError
 from ncmse.report.figures import derived_columns
@@ -26,12 +31,13 @@ from ncmse.report.html import check_embed, figure_html, page, relative_link, tab
 from ncmse.report.style import (
     TPT_COLOUR,
     FigureFile,
-    colour,
+    layout_figure,
+    log_floor,
     loss_colour,
     loss_display,
     loss_key,
+    mark_floor,
     metric_label,
-    new_figure,
     save_figure,
     set_log_y,
 )
@@ -45,11 +51,18 @@ from ncmse.report.verdicts import (
     verdicts_section,
 )
 from ncmse.rundir.atomic import atomic_write_text
+from ncmse.rundir.format import snr_columns
+from ncmse.rundir.numfmt import plus_minus, sig3
 from ncmse.rundir.reader import Run, load_run
 from ncmse.verdicts.pairing import PAIR_FREE_KEYS, RunEntry, distinct_labels, group_by_config
 
 __all__ = [
     "COMPARE_METRICS",
+    "GRID_METRICS",
+    "OVERLAYS",
+    "SeedGroup",
+    "compare_columns",
+    "seed_groups_of",
     "AccuracyCell",
     "accuracy_table",
     "plot_grids",
@@ -57,18 +70,71 @@ __all__ = [
     "write_comparison_report",
 ]
 
-#: (column, title, log scale) of the metrics compared across runs.
+#: (column, title, log scale allowed) of the metrics compared across runs; a log axis is used
+#: where the values span two decades or more.
 COMPARE_METRICS: tuple[tuple[str, str, bool], ...] = (
-    ("train_error", "Training error", False),
-    ("test_error", "Test error (1 − test_accuracy)", False),
+    ("train_error", "Training error", True),
+    ("test_error", "Test error (1 − test_accuracy)", True),
     ("nc1", "NC1", True),
     ("equinorm_means", "Equinorm of class means", True),
     ("equiangular_means", "Equiangularity of class means", True),
     ("maxangle_means", "Max-angle of class means", True),
+    ("equinorm_classifier", "Equinorm of classifier rows", True),
+    ("equiangular_classifier", "Equiangularity of classifier rows", True),
+    ("maxangle_classifier", "Max-angle of classifier rows", True),
     ("nc3", "NC3", True),
     ("nc4", "NC4", True),
+    ("loss_nc1", "L_NC1", True),
+    ("loss_nc23", "L_NC2/3", True),
+    ("loss_perp", "L_⊥", True),
     ("loss_perp_ratio", "L_⊥ / L", True),
+    ("snr_min", "ω_min (smallest SNR singular value)", True),
+    ("snr_ratio", "ω_max / ω_min", True),
 )
+
+#: Metrics that get a datasets × networks grid (the paper's figures).
+GRID_METRICS: tuple[str, ...] = (
+    "train_error",
+    "test_error",
+    "nc1",
+    "equinorm_means",
+    "equiangular_means",
+    "maxangle_means",
+    "nc3",
+    "nc4",
+    "loss_perp_ratio",
+    "snr_ratio",
+)
+
+#: Overlay figures: (file stem, title, metrics drawn as its panels).
+OVERLAYS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("error", "Training and test error", ("train_error", "test_error")),
+    ("nc1", "NC1", ("nc1",)),
+    (
+        "nc2_means",
+        "NC2 of the class means",
+        ("equinorm_means", "equiangular_means", "maxangle_means"),
+    ),  # fmt: skip
+    (
+        "nc2_classifier",
+        "NC2 of the classifier",
+        ("equinorm_classifier", "equiangular_classifier", "maxangle_classifier"),
+    ),  # fmt: skip
+    ("nc3_nc4", "NC3 and NC4", ("nc3", "nc4")),
+    (
+        "decomposition",
+        "MSE decomposition",
+        ("loss_nc1", "loss_nc23", "loss_perp", "loss_perp_ratio"),
+    ),  # fmt: skip
+    ("snr", "SNR spectrum", ("snr_min", "snr_ratio")),
+)
+
+_TITLES = {metric: title for metric, title, _ in COMPARE_METRICS}
+_LOG_ALLOWED = {metric: log for metric, _, log in COMPARE_METRICS}
+#: a log axis where the positive values span at least this factor
+_DECADES_FOR_LOG = 100.0
+_STYLES = ("-", "--", ":", "-.")
+_BAND = "shaded band: min–max over seeds"
 
 _UNKNOWN = "?"
 
@@ -99,12 +165,13 @@ class AccuracyCell:
         return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else 0.0
 
     def text(self) -> str:
-        """``mean ± std % (n = k)`` in percent, or an em dash."""
+        """``mean ± std % (n = k)`` in percent (3 significant digits), or an em dash."""
         if not self.values:
             return "—"
         n = len(self.values)
-        spread = f" ± {100 * self.std:.2f}" if n > 1 else ""
-        return f"{100 * self.mean:.2f}{spread} % (n = {n})"
+        if n > 1:
+            return f"{plus_minus(self.mean, self.std, scale=100.0)} % (n = {n})"
+        return f"{sig3(100 * self.mean)} % (n = 1)"
 
 
 def write_comparison_report(
@@ -205,153 +272,351 @@ def accuracy_table(runs: Sequence[Run]) -> dict[tuple[str, str, str], dict[str, 
     return dict(sorted(table_.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])))
 
 
-def plot_overlays(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
-    """One figure per compared metric with every run on the same axes.
+@dataclass
+class SeedGroup:
+    """Runs that differ only by seed (:func:`ncmse.pairing.group_by_config`), drawn as one line.
 
-    Colour: the (dataset, model) configuration (Okabe–Ito); line style: the loss (MSE solid,
-    CE dashed); seeds of a configuration share colour and style.
+    Attributes
+    ----------
+    label : str
+        The configuration's label (dataset/model, loss and what else tells groups apart).
+    loss : str
+        Normalised loss (``mse``, ``ce``, …).
+    dataset, model : str
+        For the grid.
+    runs : list of Run
+        Its runs (one per seed).
+    columns : list of dict
+        :func:`compare_columns` of each run.
     """
-    if not runs:
-        return []
-    configs = sorted(
-        {(r.describe("dataset") or _UNKNOWN, r.describe("model") or _UNKNOWN) for r in runs}
-    )
-    losses = sorted({loss_key(r.describe("loss")) for r in runs}, key=_loss_order)
-    styles = {loss: ("-", "--", ":", "-.")[i % 4] for i, loss in enumerate(losses)}
-    columns = [derived_columns(r) for r in runs]
-    written = []
-    for metric, title, log in COMPARE_METRICS:
-        if not any(_finite(c.get(metric)) for c in columns):
-            continue
-        fig, axes = new_figure(width=6.4, height=4.4, legend_width=2.6)
-        ax = axes[0, 0]
-        seen: set[str] = set()
-        for run, cols in zip(runs, columns):
-            config = (run.describe("dataset") or _UNKNOWN, run.describe("model") or _UNKNOWN)
-            loss = loss_key(run.describe("loss"))
-            label = f"{config[0]}/{config[1]} {loss_display(loss)}"
-            _draw(
-                ax,
-                run,
-                cols.get(metric),
-                log,
-                colour=colour(configs.index(config)),
-                style=styles[loss],
-                label=None if label in seen else label,
+
+    label: str
+    loss: str
+    dataset: str
+    model: str
+    runs: list[Run]
+    columns: list[dict[str, np.ndarray]]
+
+    def aggregate(self, metric: str) -> tuple[np.ndarray, ...] | None:
+        """Median, min and max over seeds of ``metric`` at each epoch any run measured.
+
+        Returns
+        -------
+        (x, median, low, high, count) of arrays of shape (T,), or None when no run has a
+        finite value. ``count`` is how many seeds have a value at each epoch.
+        """
+        series = []
+        for run, cols in zip(self.runs, self.columns):
+            y = cols.get(metric)
+            if not _finite(y):
+                continue
+            x, _ = run.x_axis()
+            keep = np.isfinite(x) & np.isfinite(np.asarray(y, dtype=float))
+            series.append(dict(zip(x[keep].tolist(), np.asarray(y, dtype=float)[keep].tolist())))
+        if not series:
+            return None
+        x = np.array(sorted(set().union(*series)), dtype=float)
+        table_ = np.array([[s.get(e, np.nan) for e in x] for s in series], dtype=float)
+        count = np.isfinite(table_).sum(axis=0)
+        with np.errstate(all="ignore"):
+            median = np.nanmedian(table_, axis=0)
+            low, high = np.nanmin(table_, axis=0), np.nanmax(table_, axis=0)
+        return x, median, low, high, count
+
+    def tpt(self) -> float | None:
+        """Median TPT epoch over the seeds that reached it (None if none did)."""
+        epochs = [r.tpt_epoch for r in self.runs if r.tpt_epoch is not None]
+        return float(np.median(epochs)) if epochs else None
+
+    def legend(self) -> str:
+        seeds = len(self.runs)
+        return f"{self.label} ({seeds} seed{'s' if seeds > 1 else ''}: median)"
+
+
+def compare_columns(run: Run) -> dict[str, np.ndarray]:
+    """:func:`ncmse.report.figures.derived_columns` plus ``snr_min``, the smallest ω_j."""
+    cols = derived_columns(run)
+    snr = snr_columns(cols)
+    if snr and "snr_min" not in cols:
+        with np.errstate(all="ignore"):
+            cols["snr_min"] = np.nanmin(np.vstack([cols[n] for n in snr]), axis=0)
+    return cols
+
+
+def seed_groups_of(runs: Sequence[Run]) -> list[SeedGroup]:
+    """The runs grouped by configuration apart from the seed, MSE groups first."""
+    labels = distinct_labels([r.path for r in runs])
+    by_name = dict(zip(labels, runs))
+    entries = [
+        RunEntry(name=label, loss=loss_key(run.describe("loss")), config=run.config or None)
+        for run, label in zip(runs, labels)
+    ]
+    groups = []
+    for label, members in group_by_config(entries, drop=("seed",)):
+        members_runs = [by_name[m.name] for m in members]
+        first = members_runs[0]
+        groups.append(
+            SeedGroup(
+                label=label,
+                loss=str(members[0].loss),
+                dataset=first.describe("dataset") or _UNKNOWN,
+                model=first.describe("model") or _UNKNOWN,
+                runs=members_runs,
+                columns=[compare_columns(r) for r in members_runs],
             )
-            seen.add(label)
-        _decorate(ax, title=f"{title} — all runs", ylabel=metric, log=log, outside=True)
+        )
+    return sorted(groups, key=lambda g: (_loss_order(g.loss), g.dataset, g.model, g.label))
+
+
+def plot_overlays(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
+    """Overlay figures (:data:`OVERLAYS`): every seed group on the same axes, one panel per metric.
+
+    Colour: the loss (one Okabe–Ito colour each); line style: the configuration within a loss.
+    Each group is its median over seeds with a shaded min–max band; one ▼ per group marks its
+    median TPT epoch; one legend per figure, below the panels.
+    """
+    groups = seed_groups_of(runs)
+    if not groups:
+        return []
+    others = sorted({g.loss for g in groups} - {"mse", "ce"})
+    styles = _config_styles(groups)
+    written = []
+    for stem, title, metrics in OVERLAYS:
+        present = [m for m in metrics if any(g.aggregate(m) is not None for g in groups)]
+        if not present:
+            continue
+        width = max(_MIN_WIDTH, 4.6 * len(present) + 0.4)
+        entries = [(g.legend(), loss_colour(g.loss, others), styles[g.label]) for g in groups]
+        fig = layout_figure(width, 4.0 + _legend_height(width, entries))
+        axes = fig.subplots(1, len(present), squeeze=False)[0]
+        notes: list[str] = []
+        for ax, metric in zip(axes, present):
+            drawn = [(g, loss_colour(g.loss, others), styles[g.label]) for g in groups]
+            notes += _draw_groups(ax, drawn, metric)
+            _decorate(ax, title=_TITLES[metric], ylabel=metric)
+        _figure_legend(fig, entries)
+        _suptitle(fig, f"{title} — all runs")
         caption = (
-            f"{metric_label(metric)}, every run. Colour: dataset/model; line style: loss "
-            "(seeds share both)."
+            "; ".join(f"{m}: {metric_label(m).split(': ', 1)[-1]}" for m in present)
+            + ". Each line is the median over the seeds of one configuration, the shaded band "
+            "their min–max; colour = loss, line style = configuration; ▼ = median TPT epoch."
+            + _notes_text(notes)
         )
         written.append(
             save_figure(
-                fig, out_dir, f"overlay_{metric}", title=f"Overlay: {title}", caption=caption
-            )
+                fig,
+                out_dir,
+                f"overlay_{stem}",
+                title=f"Overlay: {title}",
+                caption=caption,
+                formats=_FORMATS,
+            )  # fmt: skip
         )
     return written
 
 
 def plot_grids(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
-    """One figure per compared metric: a datasets (rows) × networks (columns) grid, MSE vs CE.
+    """One figure per :data:`GRID_METRICS` metric: datasets (rows) × networks (columns), MSE
+    and CE overlaid as in the paper's figures.
 
-    In each cell the runs of that dataset and network are drawn coloured by loss (MSE blue, CE
-    vermillion), one line per seed; a single-run TPT is marked in its loss colour.
+    Networks are grouped into columns by family (vgg, resnet, densenet: the model name without
+    its depth) when no dataset has two networks of one family, else by model. Cells of a partial
+    grid with no run say so; a sweep of one dataset is one row.
     """
-    if not runs:
+    groups = seed_groups_of(runs)
+    if not groups:
         return []
-    datasets = sorted({r.describe("dataset") or _UNKNOWN for r in runs})
-    models = sorted({r.describe("model") or _UNKNOWN for r in runs})
-    other_losses = sorted({loss_key(r.describe("loss")) for r in runs} - {"mse", "ce"})
-    columns = [derived_columns(r) for r in runs]
+    others = sorted({g.loss for g in groups} - {"mse", "ce"})
+    datasets = sorted({g.dataset for g in groups}, key=lambda d: _paper_order(d, _DATASETS))
+    column_of = _network_columns(groups)
+    columns = sorted(set(column_of.values()), key=lambda n: _paper_order(n, _NETWORKS))
+    losses = sorted({g.loss for g in groups}, key=_loss_order)
+    # a cell with two configurations of one loss needs line styles and a legend entry per group
+    cells = [(g.dataset, column_of[g.label], g.loss) for g in groups]
+    ambiguous = len(cells) != len(set(cells))
+    styles = _config_styles(groups) if ambiguous else {g.label: "-" for g in groups}
+    if ambiguous:
+        entries = [(g.legend(), loss_colour(g.loss, others), styles[g.label]) for g in groups]
+    else:
+        entries = [(loss_display(x), loss_colour(x, others), "-") for x in losses]
     written = []
-    for metric, title, log in COMPARE_METRICS:
-        if not any(_finite(c.get(metric)) for c in columns):
+    for metric in GRID_METRICS:
+        if all(g.aggregate(metric) is None for g in groups):
             continue
-        fig, axes = new_figure(
-            ncols=len(models), nrows=len(datasets), width=4.2, height=3.2, suptitle=True
-        )
+        width = max(_MIN_WIDTH, 3.9 * len(columns) + 0.3)
+        fig = layout_figure(width, 3.0 * len(datasets) + 0.8 + _legend_height(width, entries))
+        axes = fig.subplots(len(datasets), len(columns), squeeze=False)
+        notes: list[str] = []
         for i, dataset in enumerate(datasets):
-            for j, model in enumerate(models):
+            for j, network in enumerate(columns):
+                cell = [g for g in groups if g.dataset == dataset and column_of[g.label] == network]
                 ax = axes[i, j]
-                seen: set[str] = set()
-                for run, cols in zip(runs, columns):
-                    if (run.describe("dataset") or _UNKNOWN, run.describe("model") or _UNKNOWN) != (
-                        dataset,
-                        model,
-                    ):
-                        continue
-                    loss = run.describe("loss")
-                    label = loss_display(loss)
-                    _draw(
-                        ax,
-                        run,
-                        cols.get(metric),
-                        log,
-                        colour=loss_colour(loss, other_losses),
-                        style="-",
-                        label=None if label in seen else label,
-                        tpt=True,
-                    )
-                    seen.add(label)
-                _decorate(ax, title=f"{dataset} · {model}", ylabel=metric, log=log, empty=not seen)
-        fig.suptitle(f"{title}: datasets × networks, MSE vs CE")
+                if not cell or all(g.aggregate(metric) is None for g in cell):
+                    _empty_cell(ax, f"{dataset} · {network}: no run")
+                    continue
+                models = " / ".join(sorted({g.model for g in cell}))
+                drawn = [(g, loss_colour(g.loss, others), styles[g.label]) for g in cell]
+                notes += _draw_groups(ax, drawn, metric)
+                _decorate(ax, title=f"{dataset} · {models}", ylabel=metric)
+        _figure_legend(fig, entries)
+        _suptitle(fig, f"{_TITLES[metric]}: datasets × networks, MSE vs CE")
         caption = (
-            f"{metric} ({metric_label(metric)}) for each dataset (row) and network "
-            "(column); colour = loss, one line per seed, dotted vertical line = TPT."
+            f"{metric}: {metric_label(metric).split(': ', 1)[-1]}, for each dataset (row) and "
+            "network (column); colour = loss; line = median over seeds, shaded band = min–max; "
+            "▼ = median TPT epoch." + _notes_text(notes)
         )
         written.append(
-            save_figure(fig, out_dir, f"grid_{metric}", title=f"Grid: {title}", caption=caption)
+            save_figure(
+                fig,
+                out_dir,
+                f"grid_{metric}",
+                title=f"Grid: {_TITLES[metric]}",
+                caption=caption,
+                formats=_FORMATS,
+            )  # fmt: skip
         )
     return written
 
 
-def _draw(
-    ax, run: Run, y, log: bool, *, colour: str, style: str, label: str | None, tpt: bool = False
-) -> None:
-    if not _finite(y):
-        return
-    x, _ = run.x_axis()
-    y = np.asarray(y, dtype=float)
+_FORMATS = ("png", "pdf", "svg")
+#: width of a character of the legend's small font, in points (generous: DejaVu Sans 8.3 pt)
+_CHAR_PT = 5.5
+#: the narrowest overlay or grid figure, in inches: room for the title and the legend
+_MIN_WIDTH = 6.4
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    """A figure title wrapped to the figure's width (about 7 pt per character at its size)."""
+    fig.suptitle(textwrap.fill(text, int(fig.get_figwidth() * 72.0 // 7.5)))
+
+
+#: the paper's order of datasets (rows) and network families (columns); others follow, sorted
+_DATASETS = ("mnist", "fashionmnist", "cifar10", "svhn", "stl10")
+_NETWORKS = ("vgg", "resnet", "densenet")
+
+
+def _paper_order(name: str, order: Sequence[str]) -> tuple[int, str]:
+    key = name.lower().replace("-", "").replace("_", "")
+    family = key.rstrip("0123456789")
+    rank = order.index(key) if key in order else order.index(family) if family in order else None
+    return (len(order) if rank is None else rank, name)
+
+
+def _config_styles(groups: Sequence[SeedGroup]) -> dict[str, str]:
+    """Line style of each group: configurations of one loss take the styles in turn."""
+    counters: dict[str, int] = {}
+    out = {}
+    for g in groups:
+        index = counters.get(g.loss, 0)
+        counters[g.loss] = index + 1
+        out[g.label] = _STYLES[index % len(_STYLES)]
+    return out
+
+
+def _network_columns(groups: Sequence[SeedGroup]) -> dict[str, str]:
+    """Grid column of each group (by label): the network family, or the model on a clash."""
+    family = {g.model: g.model.rstrip("0123456789_-") or g.model for g in groups}
+    clash = any(
+        len({g.model for g in groups if g.dataset == d and family[g.model] == f}) > 1
+        for d in {g.dataset for g in groups}
+        for f in set(family.values())
+    )
+    return {g.label: (g.model if clash else family[g.model]) for g in groups}
+
+
+def _draw_groups(ax: Axes, drawn: Sequence[tuple[SeedGroup, str, str]], metric: str) -> list[str]:
+    """Median lines and min–max bands of ``metric``; returns notes (a zero floor) for the
+    caption."""
+    stats = [(g, c, st, g.aggregate(metric)) for g, c, st in drawn]
+    stats = [t for t in stats if t[3] is not None]
+    values = [a for *_, agg in stats for a in (agg[1], agg[2], agg[3])]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.empty(0)
+    positive = finite[finite > 0]
+    log = (
+        _LOG_ALLOWED.get(metric, False)
+        and positive.size > 0
+        and positive.max() / positive.min() >= _DECADES_FOR_LOG
+    )
+    floor = log_floor(values) if log else None
+    notes = []
+    for group, colour_, style, (x, median, low, high, count) in stats:
+        if log:
+            median, low, high = (_at_floor(v, floor) for v in (median, low, high))
+        ax.plot(x, median, ls=style, color=colour_, lw=1.6, marker="o", ms=2)
+        band = count >= 2
+        if band.any():
+            ax.fill_between(x, low, high, where=band, color=colour_, alpha=0.2, lw=0)
+        tpt = group.tpt()
+        if tpt is not None:
+            ax.plot([tpt], [0.97], marker="v", ms=7, color=colour_, ls="none",
+                    transform=ax.get_xaxis_transform(), clip_on=False)  # fmt: skip
     if log:
-        y = np.where(y > 0, y, np.nan)
-    mask = np.isfinite(x) & np.isfinite(y)
-    if mask.any():
-        ax.plot(
-            x[mask], y[mask], style, color=colour, lw=1.4, marker="o", markersize=2, label=label
-        )
-    if tpt and run.tpt_epoch is not None:
-        ax.axvline(run.tpt_epoch, color=colour, ls=":", lw=1.0, alpha=0.8)
-
-
-def _decorate(
-    ax, *, title: str, ylabel: str, log: bool, empty: bool = False, outside: bool = False
-) -> None:
-    if empty:
-        ax.set_axis_off()
-        ax.text(
-            0.5,
-            0.5,
-            f"{title}\nno run",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-            color=TPT_COLOUR,
-        )
-        return
-    if log and ax.get_lines():
         set_log_y(ax)
+        mark_floor(ax, floor)
+        if floor is not None:
+            notes.append(f"{metric} = 0 drawn at {floor:.0e}")
+    return notes
+
+
+def _at_floor(values: np.ndarray, floor: float | None) -> np.ndarray:
+    return np.where(values > 0, values, floor if floor is not None else np.nan)
+
+
+def _legend_labels(width: float, entries: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The legend's labels (the lines, the band, the TPT mark), wrapped to a figure ``width``
+    inches wide."""
+    labels = [label for label, _, _ in entries] + [
+        _BAND,
+        "median TPT epoch (seeds that reached it)",
+    ]
+    chars = int((width * 72.0 - 60.0) // _CHAR_PT)
+    return [textwrap.fill(label, chars) for label in labels]
+
+
+def _legend_columns(width: float, labels: Sequence[str]) -> int:
+    """As many legend columns as fit a figure ``width`` inches wide (about 5.5 pt per character
+    at the legend's small font, plus the handle), so the legend is never wider than the image."""
+    longest = max(len(line) for x in labels for line in x.splitlines())
+    entry_pt = _CHAR_PT * longest + 40.0
+    return int(max(1, min(len(labels), (width * 72.0) // entry_pt)))
+
+
+def _legend_height(width: float, entries: Sequence[tuple[str, str, str]]) -> float:
+    """Inches the legend of :func:`_figure_legend` takes below the panels."""
+    labels = _legend_labels(width, entries)
+    ncol = _legend_columns(width, labels)
+    lines = [len(label.splitlines()) for label in labels]
+    rows = [max(lines[i : i + ncol]) for i in range(0, len(lines), ncol)]
+    return 0.25 + 0.2 * sum(rows)
+
+
+def _figure_legend(fig: Figure, entries: Sequence[tuple[str, str, str]]) -> None:
+    """One legend for the whole figure, below the panels: the lines, the band, the TPT mark."""
+    handles = [Line2D([], [], color=c, ls=st, lw=1.6) for _, c, st in entries]
+    handles += [Patch(color="grey", alpha=0.3), Line2D([], [], color="grey", marker="v",
+                                                        ls="none")]  # fmt: skip
+    labels = _legend_labels(fig.get_figwidth(), entries)
+    ncol = _legend_columns(fig.get_figwidth(), labels)
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize="small",
+               frameon=False)  # fmt: skip
+
+
+def _notes_text(notes: Sequence[str]) -> str:
+    unique = list(dict.fromkeys(notes))
+    return (" Zeros on log axes: " + "; ".join(unique) + ".") if unique else ""
+
+
+def _empty_cell(ax: Axes, text: str) -> None:
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes,
+            color=TPT_COLOUR, fontsize="small", wrap=True)  # fmt: skip
+
+
+def _decorate(ax: Axes, *, title: str, ylabel: str) -> None:
     ax.set_title(title, fontsize="medium")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    if not ax.get_legend_handles_labels()[0]:
-        return
-    if outside:  # many runs: keep the legend off the curves, in the reserved right margin
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    else:
-        ax.legend(fontsize="small", loc="upper right")
 
 
 def _finite(values) -> bool:
@@ -402,7 +667,7 @@ def _accuracy_html(cells: dict[tuple[str, str, str], dict[str, AccuracyCell]]) -
         if with_diff:
             mse, ce = row.get("mse"), row.get("ce")
             ok = mse is not None and ce is not None and mse.values and ce.values
-            line.append(f"{100 * (mse.mean - ce.mean):+.2f}" if ok else "—")
+            line.append(f"{100 * (mse.mean - ce.mean):+.3g}" if ok else "—")
         rows.append(line)
     return table(headers, rows)
 
@@ -449,7 +714,7 @@ def _pct(value) -> str:
         value = float(value)
     except (TypeError, ValueError):
         return "—"
-    return f"{100 * value:.2f} %" if math.isfinite(value) else "—"
+    return f"{sig3(100 * value)} %" if math.isfinite(value) else "—"
 
 
 def _comparison_body(
@@ -457,9 +722,10 @@ def _comparison_body(
 ) -> str:
     parts = [
         "<h1>ncmse comparison report</h1>",
-        f"<p>{len(runs)} run(s), named by the shortest distinct end of their path. Seeds of one "
-        "configuration and loss are aggregated as mean ± sample standard deviation "
-        "(ddof = 1).</p>",
+        f"<p>{len(runs)} run(s), named by the shortest distinct end of their path. Runs that "
+        "differ only by seed are aggregated: in tables as mean ± sample standard deviation "
+        "(ddof = 1), in figures as the median line with a shaded min–max band. Numbers have 3 "
+        "significant digits.</p>",
         verdicts,
         "<h2>Runs</h2>",
         _runs_html(runs, out),

@@ -15,13 +15,17 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 
 from ncmse.report.style import (
     TPT_COLOUR,
     FigureFile,
     colour,
+    draw_log_series,
+    layout_figure,
+    log_floor,
+    mark_floor,
     metric_label,
-    new_figure,
     save_figure,
     set_log_y,
 )
@@ -186,7 +190,7 @@ def derived_columns(run: Run) -> dict[str, np.ndarray]:
 
 
 def plot_train_run(
-    run: Run, out_dir: Path, *, formats: Sequence[str] = ("png", "svg")
+    run: Run, out_dir: Path, *, formats: Sequence[str] = ("png", "pdf", "svg")
 ) -> list[FigureFile]:
     """Draw every panel of a training run that its columns allow.
 
@@ -232,56 +236,63 @@ class _Context:
         return values is not None and bool(np.isfinite(values).any())
 
 
-def _plot_series(ax: Axes, ctx: _Context, series: Sequence[Series], log: bool) -> bool:
-    """Draw the series present; return whether any was drawn."""
+def _plot_series(
+    ax: Axes, ctx: _Context, series: Sequence[Series], log: bool, floor: float | None = None
+) -> bool:
+    """Draw the series present (on a log axis, values ≤ 0 at ``floor``); return whether any
+    was drawn."""
     drawn = False
     for i, s in enumerate(series):
         test_column, test_label = s.test()
         for column, label, style in ((s.column, s.label, "-"), (test_column, test_label, "--")):
             if not ctx.has(column):
                 continue
+            kwargs = dict(ls=style, marker="o", markersize=3, lw=1.6, color=colour(i), label=label)
             y = ctx.cols[column].astype(float)
             if log:
-                y = np.where(y > 0, y, np.nan)
-            mask = np.isfinite(y) & np.isfinite(ctx.x)
-            if not mask.any():
+                drawn |= draw_log_series(ax, ctx.x, y, floor, **kwargs)
                 continue
-            ax.plot(
-                ctx.x[mask],
-                y[mask],
-                style,
-                marker="o",
-                markersize=3,
-                lw=1.6,
-                color=colour(i),
-                label=label,
-            )
-            drawn = True
+            mask = np.isfinite(y) & np.isfinite(ctx.x)
+            if mask.any():
+                ax.plot(ctx.x[mask], y[mask], **kwargs)
+                drawn = True
     return drawn
 
 
+def _panel_figure(ncols: int = 1) -> tuple[Figure, np.ndarray]:
+    """A figure of ``ncols`` panels side by side, laid out so that no text is clipped."""
+    fig = layout_figure(6.4 * ncols if ncols > 1 else 7.0, 5.0)
+    return fig, fig.subplots(1, ncols, squeeze=False)
+
+
+def _floor(ctx: _Context, series: Sequence[Series]) -> float | None:
+    columns = [c for s in series for c in (s.column, s.test()[0]) if ctx.has(c)]
+    return log_floor([ctx.cols[c] for c in columns])
+
+
 def _finish_axes(
-    ax: Axes, ctx: _Context, *, title: str, ylabel: str, log: bool, legend: str = "upper right"
+    ax: Axes, ctx: _Context, *, title: str, ylabel: str, log: bool, floor: float | None = None
 ) -> None:
     if log and any(line.get_ydata().size for line in ax.get_lines()):
         set_log_y(ax)
+        mark_floor(ax, floor)
     if ctx.tpt is not None:
         ax.axvline(ctx.tpt, color=TPT_COLOUR, ls=":", lw=1.4, label=f"TPT (epoch {ctx.tpt:g})")
-    ax.set_title(title)
+    ax.set_title(title, fontsize="medium")
     ax.set_xlabel(ctx.xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
-    entries = len(ax.get_legend_handles_labels()[0])
-    ax.legend(fontsize="small" if entries <= 6 else "x-small", loc=legend, ncol=1 + (entries > 6))
+    _legend_below(ax)
 
 
-def _has_zeros(ctx: _Context, series: Sequence[Series]) -> bool:
-    for s in series:
-        for column in (s.column, s.test()[0]):
-            values = ctx.cols.get(column)
-            if values is not None and bool((values[np.isfinite(values)] <= 0).any()):
-                return True
-    return False
+def _legend_below(ax: Axes, ncol: int = 2) -> None:
+    """The legend under the axes, off the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles and max(len(label) for label in labels) > 30:
+        ncol = 1  # long definitions: one entry per line keeps the legend inside the image
+    if handles:
+        ax.legend(handles, labels, fontsize="small", loc="upper center",
+                  bbox_to_anchor=(0.5, -0.14), ncol=ncol, frameon=False)  # fmt: skip
 
 
 def _single_panel(
@@ -297,13 +308,15 @@ def _single_panel(
         if ctx.has(c)
     )
     log = panel.log and positive
-    fig, axes = new_figure()
+    floor = _floor(ctx, panel.series) if log else None
+    fig, axes = _panel_figure()
     ax = axes[0, 0]
-    _plot_series(ax, ctx, panel.series, log)
-    _finish_axes(ax, ctx, title=f"{panel.title} — {ctx.run_label}", ylabel=panel.ylabel, log=log)
+    _plot_series(ax, ctx, panel.series, log, floor)
+    title = f"{panel.title}\n{ctx.run_label}"
+    _finish_axes(ax, ctx, title=title, ylabel=panel.ylabel, log=log, floor=floor)
     caption = panel.caption
-    if log and _has_zeros(ctx, panel.series):
-        caption += " Measurements equal to 0 are not drawn on the log axis."
+    if floor is not None:
+        caption += " Measurements equal to 0 are drawn at the marked floor of the log axis."
     return [
         save_figure(fig, out_dir, panel.name, title=panel.title, caption=caption, formats=formats)
     ]
@@ -321,7 +334,7 @@ def _decomposition(ctx: _Context, out_dir: Path, formats: Sequence[str]) -> list
     ]
     if not any(ctx.has(s.column) for s in parts):
         return []
-    fig, axes = new_figure(ncols=2, width=6.0, suptitle=True)
+    fig, axes = _panel_figure(2)
     left, right = axes[0, 0], axes[0, 1]
     _plot_series(left, ctx, parts, log=True)
     _finish_axes(
@@ -357,7 +370,7 @@ def _snr(ctx: _Context, out_dir: Path, formats: Sequence[str]) -> list[FigureFil
     names = [n for n in snr_columns(ctx.cols) if ctx.has(n)]
     if not names:
         return []
-    fig, axes = new_figure(ncols=2, width=6.0, suptitle=True)
+    fig, axes = _panel_figure(2)
     left, right = axes[0, 0], axes[0, 1]
     # Many curves: a sequential colour-blind-safe colour map rather than the line cycle.
     from matplotlib import colormaps
@@ -382,7 +395,7 @@ def _snr(ctx: _Context, out_dir: Path, formats: Sequence[str]) -> list[FigureFil
         ylabel="ω_j (log scale)",
         log=True,
     )
-    left.legend(fontsize="x-small", ncol=2 if len(names) > 5 else 1, loc="lower right")
+    _legend_below(left, ncol=3 if len(names) > 5 else 2)
     ratio = (Series("snr_ratio", f"ω_1/ω_{len(names)} (snr_1/snr_{len(names)})"),)
     if len(names) >= 2 and _plot_series(right, ctx, ratio, log=True):
         _finish_axes(

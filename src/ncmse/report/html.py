@@ -21,6 +21,7 @@ import yaml
 from ncmse.collapse.result import METRIC_NAMES
 from ncmse.errors import InputError
 from ncmse.report.style import METRIC_LABELS, FigureFile
+from ncmse.rundir.numfmt import sig3
 
 __all__ = [
     "config_section",
@@ -57,9 +58,11 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
        max-width: 1200px; padding: 0 1em; color: #1a1a1a; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
 table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: .92em; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1.5em 0; } figure img, figure svg { max-width: 100%; height: auto;
+         box-sizing: border-box;
          display: block; border: 1px solid #eee; }
 figcaption { font-size: .92em; color: #333; margin-top: .3em; }
 pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .88em; }
@@ -69,6 +72,14 @@ pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .88em; }
 .verdict.unsure { color: #6b4f00; background: #fff3c4; padding: 0 .25em; }
 .verdict.bad { background: #fde8dc; padding: 0 .25em; }
 .verdicts-lead { font-size: 1.05em; }
+section.summary { display: grid; grid-template-columns: minmax(0, 4fr) minmax(14em, 1fr);
+                  gap: 1em; align-items: start; }
+@media (max-width: 900px) { section.summary { grid-template-columns: minmax(0, 1fr); } }
+.summary-figure figure { margin-top: 0; }
+aside.summary-verdicts { font-size: .92em; overflow-wrap: anywhere; }
+aside.summary-verdicts h3 { margin: 0 0 .3em; font-size: 1.05em; }
+ul.claim-list { list-style: none; padding-left: 0; margin: .3em 0 .8em; }
+ul.claim-list li { margin: .15em 0; }
 """
 
 
@@ -87,7 +98,8 @@ def page(title: str, body: str) -> str:
 
 
 def format_value(value: Any) -> str:
-    """A table cell: floats with 4 significant digits, booleans as yes/no, None as an em dash."""
+    """A table cell: floats with 3 significant digits (:func:`ncmse.rundir.numfmt.sig3`),
+    booleans as yes/no, None as an em dash."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -97,14 +109,15 @@ def format_value(value: Any) -> str:
             return "—"
         if value.is_integer() and abs(value) < 1e6:
             return str(int(value))
-        return f"{value:.4g}"
+        return sig3(value)
     return str(value)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = False) -> str:
-    """An HTML table; cells are escaped unless ``raw`` (already HTML)."""
+    """An HTML table in a box that scrolls sideways when the table is wider than the page;
+    cells are escaped unless ``raw`` (already HTML)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    lines = [f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>"]
+    lines = [f'<div class="table-wrap"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>']
     for row in rows:
         cells = []
         for cell in row:
@@ -113,7 +126,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = 
             css = ' class="num"' if numeric else ""
             cells.append(f"<td{css}>{text}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
-    lines.append("</tbody>\n</table>")
+    lines.append("</tbody>\n</table></div>")
     return "\n".join(lines)
 
 
@@ -154,7 +167,7 @@ def figure_html(fig: FigureFile, base_dir: Path, embed: str = "png") -> str:
     else:
         raise InputError(f"figure {fig.name!r} has neither a PNG nor an SVG file to embed")
     links = " · ".join(
-        relative_link(p, base_dir, p.suffix[1:].upper()) for p in (fig.png, fig.svg) if p
+        relative_link(p, base_dir, p.suffix[1:].upper()) for p in (fig.png, fig.pdf, fig.svg) if p
     )
     return (
         f'<figure id="fig-{html.escape(fig.name, quote=True)}">\n{graphic}\n'

@@ -21,11 +21,13 @@ from ncmse.report.html import (
     table,
 )
 from ncmse.report.style import METRIC_LABELS, FigureFile
+from ncmse.report.summary import SUMMARY_NAME, plot_run_summary
 from ncmse.report.ufm_figures import plot_ufm_run
 from ncmse.report.verdicts import (
     central_path_section,
     claims_section,
     plot_central_path,
+    summary_section,
 )
 from ncmse.rundir.atomic import atomic_write_text
 from ncmse.rundir.reader import Run, load_run
@@ -73,7 +75,11 @@ def run_figures(run: Run) -> list[FigureFile]:
     if run.kind == "ufm":
         return plot_ufm_run(run.path, fig_dir)
     fits, _ = run_central_path(run)
-    return plot_train_run(run, fig_dir) + plot_central_path(run, fits, fig_dir)
+    return (
+        plot_run_summary(run, fits, fig_dir)
+        + plot_train_run(run, fig_dir)
+        + plot_central_path(run, fits, fig_dir)
+    )
 
 
 def _render_run_page(run: Run, figures: Sequence[FigureFile], *, embed: str = "png") -> str:
@@ -82,6 +88,11 @@ def _render_run_page(run: Run, figures: Sequence[FigureFile], *, embed: str = "p
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if run.kind != "ufm":
         claims, source = current_claims(run)
+        fits, _ = run_central_path(run)
+        summary = [f for f in figures if f.name == SUMMARY_NAME]
+        figures = [f for f in figures if f.name != SUMMARY_NAME]
+        shown = "".join(figure_html(f, run.path, embed) for f in summary)
+        parts.append(summary_section(claims, fits, shown))
         parts.append(claims_section(claims, source, {f.name for f in figures}))
     parts += [_overview(run), files_section(run, run.path)]
     if run.kind == "ufm":

@@ -26,7 +26,12 @@ __all__ = [
     "TPT_COLOUR",
     "METRIC_LABELS",
     "FigureFile",
+    "clipped_texts",
     "colour",
+    "draw_log_series",
+    "layout_figure",
+    "log_floor",
+    "mark_floor",
     "loss_colour",
     "loss_display",
     "loss_key",
@@ -81,6 +86,9 @@ _LOSS_ALIASES: dict[str, str] = {
 #: SPEC §2/§3 names -> a short definition used in axis labels, legends and tables.
 METRIC_LABELS: dict[str, str] = {
     "train_error": "training error (fraction misclassified)",
+    "error": "error (fraction misclassified, 1 − accuracy)",
+    "snr_min": "smallest SNR singular value ω_min",
+    "snr_ratio": "ω_max / ω_min, the spread of the SNR singular values",
     "accuracy": "accuracy",
     "objective": "training criterion as optimised (CE for a CE run; weight decay excluded)",
     "loss": "L (MSE loss, SPEC §3 convention)",
@@ -132,6 +140,11 @@ class FigureFile:
         The PNG file, if one was written.
     svg : Path or None
         The SVG file, if one was written.
+    pdf : Path or None
+        The PDF file, if one was written.
+    clipped : tuple of str
+        Texts of the figure that reach outside the saved image (:func:`clipped_texts`); empty
+        for a publishable figure.
     """
 
     name: str
@@ -139,6 +152,8 @@ class FigureFile:
     caption: str
     png: Path | None
     svg: Path | None
+    pdf: Path | None = None
+    clipped: tuple[str, ...] = ()
 
 
 def metric_label(name: str) -> str:
@@ -277,6 +292,116 @@ def set_log_y(ax: Axes) -> None:
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos=None: f"{v:.3g}"))
 
 
+def layout_figure(width: float, height: float) -> Figure:
+    """An empty figure of ``width × height`` inches on an Agg canvas with constrained layout,
+    which makes room for titles, labels and legends outside the axes so none is clipped."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def clipped_texts(fig: Figure) -> list[str]:
+    """Visible non-empty texts of ``fig`` whose drawn extent leaves the figure.
+
+    Draws the figure, then compares each :class:`matplotlib.text.Text`'s window extent with the
+    figure's bounding box (1 pixel of tolerance). Legend texts are included.
+
+    Returns
+    -------
+    list of str
+        The texts that are (partly) outside the saved image: clipped titles and labels.
+    """
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    undrawn = _undrawn_tick_labels(fig)
+    out = []
+    for text in fig.findobj(Text):
+        if not text.get_visible() or not text.get_text().strip() or id(text) in undrawn:
+            continue
+        if text.axes is not None and not text.axes.get_visible():
+            continue
+        extent = text.get_window_extent(renderer)
+        if (
+            extent.x0 < box.x0 - 1
+            or extent.y0 < box.y0 - 1
+            or extent.x1 > box.x1 + 1
+            or extent.y1 > box.y1 + 1
+        ):
+            out.append(text.get_text())
+    return out
+
+
+def _undrawn_tick_labels(fig: Figure) -> set[int]:
+    """Ids of tick labels that exist but are not drawn (their tick lies outside the view, or
+    the axes are switched off)."""
+    undrawn: set[int] = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            drawn = {id(t) for t in axis._update_ticks()} if ax.axison else set()
+            for tick in (*axis.majorTicks, *axis.minorTicks):
+                if id(tick) not in drawn:
+                    undrawn.update((id(tick.label1), id(tick.label2)))
+    return undrawn
+
+
+def log_floor(arrays: Sequence[np.ndarray]) -> float | None:
+    """Where exact zeros are drawn on a log axis: the decade below the smallest positive value.
+
+    Returns
+    -------
+    float or None
+        ``10**(floor(log10(min positive)) − 1)`` when some finite value is ≤ 0 and some is
+        positive; None when nothing needs a floor.
+    """
+    values = [np.asarray(a, dtype=float) for a in arrays if a is not None]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.empty(0)
+    positive = finite[finite > 0]
+    if not positive.size or not (finite <= 0).any():
+        return None
+    return float(10.0 ** (np.floor(np.log10(positive.min())) - 1))
+
+
+def draw_log_series(ax: Axes, x: np.ndarray, y: np.ndarray, floor: float | None, **kwargs) -> bool:
+    """Plot ``y(x)`` for a log axis: values ≤ 0 drawn at ``floor`` as open markers.
+
+    Without a floor, non-positive values are left out. Returns whether anything was drawn.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    mask = np.isfinite(x) & np.isfinite(y)
+    if not mask.any():
+        return False
+    x, y = x[mask], y[mask]
+    zero = y <= 0
+    shown = np.where(zero, floor if floor is not None else np.nan, y)
+    if not np.isfinite(shown).any():
+        return False
+    ax.plot(x, shown, **kwargs)
+    if floor is not None and zero.any():
+        ax.plot(x[zero], shown[zero], "o", mfc="white", mec=kwargs.get("color"), ms=4, lw=0)
+    return True
+
+
+def mark_floor(ax: Axes, floor: float | None) -> None:
+    """A dotted line at ``floor`` with the note that measurements equal to 0 are drawn there."""
+    if floor is None:
+        return
+    ax.axhline(floor, color=TPT_COLOUR, ls=(0, (1, 2)), lw=0.9)
+    ax.annotate(
+        f"0 drawn at {_decade_label(floor)}",
+        (1.0, floor),
+        xycoords=("axes fraction", "data"),
+        xytext=(-3, 3),
+        textcoords="offset points",
+        ha="right",
+        va="bottom",
+        fontsize="x-small",
+        color=TPT_COLOUR,
+    )
+
+
 def save_figure(
     fig: Figure,
     out_dir: Path,
@@ -299,16 +424,27 @@ def save_figure(
         File stem.
     title, caption : str
         Stored in the returned :class:`FigureFile` for the HTML report.
-    formats : sequence of {"png", "svg"}
+    formats : sequence of {"png", "svg", "pdf"}
         Formats to write.
     dpi : int
         Resolution of the PNG.
     """
+    clipped = tuple(clipped_texts(fig))
+    # the layout computed by that draw is kept: constrained layout is not re-run per format
+    fig.set_layout_engine("none")
     paths: dict[str, Path] = {}
     for fmt in formats:
         buffer = io.BytesIO()
         # Fixed metadata keeps the SVG byte-identical between runs (no date stamp).
-        metadata = {"Date": None} if fmt == "svg" else None
+        metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
         fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
         paths[fmt] = atomic_write_bytes(Path(out_dir) / f"{name}.{fmt}", buffer.getvalue())
-    return FigureFile(name, title, caption, paths.get("png"), paths.get("svg"))
+    return FigureFile(
+        name,
+        title,
+        caption,
+        paths.get("png"),
+        paths.get("svg"),
+        paths.get("pdf"),
+        clipped,
+    )

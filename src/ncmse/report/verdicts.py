@@ -26,6 +26,7 @@ from matplotlib.colors import Normalize
 
 from ncmse.report.html import format_value, relative_link, table
 from ncmse.report.style import TPT_COLOUR, FigureFile, colour, new_figure, save_figure, set_log_y
+from ncmse.rundir.numfmt import sig3
 from ncmse.verdicts.central_path import (
     FOLLOWS_MAX_RMS,
     LAW_SHORT,
@@ -60,6 +61,7 @@ __all__ = [
     "outcome_html",
     "plot_central_path",
     "run_entries",
+    "summary_section",
     "verdicts_csv",
     "verdicts_section",
 ]
@@ -237,6 +239,55 @@ def claims_section(
     )
 
 
+def summary_section(
+    claims: Sequence[Mapping[str, Any]], fits: Sequence[Mapping[str, Any]], figure: str
+) -> str:
+    """The opening of a run report: the summary figure with the SPEC §7 verdict line beside it
+    (the tally in words, each claim's outcome with its mark) and the SPEC §9 verdict per law.
+
+    Parameters
+    ----------
+    claims : sequence of mapping
+        The run's claim records.
+    fits : sequence of mapping
+        Its central-path records.
+    figure : str
+        The summary ``<figure>`` HTML (may be empty).
+    """
+    items = "".join(
+        f"<li>{outcome_html(outcome_of(c), word=False)} <code>{html.escape(str(c.get('id')))}"
+        f"</code> {html.escape(outcome_of(c))}</li>"
+        for c in claims
+    )
+    laws = []
+    for fit in fits:
+        name = str(fit.get("law"))
+        fitted = fit.get("kappa") is not None or fit.get("follows") is False
+        word = verdict_word(fit) if fitted else "no fit"
+        css = {True: "ok", False: "bad"}.get(fit.get("follows"), "na")
+        laws.append(
+            f'<li>{html.escape(LAW_SHORT.get(name, name))}: <span class="verdict {css}">'
+            f"{html.escape(word)}</span></li>"
+        )
+    aside = (
+        '<aside class="summary-verdicts">\n<h3>Verdicts (SPEC §7)</h3>\n'
+        f'<p class="verdicts-lead">{_lead(claims) if claims else "no claim evaluated"}.</p>\n'
+        f'<ul class="claim-list">{items}</ul>\n'
+        + (
+            f'<h3>Central path (SPEC §9)</h3>\n<ul class="claim-list">{"".join(laws)}</ul>\n'
+            if laws
+            else ""
+        )  # fmt: skip
+        + '<p class="note">Details: <a href="#claims">verdicts</a> · '
+        '<a href="#central-path">central path</a>.</p>\n</aside>'
+    )
+    return (
+        '<h2 id="summary">Run summary</h2>\n'
+        f'<section class="summary">\n<div class="summary-figure">{figure}</div>\n{aside}\n'
+        "</section>"
+    )
+
+
 def central_path_section(fits: Sequence[Mapping[str, Any]], source: str, figure: str = "") -> str:
     """The *Central path* section: the verdict per law in words, the residual as a factor, the
     κ = 0 baseline, the last ω_max/ω_min measured and predicted, and the reason."""
@@ -405,7 +456,7 @@ def accuracy_gap_section(pairing: Pairing) -> str:
                     str(g["n"]),
                     html.escape(_points(g.get("value"))),
                     html.escape(
-                        "—" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"
+                        "—" if interval is None else f"[{interval[0]:+.3g}, {interval[1]:+.3g}]"
                     ),
                     outcome_html(outcome_of(g)),
                     html.escape(str(g.get("reason") or "")),
@@ -440,13 +491,13 @@ def accuracy_gap_section(pairing: Pairing) -> str:
 
 
 def _points(value: Any) -> str:
-    return "—" if value is None else f"{value:+.2f}"
+    return "—" if value is None else f"{value:+.3g}"
 
 
 def _pct(value: Any) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return "—"
-    return f"{100 * value:.2f} %"
+    return f"{sig3(100 * value)} %"
 
 
 def _csv_cell(value: Any) -> Any:
@@ -552,7 +603,7 @@ def plot_central_path(
     fits: Sequence[Mapping[str, Any]],
     out_dir: Path,
     *,
-    formats: Sequence[str] = ("png", "svg"),
+    formats: Sequence[str] = ("png", "pdf", "svg"),
 ) -> list[FigureFile]:
     """Measured vs fitted ω_j(τ) per law and ω_max/ω_min, learning-rate drops marked (SPEC §9).
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ncmse.errors import NCMSEError
+from ncmse.rundir.numfmt import plus_minus
 from ncmse.rundir.reader import load_run, read_config
 from ncmse.sweep.grid import RunSpec, preset_stem
 from ncmse.sweep.state import read_summary
@@ -231,7 +232,7 @@ def format_verdicts(
                 r.run.name,
                 *(_MARKS[outcomes[cid]] for cid in CLAIM_IDS),
                 _count_text(list(outcomes.values())),
-                "—" if gap is None else f"{gap:+.2f}",
+                "—" if gap is None else f"{gap:+.3g}",
             )
         )
     parts = []
@@ -262,8 +263,8 @@ def format_verdicts(
                 (
                     str(g["group"]),
                     str(g["n"]),
-                    "—" if g.get("value") is None else f"{g['value']:+.2f}",
-                    "—" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]",
+                    "—" if g.get("value") is None else f"{g['value']:+.3g}",
+                    "—" if interval is None else f"[{interval[0]:+.3g}, {interval[1]:+.3g}]",
                     outcome_of(g),
                     str(g.get("reason") or ""),
                 )
@@ -394,11 +395,9 @@ def select_lr(groups: Sequence[GroupStats]) -> list[dict[str, Any]]:
     return selections
 
 
-def _pm(pair: tuple[float, float], fmt: str, scale: float = 1.0) -> str:
-    mean, std = pair
-    if math.isnan(mean):
-        return "—"
-    return f"{format(scale * mean, fmt)} ± {format(scale * std, fmt)}"
+def _pm(pair: tuple[float, float], scale: float = 1.0) -> str:
+    """``mean ± std`` in the one number format (:mod:`ncmse.rundir.numfmt`)."""
+    return plus_minus(*pair, scale=scale)
 
 
 def format_groups(groups: Sequence[GroupStats]) -> str:
@@ -410,9 +409,9 @@ def format_groups(groups: Sequence[GroupStats]) -> str:
             f"{g.lr:g}",
             f"{g.weight_decay:g}",
             f"{g.finished}/{g.planned}" + (f" ({g.diverged} diverged)" if g.diverged else ""),
-            _pm(g.test_accuracy, ".2f", 100.0),
-            _pm(g.nc1, ".3g"),
-            _pm(g.perp_ratio, ".3g"),
+            _pm(g.test_accuracy, 100.0),
+            _pm(g.nc1),
+            _pm(g.perp_ratio),
         )
         for g in groups
     ]
@@ -427,7 +426,7 @@ def format_selection(selections: Sequence[dict[str, Any]]) -> str:
             s["preset"],
             f"{s['weight_decay']:g}",
             "—" if s["best_lr"] is None else f"{s['best_lr']:g}",
-            "—" if s["best_test_error"] is None else f"{s['best_test_error']:.4f}",
+            "—" if s["best_test_error"] is None else f"{s['best_test_error']:.3g}",
             "yes" if s["complete"] else "no",
         )
         for s in selections

@@ -318,7 +318,7 @@ def _describe(run: RunSpec, outcome: JobOutcome) -> str:
     if outcome.seconds is not None:
         parts.append(f"in {outcome.seconds:.1f} s")
     if outcome.status == "finished" and isinstance(final.get("test_accuracy"), (int, float)):
-        parts.append(f"(test accuracy {100 * final['test_accuracy']:.2f} %)")
+        parts.append(f"(test accuracy {100 * final['test_accuracy']:.3g} %)")
     if outcome.error and outcome.status != "finished":
         parts.append(f"- {outcome.error}")
     return " ".join(parts)

@@ -445,7 +445,7 @@ def gap_verdict(gaps: Sequence[float]) -> dict[str, Any]:
         return record
     if n == 1:
         record["reason"] = (
-            f"one paired seed (gap {values[0]:+.2f} points): no confidence interval; "
+            f"one paired seed (gap {values[0]:+.3g} points): no confidence interval; "
             "run at least two seeds of both losses"
         )
         return record
@@ -456,7 +456,7 @@ def gap_verdict(gaps: Sequence[float]) -> dict[str, Any]:
     record["interval"] = [low, high]
     record["noise"] = sem
     bound = GAP_THRESHOLD_PP * (1.0 + _EDGE)
-    text = f"95 % interval [{low:+.2f}, {high:+.2f}] over {n} seeds"
+    text = f"95 % interval [{low:+.3g}, {high:+.3g}] over {n} seeds"
     if low >= -bound and high <= bound:
         record["holds"] = True
         record["reason"] = f"{text} lies within ±{GAP_THRESHOLD_PP:g} point"
