@@ -196,7 +196,7 @@ def test_run_report_opens_with_the_verdicts_in_words(tmp_path):
         assert f'class="verdict {css}"' in row and words in row, cid
         assert ("✓" in row) == (cid not in expected), cid  # no tick on anything but holds
         assert "0.0371" in row and "12.5" in row, cid
-    assert "≥ 100×" in rows["nc1_falls"] and "≤ 0.1" in rows["perp_small"]
+    assert "≥ 10" in rows["nc1_falls"] and "≤ 10" in rows["perp_small"]  # the record's threshold
     assert "within noise of the threshold" in rows["perp_small"]
     assert "not applicable: not a square-loss run" in rows["perp_falls"]
     lead = section[: section.index("<table>")]
