@@ -14,7 +14,7 @@ from ncmse.cli.main import main
 from ncmse.collapse.result import flatten_row
 from ncmse.errors import DivergenceError, InputError
 from ncmse.rundir.reader import read_summary
-from ncmse.train.config import resolve_config
+from ncmse.train.config import list_presets, resolve_config
 from ncmse.train.loop import CHECK_EVERY, Trainer, lr_milestones, measurement_epochs
 from ncmse.train.models import classifier_of
 from ncmse.train.run import train
@@ -304,7 +304,16 @@ def test_cli_print_config_and_presets(capsys: pytest.CaptureFixture) -> None:
     assert main(["train", "--print-config", "--set", "epochs=5"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["epochs"] == 5
     assert main(["train", "--list-presets"]) == 0
-    assert "paper-cifar10-resnet18-mse" in capsys.readouterr().out.split()
+    out = capsys.readouterr().out
+    assert "paper-cifar10-resnet18-mse" in out.split()
+    # every preset is followed by what it is (its YAML's first comment sentence), indented
+    lines = out.splitlines()
+    names = [i for i, line in enumerate(lines) if not line.startswith(" ")]
+    assert len(names) == len(list_presets()) and all(
+        lines[i + 1].startswith("    ") and len(lines[i + 1].strip()) > 10 for i in names
+    )
+    tiny = lines[lines.index("tiny") + 1].strip()
+    assert tiny.startswith("Smoke test: a few epochs of a small MLP on digits")
 
 
 def test_unavailable_dataset_surfaces_data_error(tmp_path: Path) -> None:

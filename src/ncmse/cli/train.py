@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 
 from ncmse.errors import ConfigError
 
@@ -52,16 +53,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config as YAML and exit"
     )
-    parser.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    parser.add_argument(
+        "--list-presets", action="store_true", help="list the presets and what each is, then exit"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ncmse train``, then draw the run's report (``report: true``); returns the status."""
-    from ncmse.train.config import list_presets, resolve_config
+    from ncmse.train.config import list_presets, preset_description, resolve_config
     from ncmse.train.run import resume_config, run_training
 
     if args.list_presets:
-        print("\n".join(list_presets()))
+        for name in list_presets():
+            print(name)
+            print(textwrap.fill(preset_description(name), width=100, initial_indent="    ",
+                                subsequent_indent="    "))  # fmt: skip
         return 0
     if args.resume:
         if args.config or args.out or args.data_dir:

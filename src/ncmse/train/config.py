@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ __all__ = [
     "PRESET_DIR",
     "DEFAULT_PRESET",
     "list_presets",
+    "preset_description",
     "load_yaml_config",
     "parse_overrides",
     "resolve_config",
@@ -310,6 +312,19 @@ def _check_consistency(cfg: Config) -> None:
 def list_presets() -> list[str]:
     """Names of the shipped presets (``ncmse/configs/*.yaml``)."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_description(name: str) -> str:
+    """What a shipped preset is: the first sentence of its YAML file's leading comment block
+    ("" when it has none), as ``ncmse train --list-presets`` prints it."""
+    lines = []
+    for line in (PRESET_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(lines)
+    end = re.search(r"\.(\s|$)", text)
+    return text[: end.start() + 1] if end else text
 
 
 def _preset_path(name_or_path: str | os.PathLike[str]) -> Path:
