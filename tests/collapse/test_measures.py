@@ -444,3 +444,33 @@ def test_the_ncc_classifier_has_no_nc4_mismatch_on_bisectors(seed, offset):
     shifted = ncmse.measure_features(H, y, W, b2, num_classes=8)
     assert shifted.nc4 > 0.0
     assert shifted.nc4 == geometry(H.numpy(), y.numpy(), W.numpy(), b2.numpy(), 8)["nc4"]
+
+
+def _three_means_on_a_line(middle: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """C = 3 balanced classes with class means (−1, 0), (middle, 0), (1, 0) up to rounding."""
+    g = torch.Generator().manual_seed(0)
+    mu = torch.tensor([[-1.0, 0.0], [middle, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    y = torch.arange(3).repeat(20)
+    z = 0.1 * torch.randn(60, 2, generator=g, dtype=torch.float64)
+    z = z - torch.stack([z[y == c].mean(0) for c in range(3)])[y]
+    return mu[y] + z, y
+
+
+@pytest.mark.filterwarnings("ignore::ncmse.NCMSEWarning")
+def test_a_class_mean_at_the_global_mean_has_no_angle():
+    """μ_c − μ_G = 0 up to rounding: its cosine with the other means is the direction of the
+    rounding (it gave equiangular_means 0.60 and maxangle_means 0.50 with no word); NaN with the
+    flag. Controls: a small but real centred mean keeps its (reference) angles, unflagged."""
+    H, y = _three_means_on_a_line(0.0)
+    W = torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    r = ncmse.measure_features(H, y, W, None, num_classes=3)
+    assert "class_mean_at_global_mean" in r.flags
+    assert math.isnan(r.equiangular_means) and math.isnan(r.maxangle_means)
+    assert math.isfinite(r.nc1) and math.isfinite(r.equinorm_means)  # the rest keeps its value
+    H, y = _three_means_on_a_line(1e-3)  # centred means (−1, 1e-3, 1) − μ_G: all of them real
+    r = ncmse.measure_features(H, y, W, None, num_classes=3)
+    assert "class_mean_at_global_mean" not in r.flags
+    m = torch.stack([H[y == c].mean(0) for c in range(3)])
+    m = m - m.mean(0)
+    cos = [float(m[a] @ m[b] / (m[a].norm() * m[b].norm())) for a, b in ((0, 1), (0, 2), (1, 2))]
+    assert r.maxangle_means == pytest.approx(sum(abs(c + 0.5) for c in cos) / 3, rel=1e-9)

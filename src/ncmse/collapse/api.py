@@ -166,6 +166,7 @@ def result_from_stats(
         rtol_,
         num_samples=int(N),
         zero_classifier_rows=zero_rows,
+        mean_at_global_mean=geometry.mean_at_global_mean(means, mbar, tol),
         min_norm_ls=dec.min_norm_ls,
     )
     nan = float("nan")
@@ -185,6 +186,8 @@ def result_from_stats(
     if "fewer_samples_than_dimensions" in flags:  # +inf from too few samples, not from collapse
         omega = torch.where(torch.isinf(omega), torch.full_like(omega, nan), omega)
     snr = tuple(omega.tolist())  # one device→host copy, not one per value
+    if "class_mean_at_global_mean" in flags:  # a zero vector's cosine is undefined, not 0
+        values["equiangular_means"] = values["maxangle_means"] = nan
     if "no_between_class_spread" in flags:  # undefined, never a number that reads as collapse
         values = dict.fromkeys(values, nan)
         snr = (nan,) * len(snr)
@@ -232,6 +235,7 @@ def _flags(
     *,
     num_samples: int,
     zero_classifier_rows: bool = False,
+    mean_at_global_mean: bool = False,
     min_norm_ls: bool = False,
 ) -> tuple[str, ...]:
     """The SPEC §2 degenerate-feature flags (and ``total_covariance_singular``, the LS solve's),
@@ -244,6 +248,8 @@ def _flags(
         flags.append("within_class_singular")
     if rank < min(p, C - 1) and not flags[:1] == ["no_between_class_spread"]:
         flags.append("between_class_rank_deficient")
+    if mean_at_global_mean and not flags[:1] == ["no_between_class_spread"]:
+        flags.append("class_mean_at_global_mean")
     if num_samples - C < p:  # rank Σ_W ≤ N − C < p
         flags.append("fewer_samples_than_dimensions")
     if zero_classifier_rows:

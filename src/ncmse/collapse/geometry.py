@@ -170,6 +170,21 @@ def no_between_class_spread(means: torch.Tensor, mbar: torch.Tensor, rtol: float
     return spread == 0.0 or spread <= rtol * float(means.norm(dim=1).max())
 
 
+def mean_at_global_mean(
+    means: torch.Tensor, mbar: torch.Tensor, tol: float | RankTolerance
+) -> bool:
+    """True when some centred class mean μ_c − μ_G is zero up to rounding: its direction (and so
+    its cosine with the other means) is then undefined.
+
+    The rule of :func:`no_between_class_spread`, per class: ``‖μ_c − μ_G‖ ≤ rtol · max ‖μ‖``,
+    or at most the features' rounding floor of M̄ (``tol.mean_floor``).
+    """
+    rtol, mean_floor, _ = _parts(tol)
+    norms = mbar.norm(dim=0)
+    bound = max(rtol * float(means.norm(dim=1).max()), mean_floor)
+    return bool((norms <= bound).any())
+
+
 def centred_means(means: torch.Tensor) -> torch.Tensor:
     """M̄ = [μ_c − μ_G] with μ_G the unweighted mean of the class means. [C, p] → [p, C]."""
     return (means - means.mean(dim=0, keepdim=True)).T

@@ -132,6 +132,10 @@ FLAGS: dict[str, str] = {
         "rank of the centred class means M̄ is below min(p, C − 1) (coinciding or collinear "
         "class means); nc1 uses the pseudo-inverse on the spanned subspace"
     ),
+    "class_mean_at_global_mean": (
+        "a class mean coincides with the global mean (up to rounding), so its direction is "
+        "undefined: equiangular_means and maxangle_means are NaN"
+    ),
     "fewer_samples_than_dimensions": (
         "N − C < p: Σ_W is singular whatever the network does (a small split or a wide layer); "
         "an ω that would be +inf is NaN, it says nothing about collapse"
