@@ -337,6 +337,11 @@ def _reiterable(batches: _Batches | Callable[[], _Batches]) -> Callable[[], Iter
     return lambda: iter(batches)
 
 
+def _check_memory_budget(memory_budget_bytes: Any) -> None:
+    if not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 0:
+        raise InputError(f"memory_budget_bytes must be an integer ≥ 0, got {memory_budget_bytes!r}")
+
+
 def check_options(lam: Any, rtol: Any, dtype: Any) -> None:
     """Validate the numeric options before any data is read (nothing is half-consumed)."""
     lstsq.check_lam(lam)
@@ -387,8 +392,7 @@ def measure_stream(
     C = check_num_classes(num_classes)
     check_options(lam, rtol, dtype)
     m = check_min_samples(min_samples)
-    if not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 0:
-        raise InputError(f"memory_budget_bytes must be an integer ≥ 0, got {memory_budget_bytes!r}")
+    _check_memory_budget(memory_budget_bytes)
     factory = _reiterable(batches)
     first_iter = factory() if factory is not None else iter(batches)
     dist_on = distributed_active(distributed)
@@ -689,8 +693,7 @@ def measure(
 
     check_min_samples(min_samples)
     check_options(lam, rtol, dtype)  # before the first batch is read
-    if not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 0:
-        raise InputError(f"memory_budget_bytes must be an integer ≥ 0, got {memory_budget_bytes!r}")
+    _check_memory_budget(memory_budget_bytes)
     return measure_model(
         model,
         loader,

@@ -10,6 +10,7 @@ central-path fit (measured and fitted ω_j against flow time τ, learning-rate d
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -281,11 +282,4 @@ def _empty(ax: Axes, text: str) -> None:
 
 
 def _wrap(text: str, width: int = 44) -> str:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + len(word) + 1 > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join([*lines, line] if line else lines)
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)

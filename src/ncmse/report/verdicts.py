@@ -16,6 +16,7 @@ import csv
 import html
 import io
 import math
+import textwrap
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -708,14 +709,7 @@ def _time_marks(
 
 
 def _wrap(text: str, width: int = 48) -> str:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + len(word) + 1 > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join([*lines, line] if line else lines)
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
 
 
 def _finish(

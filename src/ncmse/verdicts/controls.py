@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ncmse.verdicts.claims import CLAIM_IDS, outcome_of
+from ncmse.verdicts.claims import CLAIM_IDS, TREND_CLAIMS, outcome_of
 
 __all__ = [
     "CONTROLS",
@@ -37,14 +37,7 @@ __all__ = [
 ]
 
 #: trend claims no negative control may hold (SPEC §7 *Controls*)
-NEGATIVE_CLAIMS: tuple[str, ...] = (
-    "nc1_falls",
-    "nc1_falls_after_tpt",
-    "perp_falls",
-    "nc2_nc3_nc4_fall",
-    "snr_grows",
-    "snr_equalises",
-)
+NEGATIVE_CLAIMS: tuple[str, ...] = TREND_CLAIMS
 #: settings of every control run: no console lines, no report, no TensorBoard, no test split
 _QUIET = ("quiet=true", "report=false", "tensorboard=false", "measure_test=false")
 
