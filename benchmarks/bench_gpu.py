@@ -5,11 +5,16 @@ Every figure is measured in this process, on this device, in this call (ratios a
 baseline measured in the same call). Sections, in order of importance, each guarded so that one
 failure never loses the others; each result is appended to ``OUT/bench_gpu.jsonl`` as it comes:
 
+Every run is the package's own: a :class:`ncmse.train.loop.Trainer` built from the preset's
+config (its optimizer, schedule, loader and step), every timed epoch the package's epoch loop
+:func:`ncmse.train.loop.lockstep_epoch` (stop checks included); the benchmark only supplies the
+data and, for ``today``, the eager reference step :class:`ncmse.train.step.TrainStep`.
+
 1. ``train``  per preset (paper-fashionmnist-resnet18-mse: real data with ``--data-dir``, else
    synthetic 60k×1×28×28; paper-cifar10-resnet18-mse: synthetic 50k×3×32×32), per variant:
    warm-up steps, then ONE full timed epoch (all batches, the last partial one included);
    plus the time of one measurement of the train and test splits at the variant's precision.
-   Variants: ``today`` (the historical loop: eager, PyTorch's default TF32 flags, no
+   Variants: ``today`` (the eager reference step, PyTorch's default TF32 flags, no
    cudnn.benchmark), ``fp32-eager`` (strict fp32, engine eager), ``fp32-graph``, ``tf32-graph``,
    ``bf16-graph``, ``*-cl`` (channels_last).
 2. ``measure``  ncmse.measure_stream / measure_features of GPU features vs the float64 HᵀH floor,
@@ -22,7 +27,8 @@ failure never loses the others; each result is appended to ``OUT/bench_gpu.jsonl
 5. ``determinism``  with deterministic algorithms, eager vs eager vs graphed steps from the same
    weights and batches, step by step (fp32 and the fast precision); packed vs alone.
 5b. ``e2e``  ``ncmse train`` with the fast settings, real data, 4 epochs measured every epoch:
-   killed after epoch 2 (subprocess) and resumed; and a fresh run (wall time per epoch).
+   killed after epoch 2 (a subprocess run by ``tests/kill_after.py``) and resumed; and a fresh
+   run (wall time per epoch).
 6. ``vmap``  the candidate packing by ``torch.func`` (stack_module_state + vmap, grouped
    convolutions underneath), K=8, for comparison with 3.
 7. ``compile``  ``torch.compile(mode="reduce-overhead")`` of the model, for comparison with the
@@ -58,14 +64,12 @@ import torch
 from torch import nn
 
 import ncmse
-from ncmse.train.config import resolve_config
-from ncmse.train.data import TensorLoader, load_dataset
-from ncmse.train.loop import lr_milestones, measurement_epochs
-from ncmse.train.losses import build_loss
-from ncmse.train.models import build_model
-from ncmse.train.packed import lockstep_epoch
-from ncmse.train.setup import measure_split
-from ncmse.train.step import FastStep, float32_math
+from ncmse.train.config import config_from_dict, resolve_config
+from ncmse.train.data import DatasetBundle, load_dataset
+from ncmse.train.loop import EpochTotals, Trainer, lockstep_epoch
+from ncmse.train.schedule import measurement_epochs
+from ncmse.train.setup import build_components, measure_split
+from ncmse.train.step import TrainStep, float32_math
 
 FASHION = "paper-fashionmnist-resnet18-mse"
 #: ``--smoke``: overrides applied to every preset (a tiny CNN instead of ResNet18)
@@ -152,6 +156,10 @@ def _new_stream(device: torch.device) -> Any:
     return torch.cuda.Stream(device) if device.type == "cuda" else None
 
 
+def _on(stream: Any) -> contextlib.AbstractContextManager:
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -163,11 +171,19 @@ def sync(device: torch.device) -> None:
 
 
 class Data:
-    """Training/test tensors on the device, plus their provenance."""
+    """Training/test tensors on the device (a :class:`DatasetBundle`), plus their provenance."""
 
-    def __init__(self, name, train_x, train_y, test_x, test_y, num_classes, source):
-        self.name, self.source, self.num_classes = name, source, num_classes
-        self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
+    def __init__(self, bundle: DatasetBundle, source: str) -> None:
+        self.bundle, self.source = bundle, source
+        self.name, self.num_classes = bundle.name, bundle.num_classes
+        self.train_x, self.train_y = bundle.train_x, bundle.train_y
+        self.test_x, self.test_y = bundle.test_x, bundle.test_y
+
+
+def _bundle(name: str, tx, ty, vx, vy, num_classes: int) -> DatasetBundle:
+    c, size = tx.shape[1], tx.shape[-1]
+    ones = torch.ones(tuple(tx.shape[1:]))
+    return DatasetBundle(name, num_classes, c, size, tx, ty, vx, vy, 0 * ones, ones, True)
 
 
 def synthetic(name: str, n: int, n_test: int, shape: tuple[int, ...], device) -> Data:
@@ -182,173 +198,78 @@ def synthetic(name: str, n: int, n_test: int, shape: tuple[int, ...], device) ->
 
     tx, ty = split(n)
     vx, vy = split(n_test)
-    return Data(name, tx, ty, vx, vy, C, f"synthetic {n}x{'x'.join(map(str, shape))}")
+    return Data(_bundle(name, tx, ty, vx, vy, C), f"synthetic {n}x{'x'.join(map(str, shape))}")
 
 
 def real_fashion(data_dir: str, device) -> Data:
     b = load_dataset("fashionmnist", data_dir=data_dir, download=False)
-    return Data(
-        "fashionmnist",
-        b.train_x.to(device),
-        b.train_y.to(device),
-        b.test_x.to(device),
-        b.test_y.to(device),
-        b.num_classes,
-        f"Fashion-MNIST IDX files in {data_dir}",
-    )
+    on_device = DatasetBundle(b.name, b.num_classes, b.in_channels, b.image_size,
+                              b.train_x.to(device), b.train_y.to(device), b.test_x.to(device),
+                              b.test_y.to(device), b.mean, b.std, b.balanced)  # fmt: skip
+    return Data(on_device, f"Fashion-MNIST IDX files in {data_dir}")
 
 
-class Totals:
-    """Device-side sums of an epoch (what :func:`ncmse.train.packed.lockstep_epoch` returns)."""
-
-    def __init__(self, sums: tuple[torch.Tensor, torch.Tensor, int]) -> None:
-        self.loss_sum, self.correct, self.seen = sums
-
-    def values(self) -> tuple[float, float]:
-        n = max(self.seen, 1)
-        return float(self.loss_sum) / n, float(self.correct) / n
-
-
-class BenchEngine:
-    """Batch ``i`` of an epoch on demand, for the benchmark's partial epochs: a FastStep, its
-    TensorLoader's order for the epoch (on the device) and the run's stream. Whole epochs go
-    through :func:`ncmse.train.packed.lockstep_epoch`, as in the package."""
-
-    def __init__(self, step: FastStep, loader: TensorLoader, stream: Any) -> None:
-        self.step, self.loader, self.stream = step, loader, stream
-        self._order: torch.Tensor | None = None
-        self._sums: list[Any] = []
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    @property
-    def captures(self) -> int:
-        return self.step.captures
-
-    @property
-    def capture_error(self) -> str | None:
-        return self.step.capture_error
-
-    @property
-    def warmup_steps(self) -> int:
-        return self.step.warmup_steps
-
-    def _ctx(self) -> Any:
-        return (
-            torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-        )
-
-    def begin_epoch(self, epoch: int) -> None:
-        self.step.model.train()
-        device = self.loader.x.device
-        with self._ctx():
-            self._order = self.loader.order(epoch).to(device)
-            self._sums = [torch.zeros((), device=device),
-                          torch.zeros((), dtype=torch.long, device=device), 0]  # fmt: skip
-
-    def step_at(self, i: int) -> None:
-        b = self.loader.batch_size
-        with self._ctx():
-            idx = self._order[i * b : (i + 1) * b]
-            x, y = self.loader.x.index_select(0, idx), self.loader.y.index_select(0, idx)
-            objective, correct = self.step(x, y)
-            self._sums[0] += objective * len(y)
-            self._sums[1] += correct
-            self._sums[2] += len(y)
-
-    def end_epoch(self) -> Totals:
-        if self.stream is not None:
-            torch.cuda.current_stream(self.stream.device).wait_stream(self.stream)
-        return Totals(tuple(self._sums))
-
-    def train_epoch(self, epoch: int) -> Totals:
-        """A whole epoch through the package's loop."""
-        return Totals(lockstep_epoch([(self.step, self.loader, self.stream)], [epoch])[0])
+def bench_trainer(
+    cfg: Any,
+    data: Data,
+    *,
+    seed: int,
+    lr: float | None = None,
+    precision: str | None = "tf32",
+    channels_last: bool = False,
+    graph: bool = True,
+    batch_size: int | None = None,
+) -> Trainer:
+    """The package's :class:`Trainer` of ``cfg`` (seed, lr, engine keys and batch size set) on
+    ``data``, writing no files; ``precision=None`` swaps in the eager reference
+    :class:`TrainStep` (``today``: PyTorch's float32 flags as they are)."""
+    changes = {"seed": seed, "precision": precision or "tf32", "channels_last": channels_last,
+               "cuda_graph": graph, "lr": cfg.lr if lr is None else lr,
+               "batch_size": batch_size or cfg.batch_size}  # fmt: skip
+    run_cfg = config_from_dict({**cfg.to_dict(), **changes})
+    device = data.train_x.device
+    trainer = Trainer(run_cfg, build_components(run_cfg, device, bundle=data.bundle))
+    if precision is None:
+        trainer.step = TrainStep(trainer.network, trainer.optimizer, trainer.loss_spec.module)
+    return trainer
 
 
-def pack_epoch(engines: list[BenchEngine], epochs: list[int]) -> list[Totals]:
-    """One lockstep epoch of several runs (the package's packed loop)."""
-    members = [(e.step, e.loader, e.stream) for e in engines]
-    return [Totals(t) for t in lockstep_epoch(members, epochs)]
+def measure(trainer: Trainer, split: str, precision: str | None, batch_size: int = 1024) -> dict:
+    """One split measured as the trainer does, at ``precision``'s float32 setting (None:
+    PyTorch's flags untouched)."""
+    x, y = (trainer.train_x, trainer.train_y) if split == "train" else (
+        trainer.test_x, trainer.test_y)  # fmt: skip
+    ctx = float32_math(precision, x.device) if precision else contextlib.nullcontext()
+    with ctx:
+        return measure_split(trainer.network, trainer.loss_spec, x, y,
+                             num_classes=trainer.num_classes, batch_size=batch_size)  # fmt: skip
 
 
-class Run:
-    """Model, loss, optimizer, scheduler and step engine of one run of a preset."""
-
-    def __init__(self, cfg, data: Data, *, seed: int, lr: float | None = None, wd=None,
-                 precision="tf32", channels_last=False, graph=True, stream=None,
-                 batch_size=None) -> None:  # fmt: skip
-        self.cfg = cfg
-        self.data = data
-        device = data.train_x.device
-        torch.manual_seed(seed)
-        self.model = build_model(
-            cfg.model,
-            num_classes=data.num_classes,
-            in_channels=data.train_x.shape[1],
-            image_size=data.train_x.shape[-1],
-            **cfg.model_kwargs,
-        ).to(device)
-        wd = cfg.weight_decay if wd is None else wd
-        self.loss = build_loss(cfg.loss, num_classes=data.num_classes, weight_decay=wd,
-                               reduction=cfg.mse_reduction)  # fmt: skip
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr or cfg.lr,
-                                   momentum=cfg.momentum, weight_decay=wd)  # fmt: skip
-        self.sched = torch.optim.lr_scheduler.MultiStepLR(
-            self.opt, lr_milestones(cfg.epochs, cfg.lr_milestones), gamma=cfg.lr_gamma
-        )
-        self.loader = TensorLoader(data.train_x, data.train_y, batch_size or cfg.batch_size,
-                                   shuffle=True, seed=seed)  # fmt: skip
-        self.precision = precision
-        self.stream = stream
-        step = FastStep(self.model, self.opt, self.loss.module, precision=precision,
-                        channels_last=channels_last, cuda_graph=graph,
-                        batch_size=self.loader.batch_size)  # fmt: skip
-        self.engine = BenchEngine(step, self.loader, stream)
-
-    def measure(self, split: str = "train", batch_size: int = 1024) -> dict[str, Any]:
-        """One split measured as the trainer does, at the run's float32 setting (``today``:
-        PyTorch's default flags untouched)."""
-        x, y = (self.data.train_x, self.data.train_y) if split == "train" else (
-            self.data.test_x, self.data.test_y)  # fmt: skip
-        ctx = float32_math(self.precision, x.device) if self.precision else contextlib.nullcontext()
-        with ctx:
-            return measure_split(self.model, self.loss, x, y, num_classes=self.data.num_classes,
-                                 batch_size=batch_size)  # fmt: skip
+def epoch_batches(trainer: Trainer, epoch: int) -> Any:
+    """The batches of ``epoch`` in the run's order, the model in train mode (for steps taken one
+    by one: warm-ups and the determinism checks; timed epochs run :func:`lockstep_epoch`)."""
+    trainer.step.model.train()
+    trainer.train_loader.set_epoch(epoch)
+    return iter(trainer.train_loader)
 
 
-def today_epoch(run: Run, epoch: int, max_steps: int | None = None) -> tuple[float, float]:
-    """The historical ``Trainer.train_epoch`` loop (TensorLoader iteration, eager)."""
-    model, opt, crit = run.model, run.opt, run.loss.module
-    model.train()
-    run.loader.set_epoch(epoch)
-    device = run.data.train_x.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    for step, (xb, yb) in enumerate(run.loader, start=1):
-        out = model(xb)
-        loss = crit(out, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.detach() * len(yb)
-        correct += (out.detach().argmax(dim=1) == yb).sum()
-        seen += len(yb)
-        if max_steps is not None and step >= max_steps:
-            break
-    return float(loss_sum) / seen, float(correct) / seen
+def warm_up(trainers: list[Trainer], steps: int, streams: list[Any] | None = None) -> None:
+    """Untimed: batches ``0..steps-1`` and the last (partial) one of epoch 0 of each run, on
+    its stream (graph capture, cuDNN autotuning of both batch shapes)."""
+    streams = streams or [None] * len(trainers)
+    for t, stream in zip(trainers, streams):
+        n = len(t.train_loader)
+        with _on(stream):
+            for i, (x, y) in enumerate(epoch_batches(t, 0)):
+                if i < steps or i == n - 1:
+                    t.step(x, y)
+        if stream is not None:
+            torch.cuda.current_stream(stream.device).wait_stream(stream)
 
 
-def engine_steps(engine: BenchEngine, epoch: int, n: int, last: bool = False) -> None:
-    """Steps ``0..n-1`` of ``epoch`` (and its last, partial, batch with ``last``)."""
-    engine.begin_epoch(epoch)
-    for i in range(min(n, len(engine))):
-        engine.step_at(i)
-    if last and n < len(engine):
-        engine.step_at(len(engine) - 1)
-    engine.end_epoch()
+def captures(trainer: Trainer) -> int:
+    """CUDA graphs the run's step captured (0 for the eager reference step)."""
+    return int((trainer.step.describe() or {}).get("graph_captures", 0))
 
 
 @torch.no_grad()
@@ -407,32 +328,26 @@ def section_train(rec: Recorder, args, preset: str, data: Data, variants: list[s
         rec.check(20 if not args.smoke else 1, f"{preset} {name}")
         use_engine, precision, cl, graph = VARIANTS[name]
         torch.backends.cudnn.benchmark = use_engine  # today: PyTorch's default (off)
-        run = Run(cfg, data, seed=0, precision=precision or "tf32", channels_last=cl, graph=graph,
-                  batch_size=args.batch_size)  # fmt: skip
-        steps = len(run.loader)
+        run = bench_trainer(cfg, data, seed=0, precision=precision, channels_last=cl,
+                            graph=graph, batch_size=args.batch_size)  # fmt: skip
+        steps = len(run.train_loader)
         t0 = time.perf_counter()
-        if use_engine:  # the partial last batch too: cuDNN tunes its shape once per run
-            engine_steps(run.engine, 0, args.warmup_steps, last=True)
-        else:
-            today_epoch(run, 0, max_steps=args.warmup_steps)
+        # the partial last batch too: cuDNN tunes its shape once per run
+        warm_up([run], args.warmup_steps)
         sync(device)
         t_warm = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if use_engine:
-            totals = run.engine.train_epoch(1)
-            loss, acc = totals.values()
-        else:
-            loss, acc = today_epoch(run, 1)
+        (totals,) = lockstep_epoch([run], [1])
+        loss, acc = totals.objective, totals.accuracy
         sync(device)
         t_epoch = time.perf_counter() - t0
         # one measurement of train + test split (warm once: cuDNN picks algorithms)
-        run.precision = precision
-        run.measure("train")  # warm-up: cuDNN autotunes each batch shape once per run
-        run.measure("test")
+        measure(run, "train", precision)  # warm-up: cuDNN autotunes each batch shape once
+        measure(run, "test", precision)
         sync(device)
         t0 = time.perf_counter()
-        row = run.measure("train")
-        run.measure("test")
+        row = measure(run, "train", precision)
+        measure(run, "test", precision)
         sync(device)
         t_meas = time.perf_counter() - t0
         nm = n_measurements(PROTOCOL_EPOCHS)
@@ -443,7 +358,7 @@ def section_train(rec: Recorder, args, preset: str, data: Data, variants: list[s
             steps_per_epoch=steps, warmup_steps=args.warmup_steps, warmup_s=t_warm,
             epoch_s=t_epoch, ms_per_step=1e3 * t_epoch / steps, measure_train_test_s=t_meas,
             amortised_epoch_s=run_s / PROTOCOL_EPOCHS, run_350_s=run_s,
-            captures=run.engine.captures, epoch_loss=loss, epoch_acc=acc,
+            captures=captures(run), epoch_loss=loss, epoch_acc=acc,
             measured_nc1=row["nc1"],
         )  # fmt: skip
         del run
@@ -518,34 +433,25 @@ def section_packed(rec: Recorder, args, preset: str, data: Data, ks: list[int],
     lrs = [cfg.lr * f for f in (1.0, 0.5, 0.25, 0.75)]
     for k in ks:
         rec.check(15 + 1.5 * k if not args.smoke else 1, f"packed K={k}")
-        runs = []
-        for i in range(k):
-            stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-            runs.append(Run(cfg, data, seed=i, lr=lrs[i % len(lrs)], precision=precision,
-                            channels_last=cl, graph=True, stream=stream,
-                            batch_size=args.batch_size))  # fmt: skip
+        runs = [bench_trainer(cfg, data, seed=i, lr=lrs[i % len(lrs)], precision=precision,
+                              channels_last=cl, graph=True, batch_size=args.batch_size)
+                for i in range(k)]  # fmt: skip
+        streams = [_new_stream(device) for _ in runs]
         t0 = time.perf_counter()
-        for r in runs:
-            r.engine.begin_epoch(0)
-        n = len(runs[0].engine)
-        for i in [*range(min(args.warmup_steps, n)), n - 1]:
-            for r in runs:
-                r.engine.step_at(i)
-        for r in runs:
-            r.engine.end_epoch()
+        warm_up(runs, args.warmup_steps, streams)
         sync(device)
         t_warm = time.perf_counter() - t0
         t0 = time.perf_counter()
-        totals = pack_epoch([r.engine for r in runs], [1] * k)
+        totals = lockstep_epoch(runs, [1] * k, streams)
         sync(device)
         t_epoch = time.perf_counter() - t0
-        losses = [t.values()[0] for t in totals]
+        losses = [t.objective for t in totals]
         mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         rec.add(
             section="packed", preset=preset, data=data.source, K=k, precision=precision,
             channels_last=cl, method="per-run CUDA graph on its own stream", warmup_s=t_warm,
             epoch_s_all=t_epoch, epoch_s_per_run=t_epoch / k,
-            ms_per_step_per_run=1e3 * t_epoch / k / len(runs[0].engine),
+            ms_per_step_per_run=1e3 * t_epoch / k / len(runs[0].train_loader),
             epoch_losses=losses, max_memory_gib=mem,
         )  # fmt: skip
         del runs
@@ -564,27 +470,25 @@ def section_fidelity(rec: Recorder, args, data: Data) -> None:
         for v in args.fidelity_variants
         for seed in (0, 1)
     ]
-    runs = []
-    for prec, cl, seed in specs:
-        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        runs.append(Run(cfg, data, seed=seed, precision=prec, channels_last=cl, graph=True,
-                        stream=stream, batch_size=args.batch_size))  # fmt: skip
+    runs = [bench_trainer(cfg, data, seed=seed, precision=prec, channels_last=cl, graph=True,
+                          batch_size=args.batch_size) for prec, cl, seed in specs]  # fmt: skip
+    streams = [_new_stream(device) for _ in runs]
     t0 = time.perf_counter()
     history: list[list[float]] = [[] for _ in runs]
     done = 0
     for epoch in range(1, epochs + 1):
         if rec.left() < 25:  # keep what was trained: measure it below
             break
-        totals = pack_epoch([r.engine for r in runs], [epoch] * len(runs))
+        totals: list[EpochTotals] = lockstep_epoch(runs, [epoch] * len(runs), streams)
         done = epoch
         for r, t, h in zip(runs, totals, history):
-            r.sched.step()
-            h.append(t.values()[0])
+            r.scheduler.step()
+            h.append(t.objective)
     sync(device)
     t_train = time.perf_counter() - t0
     for (prec, cl, seed), r, h in zip(specs, runs, history):
-        row = r.measure("train")
-        test = r.measure("test")
+        row = measure(r, "train", prec)
+        test = measure(r, "test", prec)
         rec.add(
             section="fidelity", preset=FASHION, data=data.source, epochs=epochs, epochs_done=done,
             precision=prec, channels_last=cl, seed=seed, train_accuracy=row["accuracy"],
@@ -600,7 +504,6 @@ def section_e2e(rec: Recorder, args, epochs: int, overrides: list[str]) -> None:
     run."""
     import subprocess
 
-    from ncmse.train.loop import CRASH_ENV
     from ncmse.train.run import resume, train
 
     common = [f"epochs={epochs}", f"data_dir={args.data_dir}", "download=false", "quiet=true",
@@ -610,13 +513,13 @@ def section_e2e(rec: Recorder, args, epochs: int, overrides: list[str]) -> None:
         common = [*common, "dataset=digits", "model=mlp", "model_kwargs={}"]
     root = rec.out / "e2e"
     crashed = root / "crashed"
-    argv = [sys.executable, "-m", "ncmse", "train", "--config", FASHION, "--out", str(crashed),
-            "--overwrite"]  # fmt: skip
+    kill = Path(__file__).resolve().parents[1] / "tests" / "kill_after.py"  # exit 3 after epoch
+    argv = [sys.executable, str(kill), str(max(1, epochs // 2)), "ncmse", "train", "--config",
+            FASHION, "--out", str(crashed), "--overwrite"]  # fmt: skip
     for item in common:
         argv += ["--set", item]
-    env = {**os.environ, CRASH_ENV: str(max(1, epochs // 2))}
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     t_crash = time.perf_counter() - t0
     t0 = time.perf_counter()
     resumed = resume(crashed)
@@ -691,49 +594,48 @@ def section_determinism(rec: Recorder, args, data: Data) -> None:
     with _Deterministic():
         for precision, cl in variants:
             runs = [
-                Run(cfg, data, seed=0, precision=precision, channels_last=cl, graph=g,
-                    batch_size=args.batch_size)
+                bench_trainer(cfg, data, seed=0, precision=precision, channels_last=cl, graph=g,
+                              batch_size=args.batch_size)
                 for g in (False, False, True)
             ]  # fmt: skip
-            for r in runs:
-                r.engine.begin_epoch(0)
+            batches = [epoch_batches(r, 0) for r in runs]
             steps = []
             for i in range(n):
-                for r in runs:
-                    r.engine.step_at(i)
+                for r, it in zip(runs, batches):
+                    r.step(*next(it))
                 sync(device)
-                v = [_state_vector(r.model) for r in runs]
+                v = [_state_vector(r.network) for r in runs]
                 steps.append(
                     {"step": i + 1, "eager_vs_eager": _compare(v[0], v[1]),
                      "eager_vs_graph": _compare(v[0], v[2])}
                 )  # fmt: skip
-            for r in runs:
-                r.engine.end_epoch()
             rec.add(
                 section="determinism", what="eager vs eager vs graphed, same init and batches",
-                precision=precision, channels_last=cl, graph_captures=runs[2].engine.captures,
-                warmup_steps=runs[2].engine.warmup_steps, steps=steps,
+                precision=precision, channels_last=cl, graph_captures=captures(runs[2]),
+                warmup_steps=runs[2].step.warmup_steps, steps=steps,
             )  # fmt: skip
             del runs
         # packed vs alone
         m = 12 if not args.smoke else 4
         prec, cl = args.fast_precision, args.fast_channels_last
-        alone = [Run(cfg, data, seed=s, precision=prec, channels_last=cl, graph=True,
-                     batch_size=args.batch_size) for s in (0, 1)]  # fmt: skip
-        packed = [Run(cfg, data, seed=s, precision=prec, channels_last=cl, graph=True,
-                      batch_size=args.batch_size, stream=_new_stream(device))
-                  for s in (0, 1)]  # fmt: skip
+        alone, packed = ([bench_trainer(cfg, data, seed=s, precision=prec, channels_last=cl,
+                                        graph=True, batch_size=args.batch_size) for s in (0, 1)]
+                         for _ in range(2))  # fmt: skip
         for r in alone:
-            engine_steps(r.engine, 0, m)
-        for r in packed:
-            r.engine.begin_epoch(0)
-        for i in range(m):
-            for r in packed:
-                r.engine.step_at(i)
-        for r in packed:
-            r.engine.end_epoch()
+            it = epoch_batches(r, 0)
+            for _ in range(m):
+                r.step(*next(it))
+        streams = [_new_stream(device) for _ in packed]
+        batches = [epoch_batches(r, 0) for r in packed]
+        for _ in range(m):
+            for r, it, stream in zip(packed, batches, streams):
+                with _on(stream):
+                    r.step(*next(it))
+        for stream in streams:
+            if stream is not None:
+                torch.cuda.current_stream(device).wait_stream(stream)
         sync(device)
-        cmp = [_compare(_state_vector(a.model), _state_vector(b.model))
+        cmp = [_compare(_state_vector(a.network), _state_vector(b.network))
                for a, b in zip(alone, packed)]  # fmt: skip
         rec.add(section="determinism", what="packed (2 runs) vs alone", precision=prec,
                 channels_last=cl, steps=m, per_run=cmp, pack_size=len(packed))  # fmt: skip
@@ -748,14 +650,14 @@ def out_features_ok(model: nn.Module, num_classes: int) -> bool:
 class VmapPack:
     """Candidate packing: K models as one ``torch.func`` computation (benchmark only)."""
 
-    def __init__(self, runs: list[Run]) -> None:
+    def __init__(self, runs: list[Trainer]) -> None:
         from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
         self.runs = runs
-        models = [r.model for r in runs]
+        models = [r.network for r in runs]
         self.params, self.buffers = stack_module_state(models)
         self.base = copy.deepcopy(models[0]).to("meta")
-        num_classes = runs[0].data.num_classes
+        num_classes = runs[0].num_classes
 
         def crit(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             # nn.MSELoss on one-hot targets (the presets' loss); one_hot itself is not vmap-able
@@ -765,12 +667,12 @@ class VmapPack:
         assert runs[0].cfg.loss == "mse" and runs[0].cfg.mse_reduction == "mean"
         assert out_features_ok(models[0], num_classes)
         k = len(runs)
-        dev = runs[0].data.train_x.device
+        dev = runs[0].device
         shape = lambda p: (k,) + (1,) * (p.dim() - 1)  # noqa: E731
-        self.lr = {n: torch.tensor([r.opt.param_groups[0]["lr"] for r in runs], device=dev)
+        self.lr = {n: torch.tensor([r.optimizer.param_groups[0]["lr"] for r in runs], device=dev)
                    .view(shape(p)) for n, p in self.params.items()}  # fmt: skip
-        self.wd = runs[0].opt.param_groups[0]["weight_decay"]
-        self.mom = runs[0].opt.param_groups[0]["momentum"]
+        self.wd = runs[0].optimizer.param_groups[0]["weight_decay"]
+        self.mom = runs[0].optimizer.param_groups[0]["momentum"]
         self.buf = {n: torch.zeros_like(p) for n, p in self.params.items()}
         base = self.base
 
@@ -779,9 +681,9 @@ class VmapPack:
             return crit(out, y), out
 
         self.fn = vmap(grad_and_value(loss_fn, has_aux=True))
-        self.x = runs[0].data.train_x
-        self.y = runs[0].data.train_y
-        self.idx = torch.zeros(k, runs[0].loader.batch_size, dtype=torch.long, device=dev)
+        self.x = runs[0].train_x
+        self.y = runs[0].train_y
+        self.idx = torch.zeros(k, runs[0].train_loader.batch_size, dtype=torch.long, device=dev)
 
     def step(self) -> None:
         x = self.x[self.idx]
@@ -798,12 +700,12 @@ def section_vmap(rec: Recorder, args, data: Data, k: int, precision: str) -> Non
     cfg = preset_config(FASHION)
     device = data.train_x.device
     torch.backends.cudnn.benchmark = True
-    runs = [Run(cfg, data, seed=i, graph=False, precision=precision, batch_size=args.batch_size)
-            for i in range(k)]  # fmt: skip
+    runs = [bench_trainer(cfg, data, seed=i, graph=False, precision=precision,
+                          batch_size=args.batch_size) for i in range(k)]  # fmt: skip
     pack = VmapPack(runs)
-    orders = [r.loader.order(0).to(device) for r in runs]
-    bsz = runs[0].loader.batch_size
-    n = min(args.timed_steps, len(runs[0].loader) - 1)
+    orders = [r.train_loader.order(0).to(device) for r in runs]
+    bsz = runs[0].train_loader.batch_size
+    n = min(args.timed_steps, len(runs[0].train_loader) - 1)
 
     def set_batch(i: int) -> None:
         pack.idx.copy_(torch.stack([o[i * bsz : (i + 1) * bsz] for o in orders]))
@@ -841,7 +743,7 @@ def section_vmap(rec: Recorder, args, data: Data, k: int, precision: str) -> Non
                 t_graph = (time.perf_counter() - t0) / n
             except Exception as exc:  # noqa: BLE001
                 note = f"graph capture failed: {type(exc).__name__}: {exc}"[:300]
-    steps = len(runs[0].loader)
+    steps = len(runs[0].train_loader)
     rec.add(section="vmap", K=k, precision=precision, timed_steps=n,
             ms_per_step_per_run_eager=1e3 * t_eager / k,
             ms_per_step_per_run_graph=None if t_graph is None else 1e3 * t_graph / k,
@@ -861,27 +763,29 @@ def section_compile(rec: Recorder, args, data: Data, mode: str) -> None:
     torch.backends.cudnn.benchmark = True
     prec, cl = args.fast_precision, args.fast_channels_last
     graph = mode == "default+graph"
-    run = Run(cfg, data, seed=0, precision=prec, channels_last=cl, graph=graph,
-              batch_size=args.batch_size)  # fmt: skip
+    run = bench_trainer(cfg, data, seed=0, precision=prec, channels_last=cl, graph=graph,
+                        batch_size=args.batch_size)  # fmt: skip
+    # on the current stream: cudagraph trees (reduce-overhead) manage their own capture stream
     if graph:
-        run.engine.step.model = torch.compile(run.model)
+        run.step.model = torch.compile(run.network)
     else:
-        run.engine.step.model = torch.compile(run.model, mode="reduce-overhead")
-        run.engine.stream = None  # cudagraph trees manage their own capture stream
+        run.step.model = torch.compile(run.network, mode="reduce-overhead")
     t0 = time.perf_counter()
-    engine_steps(run.engine, 0, 10, last=True)
+    warm_up([run], 10)
     sync(device)
     t_compile = time.perf_counter() - t0
     rec.check(10, f"compile {mode} timing")
     t0 = time.perf_counter()
-    totals = run.engine.train_epoch(1)
-    loss, acc = totals.values()
+    (totals,) = lockstep_epoch([run], [1])
+    loss, acc = totals.objective, totals.accuracy
     sync(device)
     t_epoch = time.perf_counter() - t0
+    engine = run.step.describe() or {}
     rec.add(section="compile", mode=mode, precision=prec, channels_last=cl,
             first_steps_incl_compile_s=t_compile, epoch_s=t_epoch,
-            ms_per_step=1e3 * t_epoch / len(run.engine), captures=run.engine.captures,
-            capture_error=run.engine.capture_error, epoch_loss=loss, epoch_acc=acc)  # fmt: skip
+            ms_per_step=1e3 * t_epoch / len(run.train_loader), captures=captures(run),
+            capture_error=engine.get("graph_capture_error"), epoch_loss=loss,
+            epoch_acc=acc)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

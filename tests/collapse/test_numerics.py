@@ -468,14 +468,14 @@ def test_metric_pickles_and_matches_the_stream():
 
 
 def test_training_records_first_epoch_of_each_flag():
-    from ncmse.train.loop import _first_flag_epochs
+    from ncmse.train.summary import first_flag_epochs
 
     rows = [
         {"epoch": 1, "flags": "", "test_flags": ""},
         {"epoch": 2, "flags": "within_class_singular", "test_flags": ""},
         {"epoch": 5, "flags": "no_between_class_spread;within_class_singular", "test_flags": "x"},
     ]
-    assert _first_flag_epochs(rows) == {
+    assert first_flag_epochs(rows) == {
         "within_class_singular": 2,
         "no_between_class_spread": 5,
         "test_x": 5,

@@ -187,7 +187,7 @@ def test_integer_bounds_are_what_torch_and_numpy_take(tmp_path: Path) -> None:
     cfg = resolve_config("tiny", [f"seed={2**63 - 1}", f"epochs={10**9}"])
     torch.manual_seed(cfg.seed)
     np.random.default_rng(cfg.seed + 1)  # the test subset's seed
-    from ncmse.train.loop import measurement_epochs
+    from ncmse.train.schedule import measurement_epochs
 
     epochs = measurement_epochs(cfg.epochs)
     assert epochs[:2] == [0, 1] and epochs[-1] == 10**9 and epochs == sorted(set(epochs))

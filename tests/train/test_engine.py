@@ -1,4 +1,4 @@
-"""The training-step engine: same numbers as the historical step, precision keys, lockstep."""
+"""The training steps: FastStep gives the eager reference TrainStep's numbers; precision keys."""
 
 from __future__ import annotations
 
@@ -9,11 +9,17 @@ from torch import nn
 from ncmse.errors import ConfigError
 from ncmse.train.config import resolve_config
 from ncmse.train.data import TensorLoader
-from ncmse.train.loop import TrainStep
 from ncmse.train.losses import build_loss
 from ncmse.train.models import build_model
-from ncmse.train.packed import lockstep_epoch
-from ncmse.train.step import PRECISIONS, FastStep, autocast_for, check_precision, float32_math
+from ncmse.train.step import (
+    PRECISIONS,
+    FastStep,
+    Step,
+    TrainStep,
+    autocast_for,
+    check_precision,
+    float32_math,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +48,7 @@ def _setup(model_name: str = "cnn", seed: int = 0, lr: float = 0.05, wd: float =
 
 
 def _epoch(step, loader: TensorLoader, epoch: int) -> tuple[float, float]:
-    """The trainer's epoch loop around any step with the TrainStep contract."""
+    """An epoch loop around any step with the Step contract."""
     step.model.train()
     loader.set_epoch(epoch)
     total, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
@@ -55,7 +61,7 @@ def _epoch(step, loader: TensorLoader, epoch: int) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("model_name", ["cnn", "mlp"])
-def test_fast_step_equals_the_historical_step_bit_for_bit(model_name: str) -> None:
+def test_fast_step_equals_the_reference_step_bit_for_bit(model_name: str) -> None:
     x, y = _data()
     m1, o1, c1 = _setup(model_name)
     m2, o2, c2 = _setup(model_name)
@@ -112,40 +118,6 @@ def test_channels_last_matches_contiguous_closely() -> None:
         assert _epoch(s1, l1, epoch) == pytest.approx(_epoch(s2, l2, epoch), rel=1e-5)
     for p, q in zip(m1.parameters(), m2.parameters()):
         assert torch.allclose(p, q, rtol=1e-4, atol=1e-6)
-
-
-def test_lockstep_epoch_equals_separate_runs_bit_for_bit() -> None:
-    """Each run keeps its own seed (data order), lr and weight decay; only the batches named in
-    ``steps`` are trained."""
-    x, y = _data()
-    specs = [(0, 0.05, 5e-4), (1, 0.1, 1e-3), (2, 0.02, 0.0)]
-    solo, packed = [], []
-    for seed, lr, wd in specs:
-        for store in (solo, packed):
-            m, o, c = _setup("cnn", seed, lr, wd)
-            store.append((FastStep(m, o, c), TensorLoader(x, y, 32, shuffle=True, seed=seed)))
-    solo_values = [[_epoch(s, ld, ep) for ep in (1, 2)] for s, ld in solo]
-    members = [(s, ld, None) for s, ld in packed]
-    for ep in (1, 2):
-        sums = lockstep_epoch(members, [ep] * 3)
-        for k, (total, correct, seen) in enumerate(sums):
-            assert (float(total) / seen, float(correct) / seen) == solo_values[k][ep - 1]
-    for (s1, _), (s2, _) in zip(solo, packed):
-        for a, b in zip(s1.model.parameters(), s2.model.parameters()):
-            assert torch.equal(a, b)
-    (total, _, seen), *_ = lockstep_epoch(members[:1], [3], steps=[0, 4])
-    assert seen == 32 + 22  # batch 0 and the partial batch 4
-
-
-def test_lockstep_epoch_rejects_mismatched_runs() -> None:
-    x, y = _data()
-    m, o, c = _setup("cnn")
-    a = (FastStep(m, o, c), TensorLoader(x, y, 32), None)
-    b = (FastStep(m, o, c), TensorLoader(x, y, 16), None)
-    with pytest.raises(ConfigError, match="same number of batches"):
-        lockstep_epoch([a, b], [1, 1])
-    with pytest.raises(ConfigError, match="2 epoch numbers for 1 runs"):
-        lockstep_epoch([a], [1, 2])
 
 
 class _FakeGraph:
@@ -249,16 +221,16 @@ def test_both_steps_have_the_step_interface() -> None:
     """The loop calls every Step the same way (no hasattr): pack, invalidate, describe."""
     import inspect
 
-    from ncmse.train.step import Step
-
     wanted = {n for n, _ in inspect.getmembers(Step) if not n.startswith("_")} | {"__call__"}
     x, y = _data(n=8)
     for make in (TrainStep, lambda m, o, c: FastStep(m, o, c, precision="fp32")):
         step = make(*_setup())
+        assert isinstance(step, Step)
         assert all(hasattr(step, name) for name in wanted | {"model", "pack"}), type(step)
         assert step.pack == (0, 1)
         step.invalidate()
         objective, correct = step(x, y)
         assert objective.shape == () and 0 <= int(correct) <= len(y)
+    assert not isinstance(lambda x, y: (x, y), Step)  # a bare callable is not a Step
     assert TrainStep(*_setup()).describe() is None  # records no engine in summary.json
     assert FastStep(*_setup(), precision="fp32").describe()["precision"] == "fp32"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+import kill_after
 from ncmse.train.config import resolve_config
-from ncmse.train.loop import CRASH_ENV, Trainer
+from ncmse.train.loop import Trainer
 from ncmse.train.run import train
 from ncmse.train.schedule import epoch_learning_rates, flow_times, lr_milestones, steps_per_epoch
 
@@ -84,11 +84,10 @@ def test_a_real_run_records_tau_as_the_sum_of_lr_over_its_steps(tmp_path: Path):
 
 
 def _train(args: list[str], crash_after: int | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-    if crash_after is not None:
-        env[CRASH_ENV] = str(crash_after)
     cmd = [sys.executable, "-m", "ncmse", "train", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if crash_after is not None:  # killed (exit 3) right after epoch crash_after
+        cmd = [sys.executable, kill_after.__file__, str(crash_after), "ncmse", "train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow

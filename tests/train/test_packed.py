@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
-import os
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+import kill_after
 from ncmse.cli import main
-from ncmse.errors import ConfigError
+from ncmse.errors import ConfigError, DivergenceError
 from ncmse.sweep import SweepOptions, SweepSpec, expand, run_sweep
 from ncmse.sweep.grid import load_sweep_file
 from ncmse.sweep.pack import compatibility_key, group_packs
 from ncmse.train.config import resolve_config
-from ncmse.train.loop import CRASH_ENV
+from ncmse.train.loop import CHECK_EVERY, Trainer, lockstep_epoch, train_together
 from ncmse.train.packed import PackMember, train_packed
+from ncmse.train.setup import build_components
 
 QUIET = ["quiet=true", "report=false", "tensorboard=false"]
 
@@ -113,14 +116,13 @@ def test_killed_pack_resumes_each_run_to_identical_metrics(tmp_path: Path) -> No
     ref = [tmp_path / f"solo{s}" for s in range(3)]
     for cfg, d in zip(cfgs, ref):
         train_packed([PackMember(d, "new", cfg.to_dict())])
-    # kill a pack of runs 0 and 1 after epoch 2 (a subprocess: the hook calls os._exit)
+    # kill a pack of runs 0 and 1 after epoch 2 (a subprocess ended by os._exit)
     spec = {"runs": [{"run_dir": str(tmp_path / f"p{s}"), "state": "new",
                       "config": cfgs[s].to_dict()} for s in (0, 1)]}  # fmt: skip
     pack_file = tmp_path / "pack.json"
     pack_file.write_text(json.dumps(spec))
-    env = {**os.environ, CRASH_ENV: "2"}
-    proc = subprocess.run([sys.executable, "-m", "ncmse.cli.pack", str(pack_file)], env=env,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    kill = [sys.executable, kill_after.__file__, "2", "ncmse.cli.pack", str(pack_file)]
+    proc = subprocess.run(kill, capture_output=True, text=True, check=False)
     assert proc.returncode == 3, proc.stderr
     for s in (0, 1):
         assert len(_rows(tmp_path / f"p{s}" / "metrics.csv")) == 3  # epochs 0, 1, 2
@@ -134,6 +136,104 @@ def test_killed_pack_resumes_each_run_to_identical_metrics(tmp_path: Path) -> No
     assert [r["status"] for r in results] == ["finished"] * 3
     for s in range(3):
         _assert_same_metrics(tmp_path / f"p{s}", ref[s], rel=0.0)
+
+
+# ---- the one epoch loop: K runs in lockstep, each one as when trained alone -----------------
+
+#: (seed, lr, weight decay) of three runs that differ in data order, step size and decay
+SPECS = [(0, 0.05, 5e-4), (1, 0.1, 1e-3), (2, 0.02, 0.0)]
+
+
+def _trainers(*specs: tuple[int, float, float], sets: tuple[str, ...] = ()) -> list[Trainer]:
+    """Trainers of the tiny preset (batches of 16: 75 steps per epoch), no files."""
+    out = []
+    for seed, lr, wd in specs:
+        cfg = resolve_config("tiny", [*QUIET, "batch_size=16", "epochs=2", f"seed={seed}",
+                                      f"lr={lr}", f"weight_decay={wd}", *sets])  # fmt: skip
+        out.append(Trainer(cfg, build_components(cfg, torch.device("cpu"))))
+    return out
+
+
+def _same_parameters(a: Trainer, b: Trainer) -> bool:
+    """Bit for bit (NaN where the other has NaN: a diverged run's parameters)."""
+    pairs = zip(a.network.parameters(), b.network.parameters())
+    return all(torch.allclose(p, q, rtol=0.0, atol=0.0, equal_nan=True) for p, q in pairs)
+
+
+class _NanFrom(torch.nn.Module):
+    """The criterion, turned NaN from its ``at``-th call on (counts its calls)."""
+
+    def __init__(self, inner: torch.nn.Module, at: int) -> None:
+        super().__init__()
+        self.inner, self.at, self.calls = inner, at, 0
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        value = self.inner(logits, y)
+        return value * float("nan") if self.calls >= self.at else value
+
+
+def test_lockstep_epoch_equals_separate_runs_bit_for_bit() -> None:
+    """Each run keeps its own seed (data order), lr and weight decay."""
+    solo, packed = _trainers(*SPECS), _trainers(*SPECS)
+    for epoch in (1, 2):
+        alone = [lockstep_epoch([t], [epoch])[0] for t in solo]
+        together = lockstep_epoch(packed, [epoch] * len(packed))
+        for a, b in zip(alone, together):
+            assert not a.stopped and not b.stopped
+            assert (a.objective, a.accuracy, a.steps) == (b.objective, b.accuracy, b.steps)
+            assert a.steps == len(solo[0].train_loader) == 75
+    assert all(_same_parameters(a, b) for a, b in zip(solo, packed))
+    assert solo[0].train_epoch(3) == lockstep_epoch(packed[:1], [3])[0].objective
+
+
+def test_lockstep_epoch_rejects_runs_that_do_not_fit() -> None:
+    (a,) = _trainers(SPECS[0])
+    (b,) = _trainers(SPECS[1], sets=("batch_size=32",))
+    with pytest.raises(ConfigError, match="same number of batches"):
+        lockstep_epoch([a, b], [1, 1])
+    with pytest.raises(ConfigError, match="2 epochs and 1 streams for 1 runs"):
+        lockstep_epoch([a], [1, 2])
+
+
+@pytest.mark.parametrize("at", [3, CHECK_EVERY + 2])
+def test_packed_run_that_diverges_stops_at_the_step_it_stops_at_alone(at: int) -> None:
+    """The one stop rule: a run whose objective turns NaN at step ``at`` stops at the next check
+    point, packed or alone; the other runs of its pack train the whole epoch, as alone."""
+    (alone,) = _trainers(SPECS[1])
+    alone.step.criterion = solo_poison = _NanFrom(alone.step.criterion, at)
+    (solo,) = lockstep_epoch([alone], [1])
+    packed = _trainers(*SPECS)
+    packed[1].step.criterion = poison = _NanFrom(packed[1].step.criterion, at)
+    together = lockstep_epoch(packed, [1] * 3)
+    check_point = -(-at // CHECK_EVERY) * CHECK_EVERY
+    assert check_point < len(alone.train_loader)
+    assert solo.stopped and math.isnan(solo.objective)
+    assert solo.steps == solo_poison.calls == check_point
+    assert together[1].stopped and math.isnan(together[1].objective)
+    assert together[1].steps == poison.calls == check_point
+    assert _same_parameters(alone, packed[1])
+    others = _trainers(SPECS[0], SPECS[2])
+    for other, k in zip(others, (0, 2)):
+        (ref,) = lockstep_epoch([other], [1])
+        assert not together[k].stopped and together[k].steps == len(other.train_loader)
+        assert together[k].objective == ref.objective and _same_parameters(other, packed[k])
+
+
+def test_train_together_stops_the_diverged_run_and_finishes_the_others() -> None:
+    packed = _trainers(*SPECS)
+    packed[1].step.criterion = poison = _NanFrom(packed[1].step.criterion, 80)  # epoch 2, step 5
+    told: list[Trainer] = []
+    outcomes = train_together(packed, on_diverged=lambda t, exc: told.append(t))
+    assert isinstance(outcomes[1], DivergenceError) and told == [packed[1]]
+    assert "training objective became NaN/Inf in epoch 2" in str(outcomes[1])
+    assert poison.calls == 75 + CHECK_EVERY and packed[1].state.epoch == 1
+    for k in (0, 2):
+        assert outcomes[k]["status"] == "finished" and outcomes[k]["epochs_done"] == 2
+    with pytest.raises(DivergenceError, match="epoch 2"):
+        (alone,) = _trainers(SPECS[1])
+        alone.step.criterion = _NanFrom(alone.step.criterion, 80)
+        alone.fit()
 
 
 def test_pack_diverged_run_stops_alone(tmp_path: Path) -> None:
@@ -214,14 +314,14 @@ def test_pack_interrupted_or_disk_full_is_one_line(
     code: int,
     fragment: str,
 ) -> None:
-    import ncmse.train.packed
+    import ncmse.train.loop
     from ncmse.cli.pack import main as pack_main
     from ncmse.rundir.lock import is_locked
 
     def fails(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr(ncmse.train.packed, "lockstep_epoch", fails)
+    monkeypatch.setattr(ncmse.train.loop, "lockstep_epoch", fails)
     pack = _pack_file(tmp_path, *QUIET, "epochs=2")
     assert pack_main([str(pack)]) == code
     err = capsys.readouterr().err

@@ -15,9 +15,10 @@ from ncmse.collapse.result import flatten_row
 from ncmse.errors import DivergenceError, InputError
 from ncmse.rundir.reader import read_summary
 from ncmse.train.config import list_presets, resolve_config
-from ncmse.train.loop import CHECK_EVERY, Trainer, lr_milestones, measurement_epochs
+from ncmse.train.loop import CHECK_EVERY, Trainer
 from ncmse.train.models import classifier_of
 from ncmse.train.run import train
+from ncmse.train.schedule import lr_milestones, measurement_epochs
 from ncmse.train.setup import build_components, scaled_classifier
 from ncmse.train.sinks import load_checkpoint
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ncmse.train.loop import CRASH_ENV
+import kill_after
 
 SETS = [
     "quiet=true", "report=false", "tensorboard=false", "epochs=6", "num_threads=1",
@@ -19,11 +18,10 @@ SETS = [
 
 
 def _train(args: list[str], crash_after: int | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-    if crash_after is not None:
-        env[CRASH_ENV] = str(crash_after)
     cmd = [sys.executable, "-m", "ncmse", "train", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    if crash_after is not None:  # killed (exit 3) right after epoch crash_after
+        cmd = [sys.executable, kill_after.__file__, str(crash_after), "ncmse", "train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def _rows(run: Path) -> list[dict[str, str]]:

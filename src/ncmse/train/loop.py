@@ -1,221 +1,87 @@
-"""Training loop of the paper's protocol, with collapse measurements along the way.
+"""The training loop: one epoch loop for one run or K packed runs, one stop rule, the trainer.
 
-SGD (momentum, weight decay), learning rate ×γ at fixed fractions of the epochs, measurements of
-every SPEC §2/§3 quantity at log-spaced epochs (train split, test split on request). Runs under
-``torchrun`` with DistributedDataParallel: each rank trains and measures on its shard of every
-global batch, statistics are reduced across ranks by :func:`ncmse.measure`, rank 0 writes files.
+A :class:`Trainer` is one run of the paper's protocol: SGD (momentum, weight decay), learning rate
+×γ at fixed fractions of the epochs, measurements of every SPEC §2/§3 quantity at log-spaced
+epochs (train split, test split on request). Runs under ``torchrun`` with
+DistributedDataParallel: each rank trains and measures on its shard of every global batch,
+statistics are reduced across ranks by :func:`ncmse.measure`, rank 0 writes files.
 
-The loop (:meth:`Trainer.fit`) reads top to bottom::
+:func:`train_together` trains K ≥ 1 trainers (``Trainer.fit`` is K = 1, a pack of
+:mod:`ncmse.train.packed` is K > 1) and reads top to bottom::
 
-    for epoch in ...:
-        objective = train_epoch(epoch)          # TrainStep per batch, StopCheck every k steps
-        if not finite(objective): stop           # diverged: summary says so, checkpoint kept
-        scheduler.step()
-        if measured epoch: record(measure_row)   # metrics files, summary, TensorBoard, console
-        if checkpoint epoch: checkpoints.save(state_dict())
+    for each round:                                  # every unfinished run's next epoch
+        totals = lockstep_epoch(trainers, epochs)     # batch i of every run before batch i + 1
+        for each run:
+            end_epoch(epoch, lr, objective, steps)    # diverged? schedule, measure, checkpoint
 
-Files are written through :class:`ncmse.rundir.writer.RunWriter` (layout: docs/ARCHITECTURE.md); the
-sinks are :mod:`ncmse.train.sinks`. The report is drawn by the caller (``ncmse train``), not here.
+:func:`lockstep_epoch` steps each run's :class:`~ncmse.train.step.Step` on its own CUDA stream
+(None on the CPU) and applies the one stop rule, :class:`StopCheck`: every :data:`CHECK_EVERY`
+steps and at the epoch's last step, one host synchronisation reads every run's flag "running
+objective NaN/Inf" (all-reduced across ranks under DDP); a flagged run steps no more in that
+epoch and is stopped as diverged (its summary says so, its last good checkpoint is kept), the
+others go on. Each run's arithmetic is that of the run trained alone.
+
+Files are written through :class:`ncmse.rundir.writer.RunWriter` (layout: docs/ARCHITECTURE.md),
+``summary.json``'s content by :mod:`ncmse.train.summary`, checkpoints' by :mod:`ncmse.train.state`;
+the sinks are :mod:`ncmse.train.sinks`. The report is drawn by the caller (``ncmse train``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-import types
-import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from ncmse.errors import (
-    ConfigError,
-    DivergenceError,
-    NonFiniteError,
-)
+from ncmse.errors import ConfigError, DivergenceError, NonFiniteError
 from ncmse.rundir.writer import RunWriter
 from ncmse.train.config import Config
-from ncmse.train.distributed import (
-    DistInfo,
-    capture_rng,
-    restore_rng,
+from ncmse.train.distributed import DistInfo
+from ncmse.train.runtime import configure_torch, resolve_device
+from ncmse.train.schedule import measurement_epochs
+from ncmse.train.setup import (
+    Components,
+    build_components,
+    build_optimizer,
+    build_step,
+    build_train_loader,
+    measure_split,
 )
-from ncmse.train.runtime import configure_torch, environment, resolve_device
-from ncmse.train.schedule import flow_times, lr_milestones
-from ncmse.train.setup import Components, build_components, measure_split
 from ncmse.train.sinks import Checkpoints, Console, TensorBoard
-from ncmse.train.step import FastStep, Step, float32_math
+from ncmse.train.state import RunState, checkpoint_state, load_checkpoint_state
+from ncmse.train.step import Step, float32_math
+from ncmse.train.summary import run_summary
 from ncmse.verdicts.claims import in_tpt
 
 __all__ = [
     "CHECK_EVERY",
-    "CRASH_ENV",
-    "crash_point",
-    "RunState",
+    "EpochTotals",
     "StopCheck",
-    "TrainStep",
     "Trainer",
-    "lr_milestones",
-    "measurement_epochs",
-    "freeze_features",
+    "lockstep_epoch",
+    "train_together",
 ]
 
-#: test hook: ``os._exit(3)`` right after the checkpoint of this epoch (simulates a kill)
-CRASH_ENV = "NCMSE_CRASH_AFTER_EPOCH"
-
-
-def crash_point(epochs: Iterable[int]) -> None:
-    """The kill of the tests: ``os._exit(3)`` when :data:`CRASH_ENV` names one of ``epochs``
-    (just ended, their checkpoints written); nothing when it is unset. One rule for single and
-    packed runs."""
-    value = os.environ.get(CRASH_ENV)
-    if value is not None and int(value) in set(epochs):
-        os._exit(3)
-
-
-#: steps between two stop checks (and progress-bar updates); each costs one device sync
+#: steps between two stop checks (and progress-bar updates); each costs one host sync
 CHECK_EVERY = 10
 
 
 # --------------------------------------------------------------------------------------------
-# schedules
+# the epoch loop and the stop rule
 # --------------------------------------------------------------------------------------------
-
-
-def measurement_epochs(
-    epochs: int, points: int = 50, explicit: list[int] | None = None
-) -> list[int]:
-    """Epoch 0 and log-spaced measurement epochs in [1, epochs], always including 1 and ``epochs``.
-
-    Epoch 0 is the network as initialised, before any step (SPEC §6): the "first" measurement
-    of the SPEC §7 verdicts is then the untrained state.
-
-    Parameters
-    ----------
-    epochs : int
-        Length of the run.
-    points : int
-        Target number of distinct epochs ≥ 1 (fewer when ``epochs < points``: then every epoch).
-    explicit : list of int, optional
-        Use these epochs instead (sorted, deduplicated; 0 means "before training").
-
-    Returns
-    -------
-    list of int
-        Sorted distinct epochs.
-    """
-    if explicit is not None:
-        return sorted({int(e) for e in explicit if 0 <= int(e) <= epochs})
-    if epochs <= points:
-        return list(range(0, epochs + 1))
-    raw = points
-    chosen: list[int] = []
-    while raw <= 20 * points:
-        grid = np.unique(np.rint(np.logspace(0.0, math.log10(epochs), raw)).astype(int))
-        chosen = sorted({1, epochs, *grid.tolist()})
-        if len(chosen) >= points:
-            break
-        raw += 1
-    return [0, *chosen]
-
-
-def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
-    """``train(mode)`` of a frozen module: whatever ``mode``, it (and its children) stay in eval."""
-    return nn.Module.train(module, False)
-
-
-def freeze_features(model: nn.Module) -> list[nn.Parameter]:
-    """Freeze every layer of ``model`` but its classifier; returns the classifier's parameters.
-
-    The classifier is the final ``nn.Linear`` (:func:`ncmse.train.models.classifier_of`). Every
-    other
-    parameter stops requiring gradients, and every module that does not contain the classifier
-    stays in eval mode even when the training loop calls ``model.train()``: BatchNorm layers
-    normalise with their running statistics *as initialised* (which they never update) and
-    dropout is off, so the features are one fixed function of the input — those the classifier
-    is trained on are exactly those measured (in eval mode). Keeping BatchNorm in train mode
-    instead would train the classifier on batch-normalised features that differ from the
-    measured ones.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The network (not a DDP wrapper).
-
-    Returns
-    -------
-    list of nn.Parameter
-        The parameters left to train (weight and bias of the classifier).
-    """
-    from ncmse.train.models import classifier_of
-
-    head = classifier_of(model)
-    keep = {id(p) for p in head.parameters()}
-    for param in model.parameters():
-        if id(param) not in keep:
-            param.requires_grad_(False)
-    for module in model.modules():
-        if not any(sub is head for sub in module.modules()):
-            module.train = types.MethodType(_stay_in_eval, module)  # type: ignore[method-assign]
-            module.eval()
-    return list(head.parameters())
-
-
-# --------------------------------------------------------------------------------------------
-# the training step and the stop decision
-# --------------------------------------------------------------------------------------------
-
-
-class TrainStep:
-    """One optimisation step on a batch; the piece a faster engine replaces.
-
-    ``step(x, y) -> (objective, correct)``: forward, ``criterion(out, y)`` (mean over the batch),
-    backward, optimizer step. Both returns are detached device tensors (no host sync).
-
-    Parameters
-    ----------
-    model : nn.Module
-        The module to call (the DDP wrapper under torchrun).
-    optimizer : torch.optim.Optimizer
-    criterion : nn.Module
-        ``criterion(logits[B, C], labels[B]) -> scalar``.
-    """
-
-    def __init__(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module
-    ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.criterion = criterion
-        self.pack: tuple[int, int] = (0, 1)
-
-    def invalidate(self) -> None:
-        """Nothing is captured: every call reads the current modules."""
-
-    def describe(self) -> None:
-        """Records nothing in ``summary.json``."""
-        return None
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(x)
-        objective = self.criterion(out, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        self.optimizer.step()
-        return objective.detach(), (out.detach().argmax(dim=1) == y).sum()
 
 
 class StopCheck:
-    """The stop decision: the running objective is NaN/Inf on any rank.
+    """The stop rule: a run's running objective is NaN/Inf, here or on another rank.
 
     Checked every ``every`` steps and at the last step of an epoch, whether or not a progress
-    bar is shown; under DDP the flag is all-reduced (max), so every rank stops at the same step
-    and none enters a collective the others left.
+    bar is shown; under DDP the flags are all-reduced (max), so every rank stops a run at the
+    same step and none enters a collective the others left.
     """
 
     def __init__(self, every: int = CHECK_EVERY, world_size: int = 1) -> None:
@@ -226,14 +92,191 @@ class StopCheck:
         """Whether step ``step`` (1-based) of ``steps`` is a check point."""
         return step % self.every == 0 or step == steps
 
-    def should_stop(self, running_sum: torch.Tensor) -> bool:
-        """True when ``running_sum`` is not finite here or on another rank."""
-        flag = (~torch.isfinite(running_sum)).to(torch.float32).reshape(1)
+    def nonfinite(self, running_sums: Sequence[torch.Tensor]) -> list[bool]:
+        """For each running sum, whether it is NaN/Inf here or on another rank: one host sync
+        for all of them (they are read on the current stream; join their streams first)."""
+        device = running_sums[0].device
+        flags = torch.stack(
+            [(~torch.isfinite(s)).to(device=device, dtype=torch.float32) for s in running_sums]
+        )
         if self.world_size > 1:
             import torch.distributed as dist
 
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return [flag > 0 for flag in flags.tolist()]
+
+
+@dataclass
+class EpochTotals:
+    """What one run's epoch added up, on its device: Σ batch objective × batch size, Σ correct,
+    the samples trained on and the steps taken; ``stopped`` when the stop rule ended it."""
+
+    objective_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+    steps: int = 0
+    stopped: bool = False
+
+    @property
+    def objective(self) -> float:
+        """The mean training objective of the epoch; NaN when the run was stopped."""
+        return math.nan if self.stopped else float(self.objective_sum) / max(self.seen, 1)
+
+    @property
+    def accuracy(self) -> float:
+        """The fraction of training samples classified right as they were stepped on."""
+        return float(self.correct) / max(self.seen, 1)
+
+
+def _on(stream: Any) -> contextlib.AbstractContextManager:
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+
+def _join(streams: Sequence[Any]) -> None:
+    """Make the current stream wait for the work queued on ``streams`` (None: nothing)."""
+    for stream in streams:
+        if stream is not None:
+            torch.cuda.current_stream(stream.device).wait_stream(stream)
+
+
+class _Lane:
+    """One run in :func:`lockstep_epoch`: its step, its batches of the epoch, its stream."""
+
+    def __init__(self, step: Step, batches: Iterator, stream: Any, device: torch.device) -> None:
+        self.step, self.batches, self.stream = step, batches, stream
+        with _on(stream):
+            self.totals = EpochTotals(
+                torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
+            )
+
+    def advance(self) -> None:
+        """Train on the next batch (on the lane's stream; no host sync)."""
+        with _on(self.stream):
+            xb, yb = next(self.batches)
+            objective, right = self.step(xb, yb)
+            self.totals.objective_sum += objective * len(yb)
+            self.totals.correct += right
+            self.totals.seen += len(yb)
+            self.totals.steps += 1
+
+
+def lockstep_epoch(
+    trainers: Sequence[Trainer], epochs: Sequence[int], streams: Sequence[Any] | None = None
+) -> list[EpochTotals]:
+    """One epoch of each of K ≥ 1 runs in lockstep, with the stop rule (module docstring).
+
+    Parameters
+    ----------
+    trainers : sequence of Trainer
+        The runs; their loaders must have the same number of batches.
+    epochs : sequence of int
+        Each run's epoch number (it selects the run's data order).
+    streams : sequence of CUDA streams or None, optional
+        Where each run's batches and steps are issued (None: the current stream).
+
+    Returns
+    -------
+    list of EpochTotals
+        Per run, in the order of ``trainers``.
+
+    Raises
+    ------
+    ConfigError
+        If the runs do not have the same number of batches.
+    """
+    k = len(trainers)
+    streams = list(streams) if streams is not None else [None] * k
+    if len(epochs) != k or len(streams) != k:
+        raise ConfigError(f"got {len(epochs)} epochs and {len(streams)} streams for {k} runs")
+    lengths = {len(t.train_loader) for t in trainers}
+    if len(lengths) != 1:
+        raise ConfigError(
+            f"runs of a pack must have the same number of batches per epoch, got "
+            f"{sorted(lengths)}: pack runs of one dataset and batch size only"
+        )
+    (n,) = lengths
+    lanes = []
+    for t, epoch, stream in zip(trainers, epochs, streams):
+        t.step.model.train()
+        t.train_loader.set_epoch(epoch)
+        with _on(stream):
+            lanes.append(_Lane(t.step, iter(t.train_loader), stream, t.device))
+    stop = trainers[0].stop_check
+    console = trainers[0].console if k == 1 else None  # K runs share a terminal: no bars
+    if console is not None:
+        console.start_epoch(epochs[0], trainers[0].cfg.epochs, n)
+    try:
+        live = lanes
+        for i in range(1, n + 1):
+            for lane in live:
+                lane.advance()
+            if not stop.due(i, n):
+                continue
+            _join([lane.stream for lane in live])
+            flags = stop.nonfinite([lane.totals.objective_sum for lane in live])
+            for lane, flag in zip(live, flags):
+                lane.totals.stopped = flag
+            live = [lane for lane in live if not lane.totals.stopped]
+            if not live:  # every run stopped (the flags are the same on every rank)
+                break
+            if console is not None and console.wants_progress:
+                totals = live[0].totals
+                console.progress(i, float(totals.objective_sum) / totals.seen,
+                                 float(totals.correct) / totals.seen)  # fmt: skip
+    finally:
+        if console is not None:
+            console.end_epoch()
+    _join(streams)
+    return [lane.totals for lane in lanes]
+
+
+def train_together(
+    trainers: Sequence[Trainer],
+    streams: Sequence[Any] | None = None,
+    *,
+    on_diverged: Callable[[Trainer, DivergenceError], None] | None = None,
+) -> list[dict[str, Any] | DivergenceError]:
+    """Train K ≥ 1 runs, each from its ``state.epoch`` to its last epoch, in lockstep.
+
+    A run already at its last epoch is only finished (:meth:`Trainer.finish`); runs resumed from
+    different epochs are fine (each follows its own epoch numbers). A run that diverges stops
+    (``on_diverged`` is told) while the others go on.
+
+    Returns
+    -------
+    list
+        Per run: its final summary, or the :class:`DivergenceError` that stopped it.
+    """
+    k = len(trainers)
+    streams = list(streams) if streams is not None else [None] * k
+    results: dict[int, dict[str, Any] | DivergenceError] = {}
+    active = []
+    for i, t in enumerate(trainers):
+        if t.state.epoch >= t.cfg.epochs:
+            results[i] = t.finish()
+        else:
+            t.begin()
+            active.append(i)
+    while active:
+        epochs = [trainers[i].state.epoch + 1 for i in active]
+        lrs = [trainers[i].lr for i in active]
+        totals = lockstep_epoch([trainers[i] for i in active], epochs, [streams[i] for i in active])
+        still = []
+        for i, epoch, lr, total in zip(active, epochs, lrs, totals):
+            t = trainers[i]
+            try:
+                t.end_epoch(epoch, lr, total.objective, steps=total.steps)
+            except DivergenceError as exc:
+                results[i] = exc
+                if on_diverged is not None:
+                    on_diverged(t, exc)
+                continue
+            if t.state.epoch >= t.cfg.epochs:
+                results[i] = t.finish()
+            else:
+                still.append(i)
+        active = still
+    return [results[i] for i in range(k)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,40 +284,15 @@ class StopCheck:
 # --------------------------------------------------------------------------------------------
 
 
-def _first_flag_epochs(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """``{flag: first epoch}`` of the degenerate-feature flags (test split: ``test_<flag>``)."""
-    first: dict[str, int] = {}
-    for row in rows:
-        for key, prefix in (("flags", ""), ("test_flags", "test_")):
-            for flag in filter(None, str(row.get(key) or "").split(";")):
-                first.setdefault(prefix + flag, int(row["epoch"]))
-    return first
-
-
-@dataclass
-class RunState:
-    """What a checkpoint carries besides the modules: progress and the rows written so far."""
-
-    epoch: int = 0
-    wall_time: float = 0.0
-    tpt_epoch: int | None = None
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    #: τ = Σ η over the optimiser steps taken so far (SPEC §9's clock)
-    flow_time: float = 0.0
-    #: identifies the run in summary.json and every checkpoint (a copied checkpoint is foreign)
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    #: config changes accepted on resume: ``{"epoch", "key", "old", "new"}`` each
-    resume_changes: list[dict[str, Any]] = field(default_factory=list)
-
-
 class Trainer:
     """One training run: model, optimizer, schedule, and the sinks the loop reports to.
 
     Build it with :meth:`from_config` (files in a run directory) or directly from
     :class:`Components` (no files unless ``writer`` is given: benchmarks, tests). ``trainer.step``
-    (a :class:`TrainStep`) may be replaced by any callable ``(x, y) -> (objective, correct)``
-    with the same contract, e.g. a faster engine; ``trainer.checkpoints`` by any object with
-    ``path``, ``exists()``, ``save(state)`` and ``load()``.
+    (a :class:`~ncmse.train.step.FastStep`) may be replaced by any
+    :class:`~ncmse.train.step.Step`, e.g. the eager :class:`~ncmse.train.step.TrainStep`;
+    ``trainer.checkpoints`` by any object with ``path``, ``exists()``, ``save(state)`` and
+    ``load()``.
 
     Parameters
     ----------
@@ -313,35 +331,17 @@ class Trainer:
         b = self.bundle
         self.train_x, self.train_y = b.train_x.to(self.device), b.train_y.to(self.device)
         self.test_x, self.test_y = b.test_x.to(self.device), b.test_y.to(self.device)
-        params = freeze_features(self.network) if cfg.freeze_features else self.network.parameters()
-        self.optimizer = torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            nesterov=cfg.nesterov,
-        )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, lr_milestones(cfg.epochs, cfg.lr_milestones), gamma=cfg.lr_gamma
-        )
-        self.train_loader = self._train_loader()
-        # eager on the CPU (TrainStep's numbers, bit for bit), CUDA-graphed on one GPU
-        self.step: Step = FastStep(
-            _wrap_ddp(self.network, self.device, self.dist),
-            self.optimizer,
-            self.loss_spec.module,
-            precision=cfg.precision,
-            channels_last=cfg.channels_last,
-            cuda_graph=cfg.cuda_graph,
-            batch_size=self.train_loader.batch_size,
-        )
+        self.optimizer, self.scheduler = build_optimizer(cfg, self.network)
+        self.train_loader = build_train_loader(cfg, self.train_x, self.train_y, self.dist)
+        self.step: Step = build_step(cfg, self.network, self.optimizer, self.loss_spec.module,
+                                     device=self.device, dist_info=self.dist,
+                                     batch_size=self.train_loader.batch_size)  # fmt: skip
         self.stop_check = StopCheck(CHECK_EVERY, self.dist.world_size)
         self.schedule = set(measurement_epochs(cfg.epochs, cfg.measure_points, cfg.measure_epochs))
         self.writer = writer
         self.checkpoints = checkpoints
         self.checkpoint_epoch: int | None = None  # epoch of the last checkpoint saved or loaded
         self.console = console or Console(enabled=False)
-        self.epoch_steps = 0  # optimiser steps taken in the current (last) epoch
         self.tensorboard = tensorboard
         self.state = RunState()
         self._t0 = time.perf_counter()
@@ -373,29 +373,11 @@ class Trainer:
             tensorboard=TensorBoard(run_dir, cfg.tensorboard, enabled=main),
         )
 
-    def _train_loader(self) -> Any:
-        from ncmse.train.data import TensorLoader
-
-        world = self.dist.world_size
-        if self.cfg.batch_size % world:
-            raise ConfigError(
-                f"batch_size={self.cfg.batch_size} is not divisible by the {world} processes; "
-                f"set --set batch_size to a multiple of {world}"
-            )
-        return TensorLoader(
-            self.train_x,
-            self.train_y,
-            self.cfg.batch_size // world,
-            shuffle=True,
-            seed=self.cfg.seed,
-            rank=self.dist.rank,
-            world_size=world,
-        )
-
     # ---- the loop ----------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        """Train from ``state.epoch`` to ``cfg.epochs``; returns the final summary.
+        """Train from ``state.epoch`` to ``cfg.epochs`` (:func:`train_together` of this run
+        alone); returns the final summary.
 
         Raises
         ------
@@ -403,13 +385,15 @@ class Trainer:
             When the objective (or a measurement's features) becomes NaN/Inf; summary.json
             then says ``diverged`` and the last good checkpoint is kept.
         """
-        self.begin()
-        for epoch in range(self.state.epoch + 1, self.cfg.epochs + 1):
-            lr = self.lr
-            objective = self.train_epoch(epoch)
-            self.end_epoch(epoch, lr, objective, steps=self.epoch_steps)
-            crash_point((epoch,))
-        return self.finish()
+        (outcome,) = train_together([self])
+        if isinstance(outcome, DivergenceError):
+            raise outcome
+        return outcome
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the shuffled training set (:func:`lockstep_epoch` of this run alone);
+        returns the mean objective (NaN: stopped)."""
+        return lockstep_epoch([self], [epoch])[0].objective
 
     def begin(self) -> None:
         """Write the config and a ``running`` summary; measure epoch 0 when it is scheduled."""
@@ -442,35 +426,6 @@ class Trainer:
         every = self.cfg.checkpoint_every
         if (every and epoch % every == 0) or epoch == self.cfg.epochs:
             self.save_checkpoint()
-
-    def train_epoch(self, epoch: int) -> float:
-        """One pass over the shuffled training set; returns the mean objective (NaN: stopped).
-
-        The stop check runs every ``CHECK_EVERY`` steps on every rank, whatever the console does.
-        """
-        self.step.model.train()
-        self.train_loader.set_epoch(epoch)
-        steps = len(self.train_loader)
-        total = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        seen = 0
-        self.epoch_steps = 0
-        self.console.start_epoch(epoch, self.cfg.epochs, steps)
-        try:
-            for i, (xb, yb) in enumerate(self.train_loader, start=1):
-                objective, right = self.step(xb, yb)
-                self.epoch_steps = i
-                total += objective * len(yb)
-                correct += right
-                seen += len(yb)
-                if self.stop_check.due(i, steps):
-                    if self.stop_check.should_stop(total):
-                        return math.nan
-                    if self.console.wants_progress:
-                        self.console.progress(i, float(total) / seen, float(correct) / seen)
-        finally:
-            self.console.end_epoch()
-        return float(total) / max(seen, 1)
 
     def measure_row(self, epoch: int, lr: float) -> dict[str, Any]:
         """Measure the train split (and test when configured) into one metrics row.
@@ -560,91 +515,24 @@ class Trainer:
         return self.state.wall_time + (time.perf_counter() - self._t0)
 
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
-        """The content of ``summary.json`` now (docs/ARCHITECTURE.md)."""
-        rows = self.state.rows
-        summary: dict[str, Any] = {
-            "kind": "train",
-            "status": status,
-            "tpt_epoch": self.state.tpt_epoch,
-            # PNAS's looser criterion: first measured epoch with training accuracy ≥ 99.9 %
-            "tpt_epoch_999": next(
-                (int(r["epoch"]) for r in rows if r["train_error"] <= 1e-3), None
-            ),
-            "final": rows[-1] if rows else None,
-            "flags": _first_flag_epochs(rows),
-            "lam": self.loss_spec.lam,
-            "lam_source": self.loss_spec.lam_source,
-            "lam_exact": self.loss_spec.exact,
-            "loss_name": self.cfg.loss,
-            "dataset": self.cfg.dataset,
-            "model": self.cfg.model,
-            "seed": self.cfg.seed,
-            "epochs": self.cfg.epochs,
-            "epochs_done": self.state.epoch,
-            "run_id": self.state.run_id,
-            "environment": environment(self.device, self.dist.world_size),
-        }
-        if self.state.resume_changes:
-            summary["resume_changes"] = self.state.resume_changes
-        engine = self.step.describe()
-        if engine is not None:
-            summary["engine"] = engine
-        if error is not None:
-            summary["error"] = error
-        if status != "running":  # SPEC §7 verdicts and the §9 fit, from the training-split rows
-            from ncmse.verdicts.record import run_verdicts
-
-            summary.update(
-                run_verdicts(rows, loss=self.cfg.loss, tpt_epoch=self.state.tpt_epoch,
-                             lam_exact=self.loss_spec.exact, config=self.cfg.to_dict())
-            )  # fmt: skip
-        return summary
+        """The content of ``summary.json`` now (:func:`ncmse.train.summary.run_summary`)."""
+        return run_summary(status, self.state, cfg=self.cfg, loss=self.loss_spec,
+                           device=self.device, world_size=self.dist.world_size,
+                           engine=self.step.describe(), error=error)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything an exact resume needs (modules, RNG, progress, rows, config)."""
-        return {
-            "model": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": capture_rng(),
-            "epoch": self.state.epoch,
-            "wall_time": self.wall_time(),
-            "tpt_epoch": self.state.tpt_epoch,
-            "flow_time": self.state.flow_time,
-            "rows": self.state.rows,
-            "config": self.cfg.to_dict(),
-            "lam": self.loss_spec.lam,
-            "lam_source": self.loss_spec.lam_source,
-            "run_id": self.state.run_id,
-            "resume_changes": self.state.resume_changes,
-        }
+        """The checkpoint of the run now (:func:`ncmse.train.state.checkpoint_state`)."""
+        return checkpoint_state(self.state, network=self.network, optimizer=self.optimizer,
+                                scheduler=self.scheduler, cfg=self.cfg, loss=self.loss_spec,
+                                wall_time=self.wall_time())  # fmt: skip
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict`."""
-        self.network.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        restore_rng(ckpt["rng"])
+        """Inverse of :meth:`state_dict` (:func:`ncmse.train.state.load_checkpoint_state`)."""
+        self.state = load_checkpoint_state(ckpt, network=self.network, optimizer=self.optimizer,
+                                           scheduler=self.scheduler, cfg=self.cfg,
+                                           steps_per_epoch=len(self.train_loader))  # fmt: skip
         self.step.invalidate()  # a captured graph holds the replaced tensors
-        epoch = int(ckpt["epoch"])
-        self.state = RunState(
-            epoch,
-            float(ckpt["wall_time"]),
-            ckpt["tpt_epoch"],
-            list(ckpt["rows"]),
-            flow_time=self._checkpoint_flow_time(ckpt, epoch),
-        )
-        if ckpt.get("run_id"):  # older checkpoints have none: the run gets one from now on
-            self.state.run_id = str(ckpt["run_id"])
-        self.state.resume_changes = list(ckpt.get("resume_changes") or [])
         self._t0 = time.perf_counter()
-
-    def _checkpoint_flow_time(self, ckpt: dict[str, Any], epoch: int) -> float:
-        """τ at the checkpoint's epoch: stored, or (a checkpoint from before τ was stored)
-        reconstructed from the run's schedule as it trained (its config, this loader's length)."""
-        if ckpt.get("flow_time") is not None:
-            return float(ckpt["flow_time"])
-        return float(flow_times(self.cfg.to_dict(), len(self.train_loader))[epoch])
 
     def save_checkpoint(self) -> None:
         """Hand :meth:`state_dict` to the checkpoint sink (rank 0 writes)."""
@@ -668,15 +556,3 @@ class Trainer:
         if self.state.rows:
             self.console.nc1 = self.state.rows[-1].get("nc1")
         return True
-
-
-def _wrap_ddp(net: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
-    if info.world_size == 1:
-        return net
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(net, device_ids=ids)
-
-
-# --------------------------------------------------------------------------------------------
-# entry points
-# --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ automatically.  The big networks reuse torchvision's definitions:
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
 from torch import Tensor, nn
@@ -26,6 +27,7 @@ __all__ = [
     "check_model_kwargs",
     "classifier_of",
     "count_parameters",
+    "freeze_features",
     "CNN",
     "MLP",
     "VGG",
@@ -341,3 +343,42 @@ def classifier_of(model: nn.Module) -> nn.Linear:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    """``train(mode)`` of a frozen module: whatever ``mode``, it (and its children) stay in eval."""
+    return nn.Module.train(module, False)
+
+
+def freeze_features(model: nn.Module) -> list[nn.Parameter]:
+    """Freeze every layer of ``model`` but its classifier; returns the classifier's parameters.
+
+    The classifier is the final ``nn.Linear`` (:func:`classifier_of`). Every other parameter
+    stops requiring gradients, and every module that does not contain the classifier
+    stays in eval mode even when the training loop calls ``model.train()``: BatchNorm layers
+    normalise with their running statistics *as initialised* (which they never update) and
+    dropout is off, so the features are one fixed function of the input — those the classifier
+    is trained on are exactly those measured (in eval mode). Keeping BatchNorm in train mode
+    instead would train the classifier on batch-normalised features that differ from the
+    measured ones.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (not a DDP wrapper).
+
+    Returns
+    -------
+    list of nn.Parameter
+        The parameters left to train (weight and bias of the classifier).
+    """
+    head = classifier_of(model)
+    keep = {id(p) for p in head.parameters()}
+    for param in model.parameters():
+        if id(param) not in keep:
+            param.requires_grad_(False)
+    for module in model.modules():
+        if not any(sub is head for sub in module.modules()):
+            module.train = types.MethodType(_stay_in_eval, module)  # type: ignore[method-assign]
+            module.eval()
+    return list(head.parameters())

@@ -2,14 +2,16 @@
 
 Each run keeps everything it has when trained alone — its own model, optimizer (learning rate,
 weight decay), learning-rate schedule, data order (its own seed's permutation), measurement
-schedule and run directory. The runs advance in lockstep, batch ``i`` of every run before batch
+schedule and run directory. They are trained by the loop every run goes through,
+:func:`ncmse.train.loop.train_together`: in lockstep, batch ``i`` of every run before batch
 ``i + 1`` of any, and on CUDA each run's batches and steps are issued on its own stream (each step
 one CUDA-graph replay, :class:`ncmse.train.step.FastStep`), so the GPU overlaps the K small steps
-that
-a single run leaves it too idle to fill. The arithmetic of each run is exactly the arithmetic of
-that run trained alone: packing changes when kernels run, never what they compute (on the CPU the
-packed runs are bit-identical to separate runs). A diverging run is stopped at the end of the
-epoch (one device-side check per run and epoch) while the others go on.
+that a single run leaves it too idle to fill. The arithmetic of each run is exactly the
+arithmetic of that run trained alone: packing changes when kernels run, never what they compute
+(on the CPU the packed runs are bit-identical to separate runs). The stop rule is the single
+run's (:class:`ncmse.train.loop.StopCheck`, one host sync for the K runs every
+:data:`~ncmse.train.loop.CHECK_EVERY` steps): a diverging run stops at the step it would stop at
+alone while the others go on.
 
 Why this design and not one batched network (``torch.func.stack_module_state`` + ``vmap``, which
 turns each convolution into a grouped one): it measured 3.5× faster on an H200, keeps every run's
@@ -19,11 +21,10 @@ optimizer (docs/PERFORMANCE.md).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,84 +33,11 @@ import torch
 
 from ncmse.errors import ConfigError, DivergenceError
 
-__all__ = ["PACK_STATES", "PackMember", "lockstep_epoch", "train_packed"]
+__all__ = ["PACK_STATES", "PackMember", "train_packed"]
 
 #: what a member of a pack does at start: start a new run, start it again over a run directory
 #: that holds no checkpoint (``--overwrite``), or continue from its checkpoint
 PACK_STATES: tuple[str, ...] = ("new", "restart", "resume")
-
-
-def _on(stream: Any) -> contextlib.AbstractContextManager:
-    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
-
-
-def lockstep_epoch(
-    members: Sequence[tuple[Any, Any, Any]],
-    epochs: Sequence[int],
-    *,
-    steps: Iterable[int] | None = None,
-) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
-    """One epoch of several runs in lockstep; no host synchronisation.
-
-    Parameters
-    ----------
-    members : sequence of (step, loader, stream)
-        ``step(x, y) -> (objective, correct)`` (a :class:`~ncmse.train.step.FastStep`), the run's
-        :class:`~ncmse.train.data.TensorLoader`, and a CUDA stream for its work (None: the current
-        stream). All loaders must have the same number of batches.
-    epochs : sequence of int
-        Each run's epoch number (it selects the run's data order).
-    steps : iterable of int, optional
-        Only these batch indices are trained (the others are drawn and skipped); default all.
-
-    Returns
-    -------
-    list of (objective_sum, correct, seen)
-        Per run: Σ batch objective × batch size and Σ correct as device tensors, and the number
-        of samples trained on.
-
-    Raises
-    ------
-    ConfigError
-        If the runs do not have the same number of batches.
-    """
-    if len(epochs) != len(members):
-        raise ConfigError(f"got {len(epochs)} epoch numbers for {len(members)} runs")
-    lengths = {len(loader) for _, loader, _ in members}
-    if len(lengths) != 1:
-        raise ConfigError(
-            f"runs of a pack must have the same number of batches per epoch, got "
-            f"{sorted(lengths)}: pack runs of one dataset and batch size only"
-        )
-    (n,) = lengths
-    wanted = set(range(n)) if steps is None else {int(i) for i in steps if 0 <= int(i) < n}
-    iters, sums = [], []
-    for (step, loader, stream), epoch in zip(members, epochs):
-        step.model.train()
-        loader.set_epoch(epoch)
-        device = loader.x.device
-        with _on(stream):
-            iters.append(iter(loader))
-            sums.append(
-                [
-                    torch.zeros((), device=device),
-                    torch.zeros((), dtype=torch.long, device=device),
-                    0,
-                ]
-            )
-    for i in range(max(wanted) + 1 if wanted else 0):
-        for (step, _, stream), it, acc in zip(members, iters, sums):
-            with _on(stream):
-                xb, yb = next(it)
-                if i in wanted:
-                    objective, correct = step(xb, yb)
-                    acc[0] += objective * len(yb)
-                    acc[1] += correct
-                    acc[2] += len(yb)
-    for _, _, stream in members:
-        if stream is not None:
-            torch.cuda.current_stream(stream.device).wait_stream(stream)
-    return [(a[0], a[1], a[2]) for a in sums]
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +123,8 @@ def _plan_member(member: PackMember, bundles: dict[tuple, Any]) -> _Planned:
 
 
 def _check_lockstep(planned: Sequence[_Planned]) -> None:
-    """The members must have the same number of batches per epoch (:func:`lockstep_epoch`).
+    """The members must have the same number of batches per epoch
+    (:func:`ncmse.train.loop.lockstep_epoch`).
 
     Raises
     ------
@@ -283,38 +212,19 @@ def train_packed(members: Sequence[PackMember]) -> list[dict[str, Any]]:
 
 
 def _train_packed(trainers: list[Any]) -> list[dict[str, Any]]:
-    from ncmse.train.loop import crash_point
+    """:func:`ncmse.train.loop.train_together` with a CUDA stream per run; a diverged run's
+    outcome is ``{"status": "diverged", "error": ...}`` (and one line on stderr)."""
+    from ncmse.train.loop import train_together
 
     streams = [torch.cuda.Stream(t.device) if t.device.type == "cuda" else None for t in trainers]
     for k, t in enumerate(trainers):
         t.step.pack = (k, len(trainers))
-    results: dict[int, dict[str, Any]] = {}
-    active = []
-    for k, t in enumerate(trainers):
-        if t.state.epoch >= t.cfg.epochs:
-            results[k] = t.finish()
-        else:
-            t.begin()
-            active.append(k)
-    while active:
-        epochs = [trainers[k].state.epoch + 1 for k in active]
-        lrs = [trainers[k].lr for k in active]
-        sums = lockstep_epoch(
-            [(trainers[k].step, trainers[k].train_loader, streams[k]) for k in active], epochs
-        )
-        still = []
-        for k, epoch, lr, (total, _, seen) in zip(active, epochs, lrs, sums):
-            t = trainers[k]
-            try:
-                t.end_epoch(epoch, lr, float(total) / max(seen, 1))
-            except DivergenceError as exc:
-                results[k] = {"status": "diverged", "error": str(exc)}
-                print(f"ncmse pack: {t.writer.path if t.writer else k}: {exc}", file=sys.stderr)
-                continue
-            if t.state.epoch >= t.cfg.epochs:
-                results[k] = t.finish()
-            else:
-                still.append(k)
-        crash_point(epochs)  # after every run's epoch checkpoint
-        active = still
-    return [results[k] for k in range(len(trainers))]
+
+    def tell(trainer: Any, exc: DivergenceError) -> None:
+        print(f"ncmse pack: {trainer.writer.path}: {exc}", file=sys.stderr)
+
+    outcomes = train_together(trainers, streams, on_diverged=tell)
+    return [
+        {"status": "diverged", "error": str(o)} if isinstance(o, DivergenceError) else o
+        for o in outcomes
+    ]

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 from ncmse.errors import ConfigError
 
 __all__ = ["epoch_learning_rates", "flow_times", "lr_drop_epochs", "lr_milestones",
-           "steps_per_epoch"]  # fmt: skip
+           "measurement_epochs", "steps_per_epoch"]  # fmt: skip
 
 
 def lr_milestones(epochs: int, fractions: Sequence[float]) -> list[int]:
@@ -123,3 +123,40 @@ def flow_times(config: Mapping[str, Any], steps: int) -> NDArray[np.float64]:
     tau = np.zeros(1 + _schedule_keys(config)[0], dtype=np.float64)
     np.cumsum(epoch_learning_rates(config) * int(steps), out=tau[1:])
     return tau
+
+
+def measurement_epochs(
+    epochs: int, points: int = 50, explicit: list[int] | None = None
+) -> list[int]:
+    """Epoch 0 and log-spaced measurement epochs in [1, epochs], always including 1 and ``epochs``.
+
+    Epoch 0 is the network as initialised, before any step (SPEC §6): the "first" measurement
+    of the SPEC §7 verdicts is then the untrained state.
+
+    Parameters
+    ----------
+    epochs : int
+        Length of the run.
+    points : int
+        Target number of distinct epochs ≥ 1 (fewer when ``epochs < points``: then every epoch).
+    explicit : list of int, optional
+        Use these epochs instead (sorted, deduplicated; 0 means "before training").
+
+    Returns
+    -------
+    list of int
+        Sorted distinct epochs.
+    """
+    if explicit is not None:
+        return sorted({int(e) for e in explicit if 0 <= int(e) <= epochs})
+    if epochs <= points:
+        return list(range(0, epochs + 1))
+    raw = points
+    chosen: list[int] = []
+    while raw <= 20 * points:
+        grid = np.unique(np.rint(np.logspace(0.0, math.log10(epochs), raw)).astype(int))
+        chosen = sorted({1, epochs, *grid.tolist()})
+        if len(chosen) >= points:
+            break
+        raw += 1
+    return [0, *chosen]

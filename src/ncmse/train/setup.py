@@ -1,7 +1,8 @@
-"""What a config builds (data, network, loss) and the measurement of one split at the run's λ.
+"""What a config builds (data, network, loss, optimizer, loader, step) and the measurement of
+one split at the run's λ.
 
-Shared by ``ncmse train`` (the loop measures with :func:`measure_split`) and ``ncmse measure``
-(rebuilds the components of a checkpoint's config).
+Shared by ``ncmse train`` (the trainer is built from these and measures with
+:func:`measure_split`) and ``ncmse measure`` (rebuilds the components of a checkpoint's config).
 """
 
 from __future__ import annotations
@@ -16,14 +17,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ncmse.errors import NCMSEWarning
+from ncmse.errors import ConfigError, NCMSEWarning
 from ncmse.train.config import Config
+from ncmse.train.data import TensorLoader
 from ncmse.train.distributed import DistInfo
 from ncmse.train.losses import LossSpec, build_loss
+from ncmse.train.models import freeze_features
+from ncmse.train.schedule import lr_milestones
+from ncmse.train.step import FastStep
 
 __all__ = [
     "Components",
     "build_components",
+    "build_optimizer",
+    "build_step",
+    "build_train_loader",
     "config_loss",
     "load_config_dataset",
     "measure_split",
@@ -99,6 +107,80 @@ def config_loss(cfg: Config, num_classes: int) -> LossSpec:
     )
 
 
+def build_optimizer(cfg: Config, network: nn.Module) -> tuple[torch.optim.SGD, Any]:
+    """The run's SGD optimizer (of the classifier alone with ``freeze_features``) and its
+    learning-rate schedule: ×``lr_gamma`` after the epochs :func:`lr_milestones` names, the
+    scheduler stepped once per epoch."""
+    params = freeze_features(network) if cfg.freeze_features else network.parameters()
+    optimizer = torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, lr_milestones(cfg.epochs, cfg.lr_milestones), gamma=cfg.lr_gamma
+    )
+    return optimizer, scheduler
+
+
+def build_train_loader(
+    cfg: Config, x: torch.Tensor, y: torch.Tensor, dist_info: DistInfo
+) -> TensorLoader:
+    """The shuffled training batches of this rank: its shard of every global batch of
+    ``cfg.batch_size``, in the order of ``cfg.seed``.
+
+    Raises
+    ------
+    ConfigError
+        If ``batch_size`` is not divisible by the number of processes.
+    """
+    world = dist_info.world_size
+    if cfg.batch_size % world:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is not divisible by the {world} processes; "
+            f"set --set batch_size to a multiple of {world}"
+        )
+    return TensorLoader(
+        x,
+        y,
+        cfg.batch_size // world,
+        shuffle=True,
+        seed=cfg.seed,
+        rank=dist_info.rank,
+        world_size=world,
+    )
+
+
+def build_step(
+    cfg: Config,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    *,
+    device: torch.device,
+    dist_info: DistInfo,
+    batch_size: int,
+) -> FastStep:
+    """The run's training step: eager on the CPU (:class:`~ncmse.train.step.TrainStep`'s
+    numbers, bit for bit), CUDA-graphed on one GPU, the network wrapped in
+    DistributedDataParallel under torchrun."""
+    model = network
+    if dist_info.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
+    return FastStep(
+        model,
+        optimizer,
+        criterion,
+        precision=cfg.precision,
+        channels_last=cfg.channels_last,
+        cuda_graph=cfg.cuda_graph,
+        batch_size=batch_size,
+    )
+
+
 @contextlib.contextmanager
 def scaled_classifier(layer: nn.Linear, scale: float) -> Iterator[None]:
     """Temporarily multiply a linear layer's weight and bias by ``scale`` (restored exactly)."""
@@ -149,7 +231,6 @@ def measure_split(
     """
     import ncmse
     from ncmse.collapse.api import DEFAULT_MEMORY_BUDGET
-    from ncmse.train.data import TensorLoader
     from ncmse.train.models import classifier_of
 
     info = dist_info or DistInfo()

@@ -1,12 +1,16 @@
-"""The training step of one run: eager, or captured once in a CUDA graph and replayed.
+"""The training step of one run: the :class:`Step` protocol the loop calls, its eager reference
+:class:`TrainStep`, and :class:`FastStep` (eager, or captured once in a CUDA graph and replayed).
 
-:class:`FastStep` has the contract of :class:`ncmse.train.loop.TrainStep` — ``step(x, y) ->
-(objective, correct)``: forward, loss, backward, SGD step, both returns detached device tensors —
-and gives the same numbers on every path:
+Every step has the contract ``step(x, y) -> (objective, correct)``: forward, loss, backward, SGD
+step, both returns detached device tensors (no host synchronisation). :class:`TrainStep` is that
+step in its plainest form — no precision handling, PyTorch's global float32 flags as they are —
+the reference the tests compare :class:`FastStep` against bit for bit, and the baseline
+``benchmarks/bench_gpu.py`` times. ``ncmse train`` runs :class:`FastStep`, which gives the same
+numbers on every path:
 
 * **eager** (CPU, or ``cuda_graph=False``, or a batch of another size): the plain step of
-  :class:`~ncmse.train.loop.TrainStep`, ``out = model(x); loss = criterion(out, y); zero_grad;
-  backward; optimizer.step()``.
+  :class:`TrainStep`, ``out = model(x); loss = criterion(out, y); zero_grad; backward;
+  optimizer.step()``.
 * **graphed** (CUDA, one process, batches of the static size): the same Python code is captured
   in a ``torch.cuda.CUDAGraph`` after ``warmup_steps`` real eager steps on a side stream (which
   create the momentum buffers and let cuDNN choose its algorithms); each later batch is copied
@@ -35,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -46,6 +50,7 @@ __all__ = [
     "PRECISIONS",
     "FastStep",
     "Step",
+    "TrainStep",
     "autocast_for",
     "check_precision",
     "float32_math",
@@ -114,9 +119,10 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
+@runtime_checkable
 class Step(Protocol):
-    """What the training loop calls once per batch (:class:`FastStep`, or
-    :class:`ncmse.train.loop.TrainStep`, or another engine with this interface)."""
+    """What the training loop calls once per batch (:class:`FastStep`, :class:`TrainStep`, or
+    another engine with this interface)."""
 
     #: the module trained (the DDP wrapper under torchrun)
     model: nn.Module
@@ -135,6 +141,45 @@ class Step(Protocol):
     def describe(self) -> dict[str, Any] | None:
         """What ran, for ``summary.json`` ``engine``; None to record nothing."""
         ...
+
+
+class TrainStep:
+    """The eager reference step: forward, ``criterion(out, y)`` (mean over the batch), backward,
+    optimizer step, under whatever float32 flags PyTorch has (module docstring).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The module to call (the DDP wrapper under torchrun).
+    optimizer : torch.optim.Optimizer
+    criterion : nn.Module
+        ``criterion(logits[B, C], labels[B]) -> scalar``.
+    """
+
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.criterion = criterion
+        #: (index, size) of the pack this run trains in; (0, 1) alone
+        self.pack: tuple[int, int] = (0, 1)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train on one batch; returns (objective, number correct), detached, on the device."""
+        out = self.model(x)
+        objective = self.criterion(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        self.optimizer.step()
+        return objective.detach(), (out.detach().argmax(dim=1) == y).sum()
+
+    def invalidate(self) -> None:
+        """Nothing is captured: every call reads the current modules."""
+
+    def describe(self) -> None:
+        """Records nothing in ``summary.json``."""
+        return None
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -165,8 +210,8 @@ class FastStep:
 
     Notes
     -----
-    On the CPU (and on CUDA without graphs) every call is :class:`~ncmse.train.loop.TrainStep`'s
-    plain step, so the parameters after an epoch are bit-identical to it.
+    On the CPU (and on CUDA without graphs) every call is :class:`TrainStep`'s plain step, so
+    the parameters after an epoch are bit-identical to it.
     """
 
     def __init__(
