@@ -1,8 +1,8 @@
 """Overhead of the training loop and of one measurement (run: ``python benchmarks/bench_train.py``).
 
-(a) Epoch time of :meth:`ncmse.train.loop.Trainer.train_epoch` on the ``fashion-cnn-mse`` preset vs
-a
-    minimal hand-written PyTorch loop (same model weights, data tensors, batch size, optimizer and
+(a) Epoch time of the package's epoch loop (:func:`ncmse.train.loop.lockstep_epoch` of one
+    :class:`~ncmse.train.loop.Trainer`) on the ``fashion-cnn-mse`` preset vs a minimal
+    hand-written PyTorch loop (same model weights, data tensors, batch size, optimizer and
     loss). Measurement epochs are excluded from (a); they are (b).
 (b) One measurement of the training split (:func:`ncmse.train.setup.measure_split`, i.e.
     ``ncmse.measure`` at the run's λ, plus the objective) vs one ``no_grad`` eval-mode forward
@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from ncmse.train.config import resolve_config
-from ncmse.train.loop import Trainer
+from ncmse.train.loop import Trainer, lockstep_epoch
 from ncmse.train.runtime import configure_torch, resolve_device
 from ncmse.train.setup import build_components, measure_split
 
@@ -85,7 +85,7 @@ def main() -> None:
     epochs = iter(range(1, 10_000))
 
     t_loop, t_min = alternate(
-        lambda: trainer.train_epoch(next(epochs)),
+        lambda: lockstep_epoch([trainer], [next(epochs)]),
         lambda: minimal_epoch(ref, x, y, cfg.batch_size, ref_opt, next(epochs), c),
         args.repeats,
     )

@@ -52,7 +52,7 @@ class Config:
     Defaults reproduce the embedded demo: digits, MLP, MSE loss, reaching the terminal phase in
     about a minute on two CPU cores. See ``docs`` or ``ncmse train --help`` for the presets.
     ``freeze_features: true`` trains only the classifier (the final ``nn.Linear``) on the
-    features of the network as initialised (:func:`ncmse.train.loop.freeze_features`).
+    features of the network as initialised (:func:`ncmse.train.models.freeze_features`).
     """
 
     name: str = "digits-mlp-mse"

@@ -322,13 +322,9 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist_info or DistInfo()
         self.device = components.device
-        self.bundle, self.network, self.loss_spec = (
-            components.bundle,
-            components.model,
-            components.loss,
-        )
-        self.num_classes = int(self.bundle.num_classes)
-        b = self.bundle
+        b = self.bundle = components.bundle
+        self.network, self.loss_spec = components.model, components.loss
+        self.num_classes = int(b.num_classes)
         self.train_x, self.train_y = b.train_x.to(self.device), b.train_y.to(self.device)
         self.test_x, self.test_y = b.test_x.to(self.device), b.test_y.to(self.device)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.network)
@@ -389,11 +385,6 @@ class Trainer:
         if isinstance(outcome, DivergenceError):
             raise outcome
         return outcome
-
-    def train_epoch(self, epoch: int) -> float:
-        """One pass over the shuffled training set (:func:`lockstep_epoch` of this run alone);
-        returns the mean objective (NaN: stopped)."""
-        return lockstep_epoch([self], [epoch])[0].objective
 
     def begin(self) -> None:
         """Write the config and a ``running`` summary; measure epoch 0 when it is scheduled."""

@@ -11,7 +11,8 @@ for every one of its ``steps`` optimiser steps. Gradient-flow time is learning r
     τ(e) = Σ_{k ≤ steps·e} η_k = steps · Σ_{e' = 1..e} η(e'),        τ(0) = 0.
 
 A run records τ as it trains (metrics column ``flow_time``); :func:`flow_times` reconstructs it
-from the config and :func:`steps_per_epoch` for runs that did not. Torch-free.
+from the config and :func:`steps_per_epoch` for runs that did not. The trainer measures at the
+epochs :func:`measurement_epochs` names (epoch 0 and log-spaced ones). Torch-free.
 
 Examples
 --------

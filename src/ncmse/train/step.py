@@ -1,11 +1,11 @@
-"""The training step of one run: the :class:`Step` protocol the loop calls, its eager reference
-:class:`TrainStep`, and :class:`FastStep` (eager, or captured once in a CUDA graph and replayed).
+"""The training step of one run: the :class:`Step` protocol, its eager reference, the fast step.
 
-Every step has the contract ``step(x, y) -> (objective, correct)``: forward, loss, backward, SGD
-step, both returns detached device tensors (no host synchronisation). :class:`TrainStep` is that
-step in its plainest form — no precision handling, PyTorch's global float32 flags as they are —
-the reference the tests compare :class:`FastStep` against bit for bit, and the baseline
-``benchmarks/bench_gpu.py`` times. ``ncmse train`` runs :class:`FastStep`, which gives the same
+The loop calls a :class:`Step`, whose contract is ``step(x, y) -> (objective, correct)``:
+forward, loss, backward, SGD step, both returns detached device tensors (no host
+synchronisation). :class:`TrainStep` is that step in its plainest form — no precision handling,
+PyTorch's global float32 flags as they are — the reference the tests compare :class:`FastStep`
+against bit for bit, and the baseline ``benchmarks/bench_gpu.py`` times. ``ncmse train`` runs
+:class:`FastStep` (eager, or captured once in a CUDA graph and replayed), which gives the same
 numbers on every path:
 
 * **eager** (CPU, or ``cuda_graph=False``, or a batch of another size): the plain step of
