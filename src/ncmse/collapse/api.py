@@ -183,21 +183,12 @@ def result_from_stats(
         "etf_error_means": pairs.etf_error,
         "etf_error_wm": etf_wm,
     }
-    if "fewer_samples_than_dimensions" in flags:  # +inf from too few samples, not from collapse
-        omega = torch.where(torch.isinf(omega), torch.full_like(omega, nan), omega)
-    snr = tuple(omega.tolist())  # one device→host copy, not one per value
-    if "class_mean_at_global_mean" in flags:  # a zero vector's cosine is undefined, not 0
-        values["equiangular_means"] = values["maxangle_means"] = nan
-    if "no_between_class_spread" in flags:  # undefined, never a number that reads as collapse
-        values = dict.fromkeys(values, nan)
-        snr = (nan,) * len(snr)
     classifier = {
         "equinorm_classifier": geometry.equinorm(W),
         "equiangular_classifier": classifier_angles.equiangular,
         "maxangle_classifier": classifier_angles.maxangle,
     }
-    if zero_rows:  # the cosine of a zero row is undefined (not 0, which reads as a simplex)
-        classifier["equiangular_classifier"] = classifier["maxangle_classifier"] = nan
+    values, classifier, snr = _undefined_as_nan(values, classifier, omega, flags)
     if not with_classifier:
         flags = tuple(f for f in flags if f not in CLASSIFIER_FLAGS)
     if warn:
@@ -224,6 +215,32 @@ def result_from_stats(
         **values,
     )
     return result if with_classifier else features_only(result)
+
+
+def _undefined_as_nan(
+    values: dict[str, float],
+    classifier: dict[str, float],
+    omega: torch.Tensor,
+    flags: Collection[str],
+) -> tuple[dict[str, float], dict[str, float], tuple[float, ...]]:
+    """NaN for every quantity a flag makes undefined, never a number that reads as collapse.
+
+    ``values``: the feature-side metrics, ``classifier``: the classifier-side ones, ``omega``
+    [r]: the SNR spectrum. Returns them in that order, the spectrum as a tuple of floats.
+    """
+    nan = float("nan")
+    if "fewer_samples_than_dimensions" in flags:  # +inf from too few samples, not from collapse
+        omega = torch.where(torch.isinf(omega), torch.full_like(omega, nan), omega)
+    snr = tuple(omega.tolist())  # one device→host copy, not one per value
+    values, classifier = dict(values), dict(classifier)
+    if "class_mean_at_global_mean" in flags:  # a zero vector's cosine is undefined, not 0
+        values["equiangular_means"] = values["maxangle_means"] = nan
+    if "no_between_class_spread" in flags:
+        values = dict.fromkeys(values, nan)
+        snr = (nan,) * len(snr)
+    if "zero_classifier_rows" in flags:  # a zero row's cosine is undefined (not 0: a simplex)
+        classifier["equiangular_classifier"] = classifier["maxangle_classifier"] = nan
+    return values, classifier, snr
 
 
 def _flags(
@@ -394,100 +411,23 @@ def measure_stream(
     m = check_min_samples(min_samples)
     _check_memory_budget(memory_budget_bytes)
     factory = _reiterable(batches)
-    first_iter = factory() if factory is not None else iter(batches)
     dist_on = distributed_active(distributed)
     no_classifier = W is None
     dev = torch.device(device) if device is not None else None if no_classifier else W.device
 
-    stats: ClassStats | None = None
-    deferred: DeferredRows | None = None
-    label_bounds: list[torch.Tensor] = []  # running [min, max] of labels that live on a device
-    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None if no_classifier else []
-    cached_bytes = 0
-    # Batches are gathered into blocks of ≥ _BLOCK_ROWS rows before they reach the statistics:
-    # the per-batch bookkeeping (a dozen small tensor operations) then runs a few times per
-    # thousand samples, and the scatter GEMM is as efficient on one block as on its batches.
-    block: list[tuple[torch.Tensor, torch.Tensor]] = []
-    block_rows = 0
-    block_target = _BLOCK_ROWS  # set from p at the first batch (larger blocks on accelerators)
-
-    def flush() -> None:
-        feats = block[0][0] if len(block) == 1 else torch.cat([f for f, _ in block])
-        labs = block[0][1] if len(block) == 1 else torch.cat([y for _, y in block])
-        if labs.device.type == "cpu":
-            check_batch(feats, labs, C, finite=False)  # the label range, once per block
-        else:  # no host sync per block: track the range, keep indices valid, check at the end
-            bounds = torch.stack([labs.min(), labs.max()])
-            label_bounds[:] = [
-                bounds
-                if not label_bounds
-                else torch.stack([torch.minimum(label_bounds[0][0], bounds[0]),
-                                  torch.maximum(label_bounds[0][1], bounds[1])])
-            ]  # fmt: skip
-            labs = labs.clamp(0, C - 1)
-        feats, labs = feats.to(device=dev), labs.to(device=dev)  # upcast inside the update
-        if deferred is not None:
-            feats, labs = deferred.route(feats, labs)
-        stats.update(feats, labs, validate=False)
-
-    for features, labels in first_iter:
-        check_batch(features, labels, C, finite=False, label_range=False)
-        if stats is None:
-            W, b = _check_classifier(W, b, C, features.shape[1])
-            dev = features.device if dev is None else dev
-            stats = ClassStats(C, features.shape[1], device=dev, dtype=dtype)
-            block_target = _block_rows(dev, features.shape[1])
-            if m is not None and m >= 3:  # classes with < m samples must not reach the scatter
-                deferred = DeferredRows(C, m, dev)
-        elif features.shape[1] != stats.dim:
-            raise ShapeError(
-                f"a batch has feature dimension {features.shape[1]}, the first had {stats.dim}"
-            )
-        block.append((features.detach(), labels.to(features.device)))
-        block_rows += features.shape[0]
-        if block_rows >= block_target:
-            flush()
-            block, block_rows = [], 0
-        if cache is not None:
-            cached_bytes += features.numel() * features.element_size()
-            if cached_bytes <= memory_budget_bytes:
-                cache.append((features.detach(), labels))
-            else:
-                cache = None
-    if block:
-        flush()
-    if stats is None:
-        raise EmptyDataError(
-            "the loader / stream yielded no batch; check the dataset split and the sampler"
-        )
-    if label_bounds:
-        low, high = label_bounds[0].tolist()
-        if low < 0 or high >= C:
-            raise LabelError(
-                f"labels must lie in [0, {C}) for num_classes={C}, found values in "
-                f"[{low}, {high}]; fix num_classes or the labels"
-            )
-    if dist_on:
-        import torch.distributed as dist
-    if deferred is not None:
-        seen = deferred.seen.to(torch.float64)
-        if dist_on:
-            dist.all_reduce(seen)
-        released = deferred.release(seen)
-        if released is not None:
-            stats.update(*released, validate=False)
-    stats.check_finite()
-    if dist_on:
-        stats.all_reduce_()
-    total_counts = seen.to(stats.counts) if deferred is not None else stats.counts
-    stats, W, b, label_map, excluded = _measured_subset(stats, W, b, total_counts, m)
-    means = stats.class_means()
-    Wd, bd = W.to(device=dev, dtype=torch.float64), b.to(device=dev, dtype=torch.float64)
+    first = _FirstPass(
+        C, W, b, dev, dtype, m, cache_budget=None if no_classifier else memory_budget_bytes
+    )
+    for features, labels in factory() if factory is not None else iter(batches):
+        first.add(features, labels)
+    stats, total_counts = first.finish(dist_on)
+    stats, W, b, label_map, excluded = _measured_subset(stats, first.W, first.b, total_counts, m)
+    dev = first.device
 
     if no_classifier:  # no decision to count: no second pass
         method, source = "unavailable", iter(())
-    elif cache is not None:
-        method, source = "cache", iter(cache)
+    elif first.cache is not None:
+        method, source = "cache", iter(first.cache)
     elif factory is not None:
         method, source = "second_pass", factory()
     else:
@@ -496,33 +436,171 @@ def measure_stream(
             "single-use iterator, so NC4 cannot be measured; pass a re-iterable (list, DataLoader) "
             "or a callable returning a fresh iterator, or raise memory_budget_bytes"
         )
-    # accuracy and NC4 against the final class means, tiled over classes (TiledDecisions)
-    rule = TiledDecisions(Wd, bd, means.to(torch.float64), means.to(torch.float64).mean(dim=0))
-    counts = torch.zeros(2, dtype=torch.float64, device=dev)  # [correct, nc4 mismatches]
-    # the rule's block size (small batches gathered, large ones cut)
-    for features, labels in _chunks(source, rule.block_rows, gather=True):
-        y = labels.to(dev)
-        if label_map is not None:  # samples of excluded classes (mapped to −1) count for nothing
-            y = label_map[y.clamp(0, C - 1)]
-        decided = rule(features.to(dev), y)
-        counts[0] += decided.credit.sum()
-        mismatch = decided.mismatch if label_map is None else decided.mismatch & (y >= 0)
-        counts[1] += mismatch.sum()
-    if dist_on:
-        dist.all_reduce(counts)
-    correct, mismatch = counts[0], counts[1]
+    correct, mismatch = _count_decisions(source, stats, W, b, label_map, dev, dist_on)
     return result_from_stats(
         stats,
         None if no_classifier else W,
         None if no_classifier else b,
         lam=lam,
-        correct=float(correct),
-        nc4_mismatch=float(mismatch),
+        correct=correct,
+        nc4_mismatch=mismatch,
         nc4_method=method,
         rtol=rtol,
         excluded=excluded,
         quiet=quiet_flags,
     )
+
+
+class _FirstPass:
+    """The single streaming pass of :func:`measure_stream`: batches → blocks → statistics.
+
+    Batches are gathered into blocks of ≥ ``_block_rows`` rows before they reach the statistics:
+    the per-batch bookkeeping (a dozen small tensor operations) then runs a few times per
+    thousand samples, and the scatter GEMM is as efficient on one block as on its batches. The
+    statistics are created at the first batch (its feature dimension p fixes them and checks the
+    classifier). With ``cache_budget``, the batches are also kept for NC4 while they fit in that
+    many bytes (``cache`` is None once they do not).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        W: torch.Tensor | None,
+        b: torch.Tensor | None,
+        device: torch.device | None,
+        dtype: torch.dtype,
+        min_samples: int | None,
+        *,
+        cache_budget: int | None,
+    ) -> None:
+        self.num_classes, self.W, self.b, self.device = num_classes, W, b, device
+        self.dtype, self.min_samples = dtype, min_samples
+        self.stats: ClassStats | None = None
+        self.deferred: DeferredRows | None = None
+        self.label_bounds: torch.Tensor | None = None  # running [min, max] of device labels
+        self.cache: list[tuple[torch.Tensor, torch.Tensor]] | None = (
+            None if cache_budget is None else []
+        )
+        self.cache_budget = cache_budget or 0
+        self.cached_bytes = 0
+        self.block: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.block_rows = 0
+        self.block_target = _BLOCK_ROWS
+
+    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Take one batch ``features [B, p]``, ``labels [B]``."""
+        C = self.num_classes
+        check_batch(features, labels, C, finite=False, label_range=False)
+        if self.stats is None:
+            self.W, self.b = _check_classifier(self.W, self.b, C, features.shape[1])
+            self.device = features.device if self.device is None else self.device
+            self.stats = ClassStats(C, features.shape[1], device=self.device, dtype=self.dtype)
+            self.block_target = _block_rows(self.device, features.shape[1])
+            m = self.min_samples
+            if m is not None and m >= 3:  # classes with < m samples must not reach the scatter
+                self.deferred = DeferredRows(C, m, self.device)
+        elif features.shape[1] != self.stats.dim:
+            raise ShapeError(
+                f"a batch has feature dimension {features.shape[1]}, the first had {self.stats.dim}"
+            )
+        self.block.append((features.detach(), labels.to(features.device)))
+        self.block_rows += features.shape[0]
+        if self.block_rows >= self.block_target:
+            self._flush()
+        if self.cache is not None:
+            self.cached_bytes += features.numel() * features.element_size()
+            if self.cached_bytes <= self.cache_budget:
+                self.cache.append((features.detach(), labels))
+            else:
+                self.cache = None
+
+    def _flush(self) -> None:
+        C, block = self.num_classes, self.block
+        feats = block[0][0] if len(block) == 1 else torch.cat([f for f, _ in block])
+        labs = block[0][1] if len(block) == 1 else torch.cat([y for _, y in block])
+        self.block, self.block_rows = [], 0
+        if labs.device.type == "cpu":
+            check_batch(feats, labs, C, finite=False)  # the label range, once per block
+        else:  # no host sync per block: track the range, keep indices valid, check at the end
+            bounds = torch.stack([labs.min(), labs.max()])
+            if self.label_bounds is not None:
+                bounds = torch.stack([torch.minimum(self.label_bounds[0], bounds[0]),
+                                      torch.maximum(self.label_bounds[1], bounds[1])])  # fmt: skip
+            self.label_bounds = bounds
+            labs = labs.clamp(0, C - 1)
+        feats, labs = feats.to(device=self.device), labs.to(device=self.device)
+        if self.deferred is not None:  # (the upcast happens inside the update)
+            feats, labs = self.deferred.route(feats, labs)
+        self.stats.update(feats, labs, validate=False)
+
+    def finish(self, dist_on: bool) -> tuple[ClassStats, torch.Tensor]:
+        """The global statistics (reduced across ranks when ``dist_on``) and every class's sample
+        count, held-back rows included.
+
+        Raises
+        ------
+        EmptyDataError, LabelError, NonFiniteError
+            No batch at all; a label outside [0, C); a non-finite feature.
+        """
+        if self.block:
+            self._flush()
+        stats, C = self.stats, self.num_classes
+        if stats is None:
+            raise EmptyDataError(
+                "the loader / stream yielded no batch; check the dataset split and the sampler"
+            )
+        if self.label_bounds is not None:
+            low, high = self.label_bounds.tolist()
+            if low < 0 or high >= C:
+                raise LabelError(
+                    f"labels must lie in [0, {C}) for num_classes={C}, found values in "
+                    f"[{low}, {high}]; fix num_classes or the labels"
+                )
+        seen = None
+        if self.deferred is not None:
+            seen = self.deferred.seen.to(torch.float64)
+            if dist_on:
+                torch.distributed.all_reduce(seen)
+            released = self.deferred.release(seen)
+            if released is not None:
+                stats.update(*released, validate=False)
+        stats.check_finite()
+        if dist_on:
+            stats.all_reduce_()
+        return stats, stats.counts if seen is None else seen.to(stats.counts)
+
+
+def _count_decisions(
+    source: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    stats: ClassStats,
+    W: torch.Tensor,
+    b: torch.Tensor,
+    label_map: torch.Tensor | None,
+    device: torch.device,
+    dist_on: bool,
+) -> tuple[float, float]:
+    """Accuracy credits and NC4 mismatches of the samples of ``source`` against the *final*
+    class means of ``stats``, tiled over classes (:class:`TiledDecisions`), summed over ranks.
+
+    Samples whose label ``label_map`` sends to −1 (excluded classes) count for nothing.
+    """
+    C = len(label_map) if label_map is not None else stats.num_classes
+    means = stats.class_means().to(torch.float64)
+    Wd, bd = W.to(device=device, dtype=torch.float64), b.to(device=device, dtype=torch.float64)
+    rule = TiledDecisions(Wd, bd, means, means.mean(dim=0))
+    counts = torch.zeros(2, dtype=torch.float64, device=device)  # [correct, nc4 mismatches]
+    # the rule's block size (small batches gathered, large ones cut)
+    for features, labels in _chunks(source, rule.block_rows, gather=True):
+        y = labels.to(device)
+        if label_map is not None:
+            y = label_map[y.clamp(0, C - 1)]
+        decided = rule(features.to(device), y)
+        counts[0] += decided.credit.sum()
+        mismatch = decided.mismatch if label_map is None else decided.mismatch & (y >= 0)
+        counts[1] += mismatch.sum()
+    if dist_on:
+        torch.distributed.all_reduce(counts)
+    return float(counts[0]), float(counts[1])
 
 
 def _block_rows(device: torch.device, dim: int) -> int:
