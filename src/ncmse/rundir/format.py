@@ -18,8 +18,8 @@ Booleans
 --------
 * A run's own files (``metrics.csv``) write ``True``/``False`` (:func:`csv_cell`); the tables
   derived from runs (``claims.csv``, ``accuracy_gaps.csv``, the verdict columns of a sweep's
-  ``results.csv``) write ``true``/``false`` (:func:`table_cell`). Readers take both, and 0/1 (:func:`parse_cell`,
-  :func:`flag`).
+  ``results.csv``) write ``true``/``false`` (:func:`table_cell`). Readers take both, and 0/1
+  (:func:`parse_cell`, :func:`flag`).
 
 >>> to_json({"omega": float("inf"), "nc1": float("nan"), "n": 3})
 '{"omega": "inf", "nc1": null, "n": 3}'
