@@ -1,7 +1,7 @@
 """The layers of the package, read from its import statements (every ``import``, also inside
 functions): a module imports only from its own layer or the layers below it.
 
-    errors <- collapse (+ metric.py) <- rundir <- train, verdicts, ufm <- report, sweep <- cli
+    errors, lazy <- collapse (+ metric.py) <- rundir <- train, verdicts, ufm <- report, sweep <- cli
 
 ``sweep`` never imports ``report`` (the CLI asks for the report after a sweep), and importing any
 module of ``rundir`` loads no torch.
@@ -21,6 +21,7 @@ PACKAGE = Path(ncmse.__file__).resolve().parent
 #: top-level part of ncmse -> its layer (a module may import its own layer and those below)
 LAYERS = {
     "errors": 0,
+    "lazy": 0,  # the lazy names of ncmse and ncmse.ufm
     "__init__": 1,
     "collapse": 1,
     "metric": 1,

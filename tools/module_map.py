@@ -23,6 +23,7 @@ END = "<!-- end of module map -->"
 #: top-level modules and packages, lowest layer first (tests/test_layers.py checks the layers)
 ORDER = (
     "errors.py",
+    "lazy.py",
     "__init__.py",
     "__main__.py",
     "collapse",

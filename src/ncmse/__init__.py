@@ -14,8 +14,9 @@ import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ncmse.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -60,14 +61,4 @@ if TYPE_CHECKING:  # pragma: no cover  (names for type checkers and IDEs)
     from ncmse.errors import NCMSEError, NCMSEWarning
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ncmse' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

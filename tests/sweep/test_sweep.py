@@ -650,3 +650,35 @@ def test_cli_report_step_names_the_finished_runs_only(tmp_path: Path, capsys) ->
     manifest = json.loads((tmp_path / "sweep.json").read_text())
     assert manifest["report"] is None and manifest["runs"] == runs
     assert not (tmp_path / "report").exists() and not is_locked(tmp_path, ".sweep.lock")
+
+
+def test_results_csv_gap_cells_are_what_the_sweep_wrote_before(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from ncmse.rundir.format import csv_cell
+    from ncmse.sweep.core import _results_csv
+    from ncmse.verdicts.pairing import Pairing
+
+    def old_cell(value: object) -> object:
+        """The results.csv gap cell before the format module wrote it (``_csv_bool``)."""
+        if value is None:
+            return ""
+        return csv_cell(str(value).lower() if isinstance(value, bool) else value)
+
+    gaps = [math.nan, math.inf, -math.inf, 1e308, 5e-324, 1e-17, 0.1, None, True, False, 3]
+    runs = expand(_spec(seeds=tuple(range(len(gaps))), lrs=(0.05,)), tmp_path)
+    pairs = [
+        {"value": gap, "group": f"g{k}", "mse_run": run.name, "ce_run": f"ce-{k}"}
+        for k, (gap, run) in enumerate(zip(gaps, runs))
+    ]
+    groups = [{"group": f"g{k}", "holds": [True, False, None][k % 3], "reason": "r"}
+              for k in range(len(gaps))]  # fmt: skip
+    results = [RunResult(run, "finished", {"test_accuracy": 0.5})
+               for run in runs]  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(_results_csv(results, Pairing(pairs, [], groups)))))
+    assert [r["accuracy_gap"] for r in rows] == [str(old_cell(g)) for g in gaps]
+    assert [r["accuracy_gap"] for r in rows][:5] == ["nan", "inf", "-inf", "1e+308", "5e-324"]
+    assert rows[8]["accuracy_gap"] == "true" and rows[9]["accuracy_gap"] == "false"
+    outcomes = ["holds", "fails", "inconclusive"] * 4
+    assert [r["accuracy_gap_outcome"] for r in rows] == outcomes[: len(gaps)]

@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ncmse.cli.train import add_set_option
+
 __all__ = ["add_arguments", "run"]
 
 _DEFAULT_OUT = Path("ncmse-controls")
@@ -37,14 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="run only these controls: " + ", ".join(c.name for c in CONTROLS),
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a config setting for every control run (e.g. --set device=cpu)",
-    )
+    add_set_option(parser, "a config setting for every control run (e.g. --set device=cpu)")
 
 
 def run(args: argparse.Namespace) -> int:

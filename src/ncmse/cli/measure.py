@@ -103,7 +103,8 @@ def _not_this_runs(result: dict, run_dir: Path) -> str | None:
     the checkpoint lacks).
     """
     from ncmse.errors import InputError
-    from ncmse.rundir.reader import read_rows, read_summary
+    from ncmse.rundir.format import number
+    from ncmse.rundir.reader import order_rows, read_rows, read_summary
 
     ours = (read_summary(run_dir, strict=False) or {}).get("run_id")
     theirs = result.get("run_id")
@@ -117,10 +118,10 @@ def _not_this_runs(result: dict, run_dir: Path) -> str | None:
     metrics = next((run_dir / n for n in ("metrics.csv", "metrics.jsonl")
                     if (run_dir / n).is_file()), None)  # fmt: skip
     try:
-        epochs = [int(float(r["epoch"])) for r in read_rows(metrics)] if metrics else []
-    except (InputError, KeyError, ValueError) as exc:
+        rows = order_rows(read_rows(metrics), source=repr(str(metrics))) if metrics else []
+    except InputError as exc:
         return f"the run's rows cannot be read ({exc})"
-    last = max(epochs, default=None)
+    last = int(number(rows[-1]["epoch"])) if rows else None
     if result.get("epoch") != last or result.get("rows_to_epoch") != last:
         return (
             f"the checkpoint is at epoch {result.get('epoch')} but the run's rows go to epoch "

@@ -14,7 +14,15 @@ import textwrap
 
 from ncmse.errors import ConfigError
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "add_set_option", "run"]
+
+
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option of a command that trains: a config override,
+    collected in ``args.overrides``."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,13 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PRESET|PATH",
         help="preset name or YAML file (default: the digits MLP preset); see --list-presets",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable; values are YAML scalars, e.g. --set lr=0.01)",
+    add_set_option(
+        parser, "override a config key (repeatable; values are YAML scalars, e.g. --set lr=0.01)"
     )
     parser.add_argument(
         "--data-dir",

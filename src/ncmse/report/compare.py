@@ -10,14 +10,13 @@ differ only by seed and pair MSE with CE runs of the same configuration (claim 4
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import math
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -51,7 +50,7 @@ from ncmse.report.verdicts import (
     verdicts_section,
 )
 from ncmse.rundir.atomic import atomic_write_text
-from ncmse.rundir.format import snr_columns
+from ncmse.rundir.format import number, rows_to_csv, snr_columns
 from ncmse.rundir.numfmt import plus_minus, sig3
 from ncmse.rundir.reader import Run, load_run
 from ncmse.verdicts.pairing import PAIR_FREE_KEYS, RunEntry, distinct_labels, group_by_config
@@ -631,27 +630,28 @@ def _all_losses(cells: dict[tuple[str, str, str], dict[str, AccuracyCell]]) -> l
     return sorted({loss for row in cells.values() for loss in row}, key=_loss_order)
 
 
+#: columns of accuracy_table.csv (one row per configuration and loss)
+_ACCURACY_CSV_COLUMNS = ("configuration", "dataset", "model", "loss", "runs",
+                        "n_with_test_accuracy", "test_accuracy_mean",
+                        "test_accuracy_std")  # fmt: skip
+
+
 def _accuracy_csv(cells: dict[tuple[str, str, str], dict[str, AccuracyCell]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "configuration",
-            "dataset",
-            "model",
-            "loss",
-            "runs",
-            "n_with_test_accuracy",
-            "test_accuracy_mean",
-            "test_accuracy_std",
-        ]
-    )
-    for (config, dataset, model), row in cells.items():
-        for loss, cell in row.items():
-            mean = repr(cell.mean) if cell.values else ""
-            std = repr(cell.std) if cell.values else ""
-            writer.writerow([config, dataset, model, loss, cell.runs, len(cell.values), mean, std])
-    return buffer.getvalue()
+    rows = [
+        {
+            "configuration": config,
+            "dataset": dataset,
+            "model": model,
+            "loss": loss,
+            "runs": cell.runs,
+            "n_with_test_accuracy": len(cell.values),
+            "test_accuracy_mean": cell.mean if cell.values else None,
+            "test_accuracy_std": cell.std if cell.values else None,
+        }
+        for (config, dataset, model), row in cells.items()
+        for loss, cell in row.items()
+    ]
+    return rows_to_csv(rows, _ACCURACY_CSV_COLUMNS)
 
 
 def _accuracy_html(cells: dict[tuple[str, str, str], dict[str, AccuracyCell]]) -> str:
@@ -709,11 +709,8 @@ def _runs_html(runs: Sequence[Run], out: Path) -> str:
     return table(headers, rows, raw=True)
 
 
-def _pct(value) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "—"
+def _pct(value: Any) -> str:
+    value = number(value)
     return f"{sig3(100 * value)} %" if math.isfinite(value) else "—"
 
 

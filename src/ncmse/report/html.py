@@ -21,6 +21,7 @@ import yaml
 from ncmse.collapse.result import METRIC_NAMES
 from ncmse.errors import InputError
 from ncmse.report.style import METRIC_LABELS, FigureFile
+from ncmse.rundir.format import parse_cell
 from ncmse.rundir.numfmt import sig3
 
 __all__ = [
@@ -262,7 +263,7 @@ def _metric_value(final: Mapping[str, Any], name: str) -> Any:
         int(k[len(base) :]) for k in final if k.startswith(base) and k[len(base) :].isdigit()
     )
     if name.endswith("snr") and js:
-        return ", ".join(format_value(_as_float(final[f"{base}{j}"])) for j in js)
+        return ", ".join(format_value(parse_cell(final[f"{base}{j}"])) for j in js)
     return None
 
 
@@ -280,13 +281,6 @@ def _identity_note(final: Mapping[str, Any]) -> str:
         "<p>Decomposition identity at the last measurement: |L − (L_NC1 + L_NC2/3 + L_⊥)| / L = "
         f"{residual:.2e} (SPEC §7: ≤ 1e-10 in float64; values read from the metrics file).</p>\n"
     )
-
-
-def _as_float(value: Any) -> Any:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
 
 
 def _plain(value: Any) -> str:

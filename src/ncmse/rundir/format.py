@@ -14,6 +14,13 @@ Non-finite numbers
 * Readers accept every encoding older versions wrote: ``""``/``null``/``"nan"`` → NaN,
   ``"inf"``/``"Infinity"`` → ∞ and ±1e308 (the old clamp) → ±∞.
 
+Booleans
+--------
+* A run's own files (``metrics.csv``) write ``True``/``False`` (:func:`csv_cell`); the tables
+  derived from runs (``claims.csv``, ``accuracy_gaps.csv``, the verdict columns of a sweep's
+  ``results.csv``) write ``true``/``false`` (:func:`table_cell`). Readers take both, and 0/1
+  (:func:`parse_cell`, :func:`flag`).
+
 >>> to_json({"omega": float("inf"), "nc1": float("nan"), "n": 3})
 '{"omega": "inf", "nc1": null, "n": 3}'
 >>> from_json({"omega": "inf", "old": -1e308, "nc1": None})
@@ -47,12 +54,15 @@ __all__ = [
     "all_bool",
     "csv_cell",
     "encode",
+    "flag",
     "from_json",
     "number",
     "parse_cell",
+    "parse_json",
     "plain",
     "rows_to_csv",
     "snr_columns",
+    "table_cell",
     "text_cell",
     "to_json",
 ]
@@ -130,12 +140,40 @@ def from_json(value: Any) -> Any:
     return value
 
 
+def parse_json(text: str | bytes) -> Any:
+    """JSON text decoded under the rule (:func:`from_json` of :func:`json.loads`).
+
+    >>> parse_json('{"omega": "inf", "nc1": null, "old": 1e308}')
+    {'omega': inf, 'nc1': None, 'old': inf}
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not JSON.
+    """
+    return from_json(json.loads(text))
+
+
 def csv_cell(value: Any) -> Any:
-    """One CSV cell: floats in full precision (``repr``: ``nan``/``inf``), ``None`` as empty."""
+    """One CSV cell of a run file: floats in full precision (``repr``: ``nan``/``inf``), ``None``
+    as empty, booleans as Python writes them (``True``/``False``)."""
     value = plain(value)
     if isinstance(value, float):
         return repr(value)
     return "" if value is None else value
+
+
+def table_cell(value: Any) -> Any:
+    """One CSV cell of a table derived from runs (``claims.csv``, ``accuracy_gaps.csv``, a
+    sweep's ``results.csv`` verdict columns): :func:`csv_cell`, but booleans in lower case.
+
+    >>> table_cell(True), table_cell(None), table_cell(float("-inf")), table_cell("holds")
+    ('true', '', '-inf', 'holds')
+    """
+    value = plain(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return csv_cell(value)
 
 
 def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -202,6 +240,19 @@ def all_bool(cells: Iterable[Any]) -> bool:
             return False
         seen = True
     return seen
+
+
+def flag(cell: Any) -> bool | None:
+    """A boolean cell under the rule of :func:`parse_cell` (``True``/``False`` text, a bool, a
+    number: nonzero is true); None when the cell is empty, NaN or other text.
+
+    >>> flag("True"), flag("false"), flag(0.0), flag(""), flag("maybe")
+    (True, False, False, None, None)
+    """
+    value = parse_cell(cell)
+    if not isinstance(value, float) or math.isnan(value):
+        return None
+    return value != 0.0
 
 
 def number(cell: Any) -> float:

@@ -17,7 +17,6 @@ Layout of a sweep directory::
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from typing import Any, TextIO
 
 from ncmse.errors import BusyError, ConfigError, sigterm_raises
 from ncmse.rundir.atomic import atomic_write_text
-from ncmse.rundir.format import rows_to_csv
+from ncmse.rundir.format import parse_json, rows_to_csv, table_cell
 from ncmse.rundir.lock import DirLock, holder
 from ncmse.rundir.writer import write_json
 from ncmse.sweep.collect import (
@@ -151,7 +150,7 @@ def _now() -> str:
 def _read_manifest(out: Path) -> dict[str, Any]:
     """``SWEEP_DIR/sweep.json`` or an empty dict."""
     try:
-        data = json.loads((out / _MANIFEST).read_text())
+        data = parse_json((out / _MANIFEST).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -419,15 +418,9 @@ def _results_csv(results: Sequence[RunResult], pairing: Pairing | None = None) -
         row["lr_final"] = r.final.get("lr")
         if r.claims:
             row.update({f"claim_{k}": v for k, v in claim_outcomes(r.claims).items()})
-        row.update({k: _csv_bool(v) for k, v in by_run.get(r.run.name, {}).items()})
+        row.update({k: table_cell(v) for k, v in by_run.get(r.run.name, {}).items()})
         rows.append(row)
     return rows_to_csv(rows, columns)
-
-
-def _csv_bool(value: Any) -> Any:
-    if value is None:
-        return ""
-    return str(value).lower() if isinstance(value, bool) else value
 
 
 def _manifest(

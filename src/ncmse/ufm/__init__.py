@@ -12,8 +12,7 @@ The names below are imported on first use (``ncmse ufm --help`` does not import 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ncmse.lazy import lazy_names
 
 _LAZY = {
     "Law": "ncmse.ufm.closed_form",
@@ -40,14 +39,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ncmse.ufm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -265,27 +265,36 @@ def simulate_flow(
         raise InputError("times must be a strictly increasing 1-D array starting at 0")
     if lam != 0.0 and flow != "central":
         raise InputError(f"lam > 0 is only supported by the central flow, not {flow!r}")
+    scheme = _Scheme(flow, method, dt, rel_step, lam, max_steps, rule)
     with small_problem_threads(H0):
         return _integrate(
-            H0, flow, times, dt, rel_step, method, lam, on_record, max_steps, rule,
-            stop_on_collapse=stop_on_collapse and flow == "central",
-        )  # fmt: skip
+            H0, scheme, times, on_record, stop_on_collapse=stop_on_collapse and flow == "central"
+        )
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    """How :func:`simulate_flow` integrates (its arguments, validated)."""
+
+    flow: str
+    method: str
+    dt: float | None
+    rel_step: float | None
+    lam: float
+    max_steps: int
+    #: the step rule in words (:attr:`FlowResult.step_rule`)
+    rule: str
 
 
 def _integrate(
     H0: torch.Tensor,
-    flow: str,
+    scheme: _Scheme,
     times: np.ndarray,
-    dt: float | None,
-    rel_step: float | None,
-    method: str,
-    lam: float,
     on_record: Recorder | None,
-    max_steps: int,
-    rule: str,
     stop_on_collapse: bool = False,
 ) -> FlowResult:
-    """The integration loop of :func:`simulate_flow` (arguments already validated)."""
+    """The integration loop of :func:`simulate_flow`."""
+    flow = scheme.flow
     H = _retract(H0.to(torch.float64), flow)
     records: dict[str, list] = {"omega": [], "U": [], "V": []}
 
@@ -304,9 +313,8 @@ def _integrate(
     while k < times.size:
         try:
             H, t, k, steps, dt_min, dt_max = _advance(
-                H, t, k, steps, dt_min, dt_max, flow, times, dt, rel_step, method, lam,
-                max_steps, record,
-            )  # fmt: skip
+                H, t, k, steps, dt_min, dt_max, scheme, times, record
+            )
         except SingularCovarianceError as exc:
             if not stop_on_collapse or k < 2:
                 raise
@@ -319,7 +327,7 @@ def _integrate(
         recorded_H = H
     return FlowResult(
         flow=flow,
-        method=method,
+        method=scheme.method,
         times=times.copy(),
         omega=np.stack(records["omega"]),
         left_vectors=np.stack(records["U"]),
@@ -327,7 +335,7 @@ def _integrate(
         num_steps=steps,
         dt_min=dt_min if steps else 0.0,
         dt_max=dt_max,
-        step_rule=rule,
+        step_rule=scheme.rule,
         features=H,
         stopped=stopped,
     )
@@ -340,16 +348,12 @@ def _advance(
     steps: int,
     dt_min: float,
     dt_max: float,
-    flow: str,
+    scheme: _Scheme,
     times: np.ndarray,
-    dt: float | None,
-    rel_step: float | None,
-    method: str,
-    lam: float,
-    max_steps: int,
     record: Callable[[float, torch.Tensor], None],
 ) -> tuple[torch.Tensor, float, int, int, float, float]:
     """Step until the next record time ``times[k]`` and record there."""
+    flow, dt, lam, max_steps = scheme.flow, scheme.dt, scheme.lam, scheme.max_steps
     while True:
         direction = step_direction(H, flow, lam)
         V = velocity(H, flow, lam, direction)
@@ -364,9 +368,9 @@ def _advance(
                 )
             h = dt
         else:
-            h = rel_step / max(rate, 1e-300)  # type: ignore[operator]
+            h = scheme.rel_step / max(rate, 1e-300)  # type: ignore[operator]
         h = min(h, times[k] - t)
-        if method == "euler":
+        if scheme.method == "euler":
             H = _retract(H + h * direction, flow)
         else:
             H1 = _retract(H + h * V, flow)

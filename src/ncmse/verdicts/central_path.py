@@ -52,7 +52,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize_scalar
 
 from ncmse.errors import NCMSEError
-from ncmse.rundir.format import number
+from ncmse.rundir.format import flag, number
 from ncmse.train.schedule import flow_times, lr_drop_epochs, steps_per_epoch
 from ncmse.ufm.closed_form import Law, law_for_flow
 from ncmse.verdicts.claims import omega_of
@@ -535,7 +535,7 @@ def fit_central_path(
         if n is None:
             total = number(ref.get("num_samples"))
             n = total / num_classes if num_classes and math.isfinite(total) else None
-    balanced = _flag(rows[-1].get("balanced")) if rows else None
+    balanced = flag(rows[-1].get("balanced")) if rows else None
     if not num_classes or num_classes < 2 or not n or n <= 0:
         reason = "unknown n (samples per class) or C: rows lack num_samples/num_classes"
         return [
@@ -623,15 +623,6 @@ def describe_fit(record: Mapping[str, Any]) -> str:
     if record.get("follows") is False and record.get("reason"):
         text += f"; {record['reason']}"
     return text
-
-
-def _flag(value: Any) -> bool | None:
-    """A boolean cell (bool, 0/1, "True"/"False"); None when absent or NaN."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        return True if text == "true" else (False if text == "false" else None)
-    x = number(value)
-    return None if math.isnan(x) else bool(x)
 
 
 def _integral(x: float) -> float | int:

@@ -122,15 +122,11 @@ CLAIM_IDS: tuple[str, ...] = (
     "snr_grows",
     "snr_equalises",
 )
-#: claims about a trend: not applicable when the last measurement is degenerate
-TREND_CLAIMS: tuple[str, ...] = (
-    "perp_falls",
-    "nc1_falls",
-    "nc1_falls_after_tpt",
-    "nc2_nc3_nc4_fall",
-    "snr_grows",
-    "snr_equalises",
-)
+#: claims about a state of the run (an identity, TPT reached, L_⊥ small), not about a trend
+_STATE_CLAIMS = frozenset({"identity", "tpt_reached", "perp_small"})
+#: claims about a trend, in :data:`CLAIM_IDS` order: not applicable when the last measurement
+#: is degenerate
+TREND_CLAIMS: tuple[str, ...] = tuple(c for c in CLAIM_IDS if c not in _STATE_CLAIMS)
 #: the keys of a claim record, in order (SPEC §7)
 RECORD_KEYS: tuple[str, ...] = (
     "id",
