@@ -519,8 +519,8 @@ def many_runs(tmp_path_factory) -> list[Path]:
     for (dataset, model, loss), accs in ACCURACIES.items():
         for seed, acc in enumerate(accs):
             dirs.append(
-                write_train_run(
-                    root / f"{dataset}-{model}-{loss}-{seed}",
+                write_train_run(  # named as `ncmse sweep` names its runs
+                    root / f"{dataset}-{model}-{loss}-s{seed}-lr0.05-wd0.0005",
                     dataset=dataset,
                     model=model,
                     loss=loss,
@@ -657,11 +657,12 @@ for (const el of document.querySelectorAll('figure img, figure > svg')) {
 return out;
 """
 
-#: Text blocks whose content is wider than their box (text overflow), and the page's own
-#: horizontal overflow; ``pre`` scrolls by design and is left out.
+#: Text blocks whose content is wider than their box (text overflow), tables wider than the
+#: page (their ``table-wrap`` box scrolls sideways), and the page's own horizontal overflow;
+#: ``pre`` scrolls by design and is left out.
 _CHECK_TEXT = """
 const out = [];
-const blocks = 'p, li, h1, h2, h3, figcaption, aside, td, th, table, section, figure';
+const blocks = 'p, li, h1, h2, h3, figcaption, aside, td, th, table, section, figure, .table-wrap';
 for (const el of document.querySelectorAll(blocks)) {
   if (el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0) {
     out.push({tag: el.tagName.toLowerCase(), scroll: el.scrollWidth, client: el.clientWidth,
