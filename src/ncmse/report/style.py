@@ -422,20 +422,21 @@ def _overlap(a: Bbox, b: Bbox) -> bool:
     return min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1
 
 
-def legends_over_data(fig: Figure) -> list[str]:
+def legends_over_data(fig: Figure, *, draw: bool = True) -> list[str]:
     """Legends of ``fig`` drawn over the data area of an axes, over its title, axis labels or
     tick labels, or over another legend.
 
     Compares each visible legend's window extent with each visible axes' window extent, with
     those of its texts and with the other legends' (1 pixel of tolerance); draws the figure
-    first.
+    first unless ``draw`` is false (it was just drawn, as by :func:`clipped_texts`).
 
     Returns
     -------
     list of str
         ``"legend 'first entry' over <what> of axes 'title'"`` for each overlap found.
     """
-    fig.canvas.draw()
+    if draw:
+        fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
     undrawn = _undrawn_tick_labels(fig)
@@ -592,7 +593,7 @@ def save_figure(
         Resolution of the PNG.
     """
     clipped = tuple(clipped_texts(fig))
-    covering = tuple(legends_over_data(fig))
+    covering = tuple(legends_over_data(fig, draw=False))  # laid out by that draw
     # the layout computed by that draw is kept: constrained layout is not re-run per format
     fig.set_layout_engine("none")
     paths: dict[str, Path] = {}
