@@ -25,6 +25,9 @@ from ncmse.report.style import (
     LOSS_COLOURS,
     OKABE_ITO,
     clipped_texts,
+    layout_figure,
+    legend_below,
+    legends_over_data,
     log_floor,
     metric_label,
     new_figure,
@@ -359,13 +362,55 @@ def test_run_report_opens_with_the_summary_figure_and_verdict_line(rendered) -> 
         assert title in svg, title
 
 
-def test_no_text_of_any_run_figure_is_clipped(rendered) -> None:
-    """Every title, label, tick label and legend entry lies inside the saved image."""
+@pytest.fixture(scope="module")
+def run_figure_files(rendered) -> list:
+    """Every figure of the full run, drawn again (with its checks) once for the module."""
     from ncmse.report.run_report import run_figures
 
-    figures = run_figures(load_run(rendered[0]))
+    return run_figures(load_run(rendered[0]))
+
+
+def test_no_text_of_any_run_figure_is_clipped(run_figure_files) -> None:
+    """Every title, label, tick label and legend entry lies inside the saved image."""
+    figures = run_figure_files
     assert {f.name for f in figures} == EXPECTED_TRAIN_FIGURES
     assert {f.name: f.clipped for f in figures if f.clipped} == {}
+
+
+def test_no_legend_of_any_run_figure_covers_data(run_figure_files) -> None:
+    """Every legend of the run figures (the summary and central path among them) lies outside
+    every axes and its labels, and off the other legends."""
+    figures = {f.name: f for f in run_figure_files}
+    assert {n: f.legends_over_data for n, f in figures.items() if f.legends_over_data} == {}
+    for name in ("summary", "central_path", "error", "snr"):
+        assert figures[name].svg.read_text().count('id="legend_') >= 1, name
+
+
+def test_central_path_figure_draws_the_fit_window_on_its_own_axis(rendered) -> None:
+    """SPEC §9's fit uses only e ≥ e0: the bottom row draws that window against τ − τ(e0), so
+    it fills the panel instead of the last part of the run's τ axis; the law starts from the
+    measured ω at e0."""
+    from ncmse.report.central_path_figure import ELAPSED_LABEL, draw_fit_window, omega_track
+    from ncmse.verdicts.record import run_central_path
+
+    run = load_run(rendered[0])
+    fits, _ = run_central_path(run)
+    track = omega_track(run)
+    fig = layout_figure(5.0, 4.0)
+    ax = fig.subplots()
+    assert draw_fit_window(ax, track, fits[0], title="")
+    start = track.start(fits[0])
+    window = track.x[-1] - track.x[start]
+    assert window < 0.85 * (track.x[-1] - track.x[0])  # the run is longer than the window
+    low, high = ax.get_xlim()
+    assert low <= 0.0 < high and high - low < 1.15 * window
+    measured, law = ax.lines[0], ax.lines[1]
+    assert measured.get_xdata()[0] == 0.0 and measured.get_xdata()[-1] == pytest.approx(window)
+    assert law.get_xdata()[0] == 0.0 and law.get_ydata()[0] == pytest.approx(track.omega[start, 0])
+    assert ax.get_xlabel() == ELAPSED_LABEL
+    svg = (rendered[0] / "figures" / "central_path.svg").read_text()
+    assert svg.count('id="axes_') == 5  # whole run: ω_j, ratio; window: 2 laws, ratio
+    assert "τ − τ(e0)" in svg and "fit window" in svg
 
 
 def test_clipped_text_is_detected() -> None:
@@ -374,6 +419,33 @@ def test_clipped_text_is_detected() -> None:
     axes[0, 0].set_title("a long title that starts outside", x=-0.4)
     axes[0, 0].set_ylabel("fine")
     assert clipped_texts(fig) == ["a long title that starts outside"]
+
+
+@pytest.mark.parametrize(
+    ("place", "expected"),
+    [
+        ({"loc": "center"}, "over the data of axes 'panel'"),
+        ({"loc": "upper center", "bbox_to_anchor": (0.5, -0.02)}, "over 'time' of axes 'panel'"),
+        ({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}, "over the data of axes 'other'"),
+    ],
+)
+def test_a_legend_over_data_or_labels_is_detected(place, expected) -> None:
+    """Negative controls of the legend check: a legend in the middle of the data, one on the
+    x label, one on the neighbouring axes (a fixed layout, which makes no room for it);
+    :func:`legend_below` in a constrained layout puts the same one outside."""
+    fig, axes = new_figure(2, width=4.0, height=3.0)
+    for a, title in zip(axes[0], ("panel", "other")):
+        a.plot(np.arange(10), np.arange(10) ** 2, label="a long enough legend entry")
+        a.set(title=title, xlabel="time", ylabel="value")
+    axes[0, 0].legend(**place)
+    assert any(expected in found for found in legends_over_data(fig)), legends_over_data(fig)
+    fig = layout_figure(8.0, 4.0)
+    axes = fig.subplots(1, 2)
+    for a, title in zip(axes, ("panel", "other")):
+        a.plot(np.arange(10), np.arange(10) ** 2, label="a long enough legend entry")
+        a.set(title=title, xlabel="time", ylabel="value")
+        legend_below(a)
+    assert legends_over_data(fig) == []
 
 
 def test_zeros_on_a_log_axis_are_drawn_at_a_marked_floor(rendered, tmp_path: Path) -> None:
@@ -519,8 +591,8 @@ def many_runs(tmp_path_factory) -> list[Path]:
     for (dataset, model, loss), accs in ACCURACIES.items():
         for seed, acc in enumerate(accs):
             dirs.append(
-                write_train_run(
-                    root / f"{dataset}-{model}-{loss}-{seed}",
+                write_train_run(  # named as `ncmse sweep` names its runs
+                    root / f"{dataset}-{model}-{loss}-s{seed}-lr0.05-wd0.0005",
                     dataset=dataset,
                     model=model,
                     loss=loss,
@@ -657,11 +729,12 @@ for (const el of document.querySelectorAll('figure img, figure > svg')) {
 return out;
 """
 
-#: Text blocks whose content is wider than their box (text overflow), and the page's own
-#: horizontal overflow; ``pre`` scrolls by design and is left out.
+#: Text blocks whose content is wider than their box (text overflow), tables wider than the
+#: page (their ``table-wrap`` box scrolls sideways), and the page's own horizontal overflow;
+#: ``pre`` scrolls by design and is left out.
 _CHECK_TEXT = """
 const out = [];
-const blocks = 'p, li, h1, h2, h3, figcaption, aside, td, th, table, section, figure';
+const blocks = 'p, li, h1, h2, h3, figcaption, aside, td, th, table, section, figure, .table-wrap';
 for (const el of document.querySelectorAll(blocks)) {
   if (el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0) {
     out.push({tag: el.tagName.toLowerCase(), scroll: el.scrollWidth, client: el.clientWidth,

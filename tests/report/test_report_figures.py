@@ -75,6 +75,7 @@ def test_overlays_band_legend_palette_and_new_figures(seed_runs, tmp_path: Path)
     assert {"overlay_snr", "overlay_decomposition", "overlay_nc2_classifier"} <= names
     assert names <= {f"overlay_{stem}" for stem, _, _ in OVERLAYS}
     assert {f.name: f.clipped for f in figures if f.clipped} == {}
+    assert {f.name: f.legends_over_data for f in figures if f.legends_over_data} == {}
     for fig in figures:
         assert fig.pdf is not None and fig.pdf.stat().st_size > 0
         svg = fig.svg.read_text()
@@ -123,6 +124,7 @@ def test_grid_lays_out_datasets_by_network_families(tmp_path: Path) -> None:
     figures = plot_grids(runs, tmp_path / "out")
     assert {f.name for f in figures} == {"grid_train_error", "grid_nc1"}
     assert {f.name: f.clipped for f in figures if f.clipped} == {}
+    assert {f.name: f.legends_over_data for f in figures if f.legends_over_data} == {}
     svg = next(f for f in figures if f.name == "grid_nc1").svg.read_text()
     assert _axes_count(svg) == 4  # 2 datasets × 2 families (vgg, resnet)
     for title in ("mnist · vgg11", "mnist · resnet18", "stl10 · vgg19", "stl10 · resnet50"):

@@ -245,7 +245,8 @@ def test_run_report_links_figures_and_central_path(tmp_path):
     assert (run_dir / "figures" / "central_path.png").is_file()
     path_html = text[text.index('id="central-path"') : text.index("<h2>Figures</h2>")]
     assert 'id="fig-central_path"' in path_html
-    assert "3000" in path_html  # κ of the projected law
+    # κ of the projected law, in its table cell (a bare "3000" could match the embedded image)
+    assert "<td>3.00e+03</td>" in path_html
     assert "follows</span>" in path_html and "natural log" in path_html
 
 

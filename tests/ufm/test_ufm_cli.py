@@ -82,6 +82,9 @@ def test_figures_written(run_dir: Path, tmp_path: Path) -> None:
     again = plot_ufm_run(run_dir, tmp_path / "figs")
     assert {f.name for f in again} == stems and len(again) == 5
     assert all(f.png.is_file() and f.svg.is_file() for f in again)
+    # legends below the panels, off the data and labels; nothing outside the image
+    assert {f.name: f.legends_over_data for f in again if f.legends_over_data} == {}
+    assert {f.name: f.clipped for f in again if f.clipped} == {}
     assert (run_dir / "report.html").is_file()
 
 

@@ -23,6 +23,7 @@ from ncmse.report.style import (
     colour,
     draw_log_series,
     layout_figure,
+    legend_below,
     log_floor,
     mark_floor,
     metric_label,
@@ -282,17 +283,7 @@ def _finish_axes(
     ax.set_xlabel(ctx.xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
-    _legend_below(ax)
-
-
-def _legend_below(ax: Axes, ncol: int = 2) -> None:
-    """The legend under the axes, off the data."""
-    handles, labels = ax.get_legend_handles_labels()
-    if handles and max(len(label) for label in labels) > 30:
-        ncol = 1  # long definitions: one entry per line keeps the legend inside the image
-    if handles:
-        ax.legend(handles, labels, fontsize="small", loc="upper center",
-                  bbox_to_anchor=(0.5, -0.14), ncol=ncol, frameon=False)  # fmt: skip
+    legend_below(ax)
 
 
 def _single_panel(
@@ -395,7 +386,6 @@ def _snr(ctx: _Context, out_dir: Path, formats: Sequence[str]) -> list[FigureFil
         ylabel="ω_j (log scale)",
         log=True,
     )
-    _legend_below(left, ncol=3 if len(names) > 5 else 2)
     ratio = (Series("snr_ratio", f"ω_1/ω_{len(names)} (snr_1/snr_{len(names)})"),)
     if len(names) >= 2 and _plot_series(right, ctx, ratio, log=True):
         _finish_axes(

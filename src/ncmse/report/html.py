@@ -116,8 +116,9 @@ def format_value(value: Any) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = False) -> str:
     """An HTML table in a box that scrolls sideways when the table is wider than the page;
-    cells are escaped unless ``raw`` (already HTML)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    cells are escaped unless ``raw`` (already HTML). A header may break after each underscore
+    (``nc1_falls_after_tpt``), so identifiers as headers do not widen the table."""
+    head = "".join(f"<th>{html.escape(h).replace('_', '_<wbr>')}</th>" for h in headers)
     lines = [f'<div class="table-wrap"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>']
     for row in rows:
         cells = []

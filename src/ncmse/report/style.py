@@ -10,12 +10,15 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import Bbox, ScaledTranslation
 
 from ncmse.rundir.atomic import atomic_write_bytes
 
@@ -29,7 +32,10 @@ __all__ = [
     "clipped_texts",
     "colour",
     "draw_log_series",
+    "figure_legend_below",
     "layout_figure",
+    "legend_below",
+    "legends_over_data",
     "log_floor",
     "mark_floor",
     "loss_colour",
@@ -37,6 +43,7 @@ __all__ = [
     "loss_key",
     "metric_label",
     "new_figure",
+    "plot_series",
     "save_figure",
     "set_log_y",
 ]
@@ -145,6 +152,9 @@ class FigureFile:
     clipped : tuple of str
         Texts of the figure that reach outside the saved image (:func:`clipped_texts`); empty
         for a publishable figure.
+    legends_over_data : tuple of str
+        Legends drawn over an axes or its labels (:func:`legends_over_data`); empty for a
+        publishable figure.
     """
 
     name: str
@@ -154,6 +164,7 @@ class FigureFile:
     svg: Path | None
     pdf: Path | None = None
     clipped: tuple[str, ...] = ()
+    legends_over_data: tuple[str, ...] = ()
 
 
 def metric_label(name: str) -> str:
@@ -334,6 +345,125 @@ def clipped_texts(fig: Figure) -> list[str]:
     return out
 
 
+#: Inches between the bottom of an axes and the top of :func:`legend_below`'s legend: room for
+#: the tick labels and one line of x label at the default font sizes.
+_LEGEND_DROP = 0.5
+#: Inches per character of the legend's small font (DejaVu Sans at 8.3 pt, rounded up) and per
+#: column for its handle and spacing, to choose how many columns fit a width.
+_LEGEND_CHAR, _LEGEND_HANDLE = 0.07, 0.45
+
+
+def _legend_columns(labels: Sequence[str], width: float) -> int:
+    """The most legend columns (at most 4) whose entries fit ``width`` inches, the labels
+    split into columns in order as matplotlib does (the first columns take the extra rows)."""
+    lengths = np.array([len(label) for label in labels])
+    fitting = [
+        n
+        for n in range(1, min(4, lengths.size) + 1)
+        if sum(_LEGEND_CHAR * c.max() + _LEGEND_HANDLE for c in np.array_split(lengths, n)) <= width
+    ]
+    return max(fitting, default=1)
+
+
+def _panel_width(ax: Axes) -> float:
+    """Inches of the figure's width that the grid cell(s) of ``ax`` take, less a margin."""
+    fig = ax.get_figure()
+    spec = ax.get_subplotspec()
+    if spec is None:
+        return ax.get_position().width * fig.get_figwidth()
+    return 0.95 * fig.get_figwidth() * len(spec.colspan) / spec.get_gridspec().ncols
+
+
+def legend_below(ax: Axes, ncol: int | None = None) -> Legend | None:
+    """The legend of ``ax`` under its tick labels and x label, off the data.
+
+    Parameters
+    ----------
+    ax : Axes
+        Axes whose labelled artists make the entries; nothing is drawn when none is labelled.
+    ncol : int, optional
+        Columns; by default as many as fit the axes' width.
+
+    Returns
+    -------
+    Legend or None
+        The legend. Place it in a figure with constrained layout (:func:`layout_figure`), which
+        makes room for it below the axes.
+    """
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    fig = ax.get_figure()
+    if ncol is None:
+        ncol = _legend_columns(labels, _panel_width(ax))
+    below = ax.transAxes + ScaledTranslation(0.0, -_LEGEND_DROP, fig.dpi_scale_trans)
+    return ax.legend(handles, labels, fontsize="small", loc="upper center",
+                     bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncol=ncol,
+                     handlelength=1.6, columnspacing=1.0, frameon=False)  # fmt: skip
+
+
+def figure_legend_below(fig: Figure) -> Legend | None:
+    """One legend under all axes of ``fig`` (a :func:`layout_figure`): each label of any axes
+    once, in the order first met."""
+    entries: dict[str, Any] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if not entries:
+        return None
+    labels = list(entries)
+    return fig.legend(list(entries.values()), labels, loc="outside lower center",
+                      ncol=_legend_columns(labels, 0.95 * fig.get_figwidth()), fontsize="small",
+                      handlelength=1.6, columnspacing=1.2, frameon=False)  # fmt: skip
+
+
+def _overlap(a: Bbox, b: Bbox) -> bool:
+    """Whether two window extents share more than a pixel in both directions."""
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1
+
+
+def legends_over_data(fig: Figure, *, draw: bool = True) -> list[str]:
+    """Legends of ``fig`` drawn over the data area of an axes, over its title, axis labels or
+    tick labels, or over another legend.
+
+    Compares each visible legend's window extent with each visible axes' window extent, with
+    those of its texts and with the other legends' (1 pixel of tolerance); draws the figure
+    first unless ``draw`` is false (it was just drawn, as by :func:`clipped_texts`).
+
+    Returns
+    -------
+    list of str
+        ``"legend 'first entry' over <what> of axes 'title'"`` for each overlap found.
+    """
+    if draw:
+        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+    undrawn = _undrawn_tick_labels(fig)
+    out = []
+    legends = [lg for lg in legends if lg is not None and lg.get_visible()]
+    boxes = [lg.get_window_extent(renderer) for lg in legends]
+    for index, (legend, box) in enumerate(zip(legends, boxes)):
+        first = legend.get_texts()[0].get_text() if legend.get_texts() else ""
+        if any(_overlap(box, other) for other in boxes[index + 1 :]):
+            out.append(f"legend {first!r} over another legend")
+        for ax in fig.axes:
+            if not ax.get_visible() or not ax.axison:
+                continue
+            texts = [ax.title, ax.xaxis.label, ax.yaxis.label]
+            texts += [t for t in (*ax.get_xticklabels(), *ax.get_yticklabels())
+                      if id(t) not in undrawn]  # fmt: skip
+            covered = [("the data", ax.get_window_extent(renderer))] + [
+                (repr(t.get_text()), t.get_window_extent(renderer))
+                for t in texts
+                if t.get_visible() and t.get_text().strip()
+            ]
+            for what, extent in covered:
+                if _overlap(box, extent):
+                    out.append(f"legend {first!r} over {what} of axes {ax.get_title()!r}")
+    return out
+
+
 def _undrawn_tick_labels(fig: Figure) -> set[int]:
     """Ids of tick labels that exist but are not drawn (their tick lies outside the view, or
     the axes are switched off)."""
@@ -384,6 +514,39 @@ def draw_log_series(ax: Axes, x: np.ndarray, y: np.ndarray, floor: float | None,
     return True
 
 
+def plot_series(
+    ax: Axes, x: np.ndarray, series: Sequence[tuple[np.ndarray, dict[str, Any]]], *, log: bool
+) -> tuple[bool, float | None]:
+    """Draw each ``(y, plot keyword arguments)`` of ``series`` against ``x``.
+
+    On a log axis (asked for, and some value positive) values ≤ 0 are drawn at a marked floor
+    (:func:`log_floor`, :func:`draw_log_series`, :func:`mark_floor`); otherwise on a linear
+    axis. Non-finite points are left out.
+
+    Returns
+    -------
+    (bool, float or None)
+        Whether anything was drawn, and the floor used (None when no zero needed one).
+    """
+    x = np.asarray(x, dtype=float)
+    ys = [np.asarray(y, dtype=float) for y, _ in series]
+    log = log and any(bool((y[np.isfinite(y)] > 0).any()) for y in ys)
+    floor = log_floor(ys) if log else None
+    drawn = False
+    for y, (_, kwargs) in zip(ys, series):
+        if log:
+            drawn |= draw_log_series(ax, x, y, floor, **kwargs)
+            continue
+        mask = np.isfinite(x) & np.isfinite(y)
+        if mask.any():
+            ax.plot(x[mask], y[mask], **kwargs)
+            drawn = True
+    if log and drawn:
+        set_log_y(ax)
+        mark_floor(ax, floor)
+    return drawn, floor
+
+
 def mark_floor(ax: Axes, floor: float | None) -> None:
     """A dotted line at ``floor`` with the note that measurements equal to 0 are drawn there."""
     if floor is None:
@@ -430,6 +593,7 @@ def save_figure(
         Resolution of the PNG.
     """
     clipped = tuple(clipped_texts(fig))
+    covering = tuple(legends_over_data(fig, draw=False))  # laid out by that draw
     # the layout computed by that draw is kept: constrained layout is not re-run per format
     fig.set_layout_engine("none")
     paths: dict[str, Path] = {}
@@ -447,4 +611,5 @@ def save_figure(
         paths.get("svg"),
         paths.get("pdf"),
         clipped,
+        covering,
     )

@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ncmse.errors import InputError
-from ncmse.report.style import LINE_COLOURS, FigureFile, new_figure, save_figure
+from ncmse.report.style import LINE_COLOURS, FigureFile, layout_figure, legend_below, save_figure
 from ncmse.rundir.format import number
 from ncmse.rundir.reader import Run, load_run, read_rows
 
@@ -44,9 +44,10 @@ def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def _legend(ax: Axes, **kwargs: Any) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(**kwargs)
+def _figure(ncols: int, width: float = 5.2) -> tuple[Figure, np.ndarray]:
+    """``ncols`` panels side by side, with room below each for its legend."""
+    fig = layout_figure(width * ncols, 5.0)
+    return fig, fig.subplots(1, ncols, squeeze=False)
 
 
 def _save(fig: Figure, out_dir: Path, name: str, title: str) -> FigureFile:
@@ -54,7 +55,18 @@ def _save(fig: Figure, out_dir: Path, name: str, title: str) -> FigureFile:
         if not ax.has_data():
             ax.set(xscale="linear", yscale="linear")
             ax.text(0.5, 0.5, "no positive data", ha="center", transform=ax.transAxes)
+        legend_below(ax)
     return save_figure(fig, out_dir, name, title=title, caption=_CAPTION)
+
+
+def _measured_and_predicted(
+    ax: Axes, index: int, t: np.ndarray, measured: np.ndarray, predicted: Any, labels: tuple
+) -> None:
+    """One flow's measured values (open markers) and its prediction (line, when finite) in the
+    flow's colour; ``labels`` = (measured entry, predicted entry)."""
+    ax.plot(*_positive(t, measured), "o", color=_colour(index), ms=3, mfc="none", label=labels[0])
+    if predicted is not None and np.isfinite(predicted).any():
+        ax.plot(*_positive(t, predicted), "-", color=_colour(index), label=labels[1])
 
 
 def _omega_by_flow(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -87,7 +99,7 @@ def _metrics_by_flow(run: Run) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _plot_omega(omega: dict, summary: dict, out_dir: Path) -> FigureFile:
-    fig, axes = new_figure(len(omega), width=5.2, height=4.2)
+    fig, axes = _figure(len(omega))
     for ax, (name, (t, sim, pred)) in zip(axes[0], omega.items()):
         for j in range(sim.shape[1]):
             ax.plot(*_positive(t, pred[:, j]), "-", color=_colour(j), lw=1.2)
@@ -101,70 +113,39 @@ def _plot_omega(omega: dict, summary: dict, out_dir: Path) -> FigureFile:
         ax.plot([], [], "ko", mfc="none", ms=3, label="simulated")
         ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="ω_j(t)")
         ax.set_title(_FLOW_LABEL.get(name, name))
-        _legend(ax, loc="upper left", fontsize=8)
     return _save(fig, out_dir, "ufm_omega", "SNR singular values ω_j(t): simulation vs closed form")
 
 
 def _plot_ratio(omega: dict, out_dir: Path) -> FigureFile:
-    fig, axes = new_figure(1, width=5.5, height=4.2)
+    fig, axes = _figure(1, width=5.5)
     ax: Axes = axes[0, 0]
     for idx, (name, (t, sim, pred)) in enumerate(omega.items()):
         label = _FLOW_LABEL.get(name, name)
-        ratio = sim.max(1) / sim.min(1)
-        ax.plot(
-            *_positive(t, ratio),
-            "o",
-            color=_colour(idx),
-            ms=3,
-            mfc="none",
-            label=f"{label} (simulated)",
-        )
-        if np.isfinite(pred).any():
-            ax.plot(
-                *_positive(t, pred.max(1) / pred.min(1)),
-                "-",
-                color=_colour(idx),
-                label=f"{label} (closed form)",
-            )
+        _measured_and_predicted(ax, idx, t, sim.max(1) / sim.min(1), pred.max(1) / pred.min(1),
+                                (f"{label} (simulated)", f"{label} (closed form)"))  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="ω_max / ω_min")
     ax.set_title("Equalisation of the SNR singular values")
-    _legend(ax, fontsize=8)
     return _save(fig, out_dir, "ufm_omega_ratio", "Equalisation of the SNR singular values")
 
 
 def _plot_nc1(metrics: dict, out_dir: Path) -> FigureFile:
-    fig, axes = new_figure(1, width=5.5, height=4.2)
+    fig, axes = _figure(1, width=5.5)
     ax: Axes = axes[0, 0]
     for idx, (name, cols) in enumerate(metrics.items()):
         if name == "gd":
             continue
         label = _FLOW_LABEL.get(name, name)
-        ax.plot(
-            *_positive(cols["t"], cols["nc1"]),
-            "o",
-            color=_colour(idx),
-            ms=3,
-            mfc="none",
-            label=f"{label}: measured nc1",
-        )
-        pred = cols.get("nc1_pred")
-        if pred is not None and np.isfinite(pred).any():
-            ax.plot(
-                *_positive(cols["t"], pred),
-                "-",
-                color=_colour(idx),
-                label=f"{label}: Σ ω_j⁻² predicted",
-            )
+        labels = (f"{label}: measured nc1", f"{label}: Σ ω_j⁻² predicted")
+        _measured_and_predicted(ax, idx, cols["t"], cols["nc1"], cols.get("nc1_pred"), labels)
     ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="nc1 = Tr(Σ_W Σ_B^†)/C")
     ax.set_title("NC1 along the flows")
-    _legend(ax, fontsize=8)
     return _save(fig, out_dir, "ufm_nc1", "NC1 along the flows: measured vs predicted")
 
 
 def _plot_nc234(metrics: dict, out_dir: Path) -> FigureFile:
     names = [n for n in metrics if n != "gd"]
     keys = ("equinorm_means", "equiangular_means", "maxangle_means", "nc3", "nc4")
-    fig, axes = new_figure(len(names), width=5.2, height=4.2)
+    fig, axes = _figure(len(names))
     for ax, name in zip(axes[0], names):
         cols = metrics[name]
         for idx, key in enumerate(keys):
@@ -174,27 +155,24 @@ def _plot_nc234(metrics: dict, out_dir: Path) -> FigureFile:
                     ax.plot(x, y, "-o", ms=2.5, color=_colour(idx), label=key)
         ax.set(xscale="log", yscale="log", xlabel="flow time t", ylabel="value (→ 0)")
         ax.set_title(_FLOW_LABEL.get(name, name) + " (LS classifier)")
-        _legend(ax, fontsize=8)
     return _save(fig, out_dir, "ufm_nc234", "NC2–NC4 along the flows")
 
 
 def _plot_gd(cols: dict[str, np.ndarray], out_dir: Path) -> FigureFile:
     step = cols["step"]
-    fig, axes = new_figure(2, width=5.2, height=4.2)
+    fig, axes = _figure(2)
     ax1, ax2 = axes[0]
     names = {"loss": "L", "loss_nc1": "L_NC1", "loss_nc23": "L_NC2/3", "loss_perp": "L_⊥"}
     for idx, (key, label) in enumerate(names.items()):
         ax1.plot(*_positive(step, cols[key]), "-", color=_colour(idx), label=label)
     ax1.set(xscale="log", yscale="log", xlabel="GD step", ylabel="loss (SPEC §3)")
     ax1.set_title("Plain UFM GD: loss decomposition")
-    _legend(ax1, fontsize=8)
     ax2.plot(
         *_positive(step, cols["loss_perp_ratio"]), "-o", ms=3, color=_colour(1), label="L_⊥ / L"
     )
     ax2.plot(*_positive(step, cols["nc1"]), "-s", ms=3, color=_colour(0), label="nc1")
     ax2.set(xscale="log", yscale="log", xlabel="GD step", ylabel="value")
     ax2.set_title("Distance from the central path")
-    _legend(ax2, fontsize=8)
     return _save(fig, out_dir, "ufm_gd_loss", "Plain GD on the UFM: loss decomposition")
 
 

@@ -16,28 +16,22 @@ import csv
 import html
 import io
 import math
-import textwrap
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.colors import Normalize
 
+from ncmse.report.central_path_figure import plot_central_path
 from ncmse.report.html import format_value, relative_link, table
-from ncmse.report.style import TPT_COLOUR, FigureFile, colour, new_figure, save_figure, set_log_y
 from ncmse.rundir.numfmt import sig3
 from ncmse.verdicts.central_path import (
     FOLLOWS_MAX_RMS,
     LAW_SHORT,
     LAW_TITLES,
-    clock_of,
-    fitted_omega,
-    omega_table,
     verdict_word,
 )
-from ncmse.verdicts.claims import CLAIM_IDS, outcome_of, tpt_epoch_of
+from ncmse.verdicts.claims import CLAIM_IDS, outcome_of
 from ncmse.verdicts.pairing import (
     GAP_THRESHOLD_PP,
     OUTCOMES,
@@ -48,7 +42,6 @@ from ncmse.verdicts.pairing import (
     pair_runs,
     seed_groups,
 )
-from ncmse.verdicts.record import run_rows
 
 __all__ = [
     "CLAIM_FIGURES",
@@ -592,137 +585,3 @@ def comparison_verdicts(runs: Sequence[Any]) -> tuple[list[RunEntry], list[dict]
     """Entries, seed groups and MSE–CE pairing of loaded training runs."""
     entries = run_entries(runs)
     return entries, seed_groups(entries), pair_runs(entries)
-
-
-# --------------------------------------------------------------------------------------------
-# figure
-# --------------------------------------------------------------------------------------------
-
-
-def plot_central_path(
-    run: Any,
-    fits: Sequence[Mapping[str, Any]],
-    out_dir: Path,
-    *,
-    formats: Sequence[str] = ("png", "pdf", "svg"),
-) -> list[FigureFile]:
-    """Measured vs fitted ω_j(τ) per law and ω_max/ω_min, learning-rate drops marked (SPEC §9).
-
-    One panel per law (measured ω_j as markers, the law's ω_j from e0 on as lines of the same
-    colour, the verdict in the title) and a panel of ω_max/ω_min measured and predicted by each
-    law; the abscissa is flow time τ (epochs when the run has none, with the reason). Returns no
-    figure when the run has no ω measured.
-    """
-    rows = run_rows(run)
-    epochs, omega = omega_table(rows)
-    clock = clock_of(rows, run.config)
-    x_all = clock.tau if clock.tau is not None else epochs
-    keep = np.isfinite(x_all) & np.any(np.isfinite(omega), axis=1) if omega.size else None
-    if keep is None or not keep.any():
-        return []
-    epochs, omega, x = epochs[keep], omega[keep], x_all[keep]
-    k = omega.shape[1]
-    cmap, norm = colormaps["viridis"], Normalize(0, max(k - 1, 1))
-    marks = _time_marks(run, rows, clock, epochs, x)
-    xlabel = (
-        "flow time τ = Σ learning rate × steps"
-        if clock.tau is not None
-        else f"epoch ({clock.reason})"
-    )
-    fig, axes = new_figure(ncols=len(fits) + 1, width=4.6, height=3.8, suptitle=True)
-    ratio_ax = axes[0, -1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        measured_ratio = np.max(omega, axis=1) / np.min(omega, axis=1)
-    ratio_ax.plot(x, measured_ratio, "o", color="black", markersize=3, label="measured")
-    for index, fit in enumerate(fits):
-        ax = axes[0, index]
-        for j in range(k):
-            y = np.where(omega[:, j] > 0, omega[:, j], np.nan)
-            ax.plot(x, y, "o", markersize=2.5, color=cmap(norm(j)), alpha=0.85,
-                    label=f"ω_{j + 1} measured" if k <= 4 else None)  # fmt: skip
-        name = str(fit.get("law"))
-        fitted = fit.get("kappa") is not None and clock.tau is not None
-        if fitted:
-            word = verdict_word(fit)
-            title = (
-                f"{LAW_SHORT.get(name, name)}: {word} (×{math.exp(fit['rms_log_residual']):#.3g})"
-            )
-        else:
-            title = f"{LAW_SHORT.get(name, name)}: no fit"
-        if fitted:
-            start = int(np.nonzero(epochs >= float(fit["e0"]))[0][0])
-            elapsed = np.unique(
-                np.r_[np.linspace(0.0, x[-1] - x[start], 400), x[start:] - x[start]]
-            )
-            pred = fitted_omega(fit, elapsed, omega[start])
-            for j in range(k):
-                ax.plot(x[start] + elapsed, pred[:, j], "-", lw=1.2, color=cmap(norm(j)))
-            ax.plot([], [], "-", color="grey", label="law, fitted κ")
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.max(pred, axis=1) / np.min(pred, axis=1)
-            ratio_ax.plot(x[start] + elapsed, ratio, "-", color=colour(index), lw=1.5,
-                          label=f"{LAW_SHORT.get(name, name)} law")  # fmt: skip
-        else:
-            ax.text(0.03, 0.03, _wrap(str(fit.get("reason") or "")), transform=ax.transAxes,
-                    fontsize="x-small", color=TPT_COLOUR, va="bottom")  # fmt: skip
-        _finish(ax, marks, title=title, ylabel="ω_j (log scale)", xlabel=xlabel)
-    _finish(ratio_ax, marks, title="ω_max / ω_min: measured vs laws", ylabel="ω_max / ω_min",
-            xlabel=xlabel)  # fmt: skip
-    ratio_ax.axhline(1.0, color="black", lw=0.8, alpha=0.5)
-    fig.suptitle(f"Central path (SPEC §9) — {run.label}")
-    caption = (
-        "Measured SNR singular values ω_j (markers) against flow time τ = Σ learning rate over "
-        "the optimiser steps, and the closed-form ω dynamics of the unconstrained features model "
-        "started from the measured ω at the TPT measurement with one fitted time scale κ (lines), "
-        "for the projected flow (SPEC §5.3) and step-then-renormalise (SPEC §5.4); titles give "
-        "the verdict and the rms residual as a factor. Right: ω_max/ω_min, which the laws take "
-        "to 1. Dashed vertical lines: learning-rate drops; dotted: the TPT measurement."
-    )
-    return [
-        save_figure(
-            fig,
-            out_dir,
-            "central_path",
-            title="Central path: measured vs fitted ω against flow time",
-            caption=caption,
-            formats=formats,
-        )  # fmt: skip
-    ]
-
-
-def _time_marks(
-    run: Any, rows: Sequence[Mapping[str, Any]], clock: Any, epochs: np.ndarray, x: np.ndarray
-) -> list[tuple[float, str, str]]:
-    """Vertical lines of the central-path figure: (abscissa, style, label) of the TPT
-    measurement and of each learning-rate drop."""
-    marks = []
-    tpt = run.tpt_epoch if "tpt_epoch" in run.summary else tpt_epoch_of(rows)
-    if tpt is not None:
-        after = np.nonzero(epochs >= float(tpt))[0]
-        if after.size:
-            e0 = epochs[after[0]]
-            marks.append((float(x[after[0]]), ":", f"TPT measurement (epoch {e0:g})"))
-    for i, (m, t) in enumerate(zip(clock.drop_epochs, clock.drop_tau)):
-        at = float(t) if clock.tau is not None else float(m)
-        marks.append((at, "--", "learning-rate drops" if i == 0 else ""))
-    return marks
-
-
-def _wrap(text: str, width: int = 48) -> str:
-    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
-
-
-def _finish(
-    ax: Any, marks: Sequence[tuple[float, str, str]], *, title: str, ylabel: str, xlabel: str
-) -> None:
-    if any(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any() for line in ax.lines):
-        set_log_y(ax)
-    for at, style, label in marks:
-        color = TPT_COLOUR if style == ":" else "grey"
-        ax.axvline(at, color=color, ls=style, lw=1.2, label=label or None)
-    ax.set_title(title, fontsize="medium")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="x-small", loc="best")
