@@ -18,7 +18,7 @@ from ncmse.cli.main import main
 from ncmse.errors import InputError
 from ncmse.report import write_comparison_report
 from ncmse.rundir.format import from_json, to_json
-from ncmse.rundir.guard import claim_run_dir, release_run_dir
+from ncmse.rundir.guard import lock_run_dir, release_run_dir
 from ncmse.rundir.reader import load_run, read_config, read_summary
 from ncmse.rundir.writer import RunWriter, update_summary
 
@@ -227,19 +227,19 @@ def test_trailing_blank_lines_and_text_columns_are_not_damage(tmp_path: Path) ->
     assert np.isnan(run.columns["x"][0]) and run.columns["x"][1] == 1.0
 
 
-def test_claim_refuses_then_clears_only_run_entries(tmp_path: Path) -> None:
+def test_lock_refuses_then_clears_only_run_entries(tmp_path: Path) -> None:
     run = tmp_path / "r"
-    claim_run_dir(run, new=True, resumable=False)
+    lock_run_dir(run, new=True, resumable=False)
     release_run_dir(run)
     (run / "metrics.csv").write_text("x\n")
     (run / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="--overwrite") as refused:
-        claim_run_dir(run, new=True, resumable=False)
+        lock_run_dir(run, new=True, resumable=False)
     assert "--resume" not in str(refused.value)  # ncmse ufm cannot resume
     with pytest.raises(InputError, match="not an ncmse run directory"):
-        claim_run_dir(run, new=True, overwrite=True)  # no summary/config/checkpoint: refused
+        lock_run_dir(run, new=True, overwrite=True)  # no summary/config/checkpoint: refused
     (run / "summary.json").write_text('{"kind": "ufm", "status": "finished"}')
-    claim_run_dir(run, new=True, overwrite=True)
+    lock_run_dir(run, new=True, overwrite=True)
     release_run_dir(run)
     assert not (run / "metrics.csv").exists() and (run / "notes.txt").exists()
     assert RunWriter(tmp_path / "x", enabled=False).update_summary(a=1) == {"a": 1}

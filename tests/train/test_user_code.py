@@ -106,7 +106,7 @@ def test_errors_name_the_import_and_exit_2(user_module, tmp_path, capsys, settin
     assert _train(tmp_path / "run", setting, *extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert any(message in line for line in err), err
-    assert not (tmp_path / "run").exists()  # nothing claimed or half-written
+    assert not (tmp_path / "run").exists()  # nothing locked or half-written
 
 
 @pytest.mark.slow

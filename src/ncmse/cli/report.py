@@ -42,7 +42,7 @@ def write_run_report_locked(run_dir: str | Path, **options: object) -> Path:
     """``write_run_report`` while holding the run directory's lock: the page and figures are files
     of the run, and a run directory has one writer at a time (BusyError otherwise).
 
-    A directory without ncmse's lock file was never claimed by a writer: the report is written
+    A directory without ncmse's lock file was never locked by a writer: the report is written
     without creating one (a refused or failed report leaves nothing behind).
     """
     from ncmse.report import write_run_report

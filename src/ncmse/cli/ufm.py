@@ -179,12 +179,12 @@ def config_from_args(args: argparse.Namespace) -> UFMConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment, write the run directory, then the report (figures drawn once)."""
-    from ncmse.rundir.guard import claim_run_dir, release_run_dir, remove_new_run_dir
+    from ncmse.rundir.guard import lock_run_dir, release_run_dir, remove_new_run_dir
     from ncmse.train.config import is_run_config
 
     cfg = config_from_args(args)
     run_dir: Path = args.out if args.out is not None else _default_out(cfg.num_classes)
-    claim_run_dir(
+    lock_run_dir(
         run_dir,
         new=True,
         overwrite=args.overwrite,
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         is_run_config=is_run_config,
     )
     try:
-        return _run_claimed(cfg, args, run_dir)
+        return _run_locked(cfg, args, run_dir)
     except BaseException:
         remove_new_run_dir(run_dir)  # a failed run leaves no half-written directory behind
         raise
@@ -200,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
         release_run_dir(run_dir)
 
 
-def _run_claimed(cfg: UFMConfig, args: argparse.Namespace, run_dir: Path) -> int:
-    """The experiment and its report, in a run directory this process has claimed."""
+def _run_locked(cfg: UFMConfig, args: argparse.Namespace, run_dir: Path) -> int:
+    """The experiment and its report, in a run directory whose lock this process holds."""
     from ncmse.ufm.runner import run_ufm
 
     print(f"ncmse ufm: run directory {run_dir}", flush=True)

@@ -31,6 +31,8 @@ from ncmse.report.style import (
     TPT_COLOUR,
     FigureFile,
     layout_figure,
+    legend_columns,
+    legend_wrap,
     log_floor,
     loss_colour,
     loss_display,
@@ -478,8 +480,6 @@ def plot_grids(runs: Sequence[Run], out_dir: Path) -> list[FigureFile]:
 
 
 _FORMATS = ("png", "pdf", "svg")
-#: width of a character of the legend's small font, in points (generous: DejaVu Sans 8.3 pt)
-_CHAR_PT = 5.5
 #: the narrowest overlay or grid figure, in inches: room for the title and the legend
 _MIN_WIDTH = 6.4
 
@@ -568,22 +568,13 @@ def _legend_labels(width: float, entries: Sequence[tuple[str, str, str]]) -> lis
         _BAND,
         "median TPT epoch (seeds that reached it)",
     ]
-    chars = int((width * 72.0 - 60.0) // _CHAR_PT)
-    return [textwrap.fill(label, chars) for label in labels]
-
-
-def _legend_columns(width: float, labels: Sequence[str]) -> int:
-    """As many legend columns as fit a figure ``width`` inches wide (about 5.5 pt per character
-    at the legend's small font, plus the handle), so the legend is never wider than the image."""
-    longest = max(len(line) for x in labels for line in x.splitlines())
-    entry_pt = _CHAR_PT * longest + 40.0
-    return int(max(1, min(len(labels), (width * 72.0) // entry_pt)))
+    return [legend_wrap(label, width) for label in labels]
 
 
 def _legend_height(width: float, entries: Sequence[tuple[str, str, str]]) -> float:
     """Inches the legend of :func:`_figure_legend` takes below the panels."""
     labels = _legend_labels(width, entries)
-    ncol = _legend_columns(width, labels)
+    ncol = legend_columns(labels, width, most=len(labels))
     lines = [len(label.splitlines()) for label in labels]
     rows = [max(lines[i : i + ncol]) for i in range(0, len(lines), ncol)]
     return 0.25 + 0.2 * sum(rows)
@@ -595,7 +586,7 @@ def _figure_legend(fig: Figure, entries: Sequence[tuple[str, str, str]]) -> None
     handles += [Patch(color="grey", alpha=0.3), Line2D([], [], color="grey", marker="v",
                                                         ls="none")]  # fmt: skip
     labels = _legend_labels(fig.get_figwidth(), entries)
-    ncol = _legend_columns(fig.get_figwidth(), labels)
+    ncol = legend_columns(labels, fig.get_figwidth(), most=len(labels))
     fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize="small",
                frameon=False)  # fmt: skip
 

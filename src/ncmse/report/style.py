@@ -7,6 +7,7 @@ through ``pyplot``: no display is needed and the global backend of the caller is
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ __all__ = [
     "figure_legend_below",
     "layout_figure",
     "legend_below",
+    "legend_columns",
+    "legend_wrap",
     "legends_over_data",
     "log_floor",
     "mark_floor",
@@ -353,16 +356,22 @@ _LEGEND_DROP = 0.5
 _LEGEND_CHAR, _LEGEND_HANDLE = 0.07, 0.45
 
 
-def _legend_columns(labels: Sequence[str], width: float) -> int:
-    """The most legend columns (at most 4) whose entries fit ``width`` inches, the labels
-    split into columns in order as matplotlib does (the first columns take the extra rows)."""
-    lengths = np.array([len(label) for label in labels])
+def legend_columns(labels: Sequence[str], width: float, *, most: int = 4) -> int:
+    """The most legend columns (at most ``most``) whose entries fit ``width`` inches, the labels
+    split into columns in order as matplotlib does (the first columns take the extra rows); a
+    label of several lines is as wide as its longest line."""
+    lengths = np.array([max(len(line) for line in label.splitlines() or [""]) for label in labels])
     fitting = [
         n
-        for n in range(1, min(4, lengths.size) + 1)
+        for n in range(1, min(most, lengths.size) + 1)
         if sum(_LEGEND_CHAR * c.max() + _LEGEND_HANDLE for c in np.array_split(lengths, n)) <= width
     ]
     return max(fitting, default=1)
+
+
+def legend_wrap(label: str, width: float) -> str:
+    """``label`` wrapped to lines that fit a legend ``width`` inches wide (handle included)."""
+    return textwrap.fill(label, max(10, int((width - _LEGEND_HANDLE) // _LEGEND_CHAR)))
 
 
 def _panel_width(ax: Axes) -> float:
@@ -395,7 +404,7 @@ def legend_below(ax: Axes, ncol: int | None = None) -> Legend | None:
         return None
     fig = ax.get_figure()
     if ncol is None:
-        ncol = _legend_columns(labels, _panel_width(ax))
+        ncol = legend_columns(labels, _panel_width(ax))
     below = ax.transAxes + ScaledTranslation(0.0, -_LEGEND_DROP, fig.dpi_scale_trans)
     return ax.legend(handles, labels, fontsize="small", loc="upper center",
                      bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncol=ncol,
@@ -413,7 +422,7 @@ def figure_legend_below(fig: Figure) -> Legend | None:
         return None
     labels = list(entries)
     return fig.legend(list(entries.values()), labels, loc="outside lower center",
-                      ncol=_legend_columns(labels, 0.95 * fig.get_figwidth()), fontsize="small",
+                      ncol=legend_columns(labels, 0.95 * fig.get_figwidth()), fontsize="small",
                       handlelength=1.6, columnspacing=1.2, frameon=False)  # fmt: skip
 
 

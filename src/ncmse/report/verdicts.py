@@ -24,6 +24,7 @@ import numpy as np
 
 from ncmse.report.central_path_figure import plot_central_path
 from ncmse.report.html import format_value, relative_link, table
+from ncmse.rundir.format import number, table_cell
 from ncmse.rundir.numfmt import sig3
 from ncmse.verdicts.central_path import (
     FOLLOWS_MAX_RMS,
@@ -100,11 +101,7 @@ def final_test_accuracy(run: Any) -> float | None:
         finite = values[np.isfinite(values)]
         if finite.size:
             return float(finite[-1])
-    value = run.final().get("test_accuracy")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
+    value = number(run.final().get("test_accuracy"))
     return value if math.isfinite(value) else None
 
 
@@ -494,16 +491,6 @@ def _pct(value: Any) -> str:
     return f"{sig3(100 * value)} %"
 
 
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return repr(value)
-    return value
-
-
 #: columns of claims.csv (one row per run and claim, then one per seed group and claim)
 CLAIMS_CSV_COLUMNS = ("scope", "run", "group", "loss", "claim", "outcome", "value", "threshold",
                       "noise", "reason", "n", "holds", "fails", "inconclusive",
@@ -537,7 +524,7 @@ def verdicts_csv(entries: Sequence[RunEntry], groups: Sequence[Mapping[str, Any]
                 "noise": claim.get("noise"),
                 "reason": _reason(claim),
             }
-            writer.writerow([_csv_cell(row.get(c)) for c in CLAIMS_CSV_COLUMNS])
+            writer.writerow([table_cell(row.get(c)) for c in CLAIMS_CSV_COLUMNS])
     for group in groups:
         for cid in CLAIM_IDS:
             counts = group["claims"][cid]
@@ -545,7 +532,7 @@ def verdicts_csv(entries: Sequence[RunEntry], groups: Sequence[Mapping[str, Any]
                    "claim": cid, "n": group["n"], "holds": counts["holds"],
                    "fails": counts["fails"], "inconclusive": counts["inconclusive"],
                    "not_applicable": counts["not applicable"]}  # fmt: skip
-            writer.writerow([_csv_cell(row.get(c)) for c in CLAIMS_CSV_COLUMNS])
+            writer.writerow([table_cell(row.get(c)) for c in CLAIMS_CSV_COLUMNS])
     return buffer.getvalue()
 
 
@@ -567,17 +554,17 @@ def accuracy_gap_csv(pairing: Pairing) -> str:
     writer.writerow(GAPS_CSV_COLUMNS)
     for p in pairing.pairs:
         row = {**p, "scope": "pair", "accuracy_gap_pp": p.get("value")}
-        writer.writerow([_csv_cell(row.get(c)) for c in GAPS_CSV_COLUMNS])
+        writer.writerow([table_cell(row.get(c)) for c in GAPS_CSV_COLUMNS])
     for g in pairing.groups:
         interval = g.get("interval") or (None, None)
         row = {**g, "scope": "group", "accuracy_gap_pp": g.get("value"), "seed": "",
                "mse_run": " ".join(g["mse_runs"]), "ce_run": " ".join(g["ce_runs"]),
                "ci_low": interval[0], "ci_high": interval[1], "outcome": outcome_of(g)}  # fmt: skip
-        writer.writerow([_csv_cell(row.get(c)) for c in GAPS_CSV_COLUMNS])
+        writer.writerow([table_cell(row.get(c)) for c in GAPS_CSV_COLUMNS])
     for u in pairing.unpaired:
         side = "mse_run" if u["loss"] == "mse" else "ce_run"
         row = {"scope": "unpaired", side: u["run"], "reason": u["reason"]}
-        writer.writerow([_csv_cell(row.get(c)) for c in GAPS_CSV_COLUMNS])
+        writer.writerow([table_cell(row.get(c)) for c in GAPS_CSV_COLUMNS])
     return buffer.getvalue()
 
 

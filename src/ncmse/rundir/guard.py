@@ -1,7 +1,7 @@
 """Guarding a training run directory: one writer at a time, overwrite only what ncmse wrote.
 
 Every process that writes a run directory (``ncmse train``, ``ncmse train --resume``, the
-training process a sweep starts) first calls :func:`claim_run_dir`, which
+training process a sweep starts) first calls :func:`lock_run_dir`, which
 
 1. takes the directory's lock (:mod:`ncmse.rundir.lock`) for the rest of the process — a second
    trainer on the same directory is refused with a message naming the holder;
@@ -25,13 +25,13 @@ from pathlib import Path
 
 from ncmse.errors import InputError
 from ncmse.rundir.checkpoint import TEMP_PATTERN, remove_stale_temps
-from ncmse.rundir.lock import LOCK_NAME, DirLock, claim, unclaim
+from ncmse.rundir.lock import LOCK_NAME, DirLock, lock_dir, unlock_dir
 from ncmse.rundir.reader import read_summary
 
 __all__ = [
     "RUN_FILES",
     "RUN_FOLDERS",
-    "claim_run_dir",
+    "lock_run_dir",
     "clear_run_files",
     "is_ncmse_run",
     "missing_dirs",
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: seconds a trainer waits for a run directory's lock before it is refused
-_CLAIM_WAIT = 2.0
+_LOCK_WAIT = 2.0
 #: files ncmse writes at the top of a training run directory
 RUN_FILES: tuple[str, ...] = (
     "config.yaml",
@@ -114,7 +114,7 @@ def clear_run_files(path: Path) -> list[Path]:
     return kept
 
 
-def claim_run_dir(
+def lock_run_dir(
     path: str | os.PathLike[str],
     *,
     new: bool,
@@ -180,7 +180,7 @@ def claim_run_dir(
             "empty it yourself"
         )
     # a short wait: a sweep probing the lock (``is_locked``) holds it for microseconds
-    lock = claim(path, "run directory", wait=_CLAIM_WAIT)
+    lock = lock_dir(path, "run directory", wait=_LOCK_WAIT)
     try:
         if new and not overwrite and _visible_entries(path):
             raise occupied  # filled by another process between the check above and the lock
@@ -201,8 +201,8 @@ def claim_run_dir(
 
 
 def release_run_dir(path: str | os.PathLike[str]) -> None:
-    """Undo one :func:`claim_run_dir` of this process (the lock goes with the last one)."""
-    unclaim(path)
+    """Undo one :func:`lock_run_dir` of this process (the lock goes with the last one)."""
+    unlock_dir(path)
 
 
 def missing_dirs(path: str | os.PathLike[str]) -> list[Path]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from ncmse.errors import BusyError
 
-__all__ = ["LOCK_NAME", "DirLock", "claim", "hold", "holder", "is_locked", "unclaim"]
+__all__ = ["LOCK_NAME", "DirLock", "hold", "holder", "is_locked", "lock_dir", "unlock_dir"]
 
 #: name of the lock file inside a locked directory
 LOCK_NAME = ".ncmse.lock"
@@ -194,9 +194,11 @@ def is_locked(directory: str | os.PathLike[str], lock_name: str = LOCK_NAME) -> 
     return False
 
 
-def claim(directory: str | os.PathLike[str], what: str = "directory", wait: float = 0.0) -> DirLock:
+def lock_dir(
+    directory: str | os.PathLike[str], what: str = "directory", wait: float = 0.0
+) -> DirLock:
     """Take the lock of ``directory`` for this process, or count one more use of it when this
-    process already holds it (undo with :func:`unclaim`).
+    process already holds it (undo with :func:`unlock_dir`).
 
     Raises
     ------
@@ -214,8 +216,8 @@ def claim(directory: str | os.PathLike[str], what: str = "directory", wait: floa
     return lock
 
 
-def unclaim(directory: str | os.PathLike[str]) -> None:
-    """Undo one :func:`claim`; the lock is released with the last one."""
+def unlock_dir(directory: str | os.PathLike[str]) -> None:
+    """Undo one :func:`lock_dir`; the lock is released with the last one."""
     key = str((Path(directory) / LOCK_NAME).resolve())
     entry = _HELD.get(key)
     if entry is None:
@@ -237,8 +239,8 @@ def hold(
     BusyError
         If another process holds it (after ``wait`` seconds).
     """
-    lock = claim(directory, what, wait)
+    lock = lock_dir(directory, what, wait)
     try:
         yield lock
     finally:
-        unclaim(directory)
+        unlock_dir(directory)

@@ -41,7 +41,7 @@ class RunWriter:
     Parameters
     ----------
     path : path
-        The run directory (claimed by :func:`ncmse.rundir.guard.claim_run_dir`).
+        The run directory (locked by :func:`ncmse.rundir.guard.lock_run_dir`).
     enabled : bool
         False on processes that must not write (DDP ranks ≠ 0): every method is then a no-op.
 

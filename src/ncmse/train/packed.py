@@ -143,10 +143,10 @@ def _check_lockstep(planned: Sequence[_Planned]) -> None:
 
 
 def _open_trainer(plan: _Planned, opened: list[tuple[Path, list[Path] | None]]) -> Any:
-    """The :class:`~ncmse.train.loop.Trainer` of one planned member, its run directory claimed (as
+    """The :class:`~ncmse.train.loop.Trainer` of one planned member, its run directory locked (as
     ``ncmse train`` does: one writer per directory); ``opened`` gets ``(run_dir, created)``
     (``created``: the directories a new run made, None for a resume)."""
-    from ncmse.rundir.guard import claim_run_dir, missing_dirs
+    from ncmse.rundir.guard import lock_run_dir, missing_dirs
     from ncmse.train.loop import Trainer
     from ncmse.train.run import check_resume, open_run_dir
     from ncmse.train.sinks import Checkpoints
@@ -154,7 +154,7 @@ def _open_trainer(plan: _Planned, opened: list[tuple[Path, list[Path] | None]]) 
     member, cfg, run_dir = plan.member, plan.cfg, Path(plan.member.run_dir)
     ckpt = None
     if member.state == "resume":
-        claim_run_dir(run_dir, new=False)
+        lock_run_dir(run_dir, new=False)
         opened.append((run_dir, None))
         ckpt = Checkpoints(run_dir, enabled=False).load()
         changes = check_resume(cfg, ckpt, run_dir)

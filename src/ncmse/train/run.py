@@ -1,4 +1,4 @@
-"""A run directory's training: open (claim, config.yaml first) or resume one, train it, and
+"""A run directory's training: open (lock, config.yaml first) or resume one, train it, and
 measure one of its checkpoints (``ncmse measure``).
 
 The loop itself is :class:`ncmse.train.loop.Trainer`; this module decides which run directory it
@@ -21,7 +21,7 @@ import torch
 
 from ncmse.errors import BusyError, CheckpointError, ConfigError, InputError
 from ncmse.rundir.guard import (
-    claim_run_dir,
+    lock_run_dir,
     missing_dirs,
     release_run_dir,
     remove_empty_dirs,
@@ -70,7 +70,7 @@ def open_run_dir(
     overwrite: bool = False,
     dist_info: DistInfo | None = None,
 ) -> Path:
-    """Rank 0 claims the run directory (default ``runs/<name>-<time>``) and writes
+    """Rank 0 locks the run directory (default ``runs/<name>-<time>``) and writes
     ``config.yaml`` first (so a run killed at any later moment can be resumed); all ranks get
     its path. Release the claim with :func:`ncmse.rundir.guard.release_run_dir` (rank 0).
 
@@ -88,7 +88,7 @@ def open_run_dir(
         path = str(run_dir if run_dir is not None else default_run_dir(cfg.name))
         created = missing_dirs(path)
         try:
-            claim_run_dir(path, new=True, overwrite=overwrite, is_run_config=is_run_config)
+            lock_run_dir(path, new=True, overwrite=overwrite, is_run_config=is_run_config)
         except (InputError, BusyError) as exc:
             error = exc
         except BaseException:  # e.g. no space for the lock file: no empty directory left
@@ -149,14 +149,14 @@ def run_training(
     """
     dist_info = init_distributed(cfg)
     resolve_device(cfg.device, dist_info.local_rank)  # no CUDA: refuse before any file exists
-    claimed: Path | None = None
+    locked: Path | None = None
     with process_group(dist_info):
         try:
             if resume:
                 path = Path(run_dir)
                 if dist_info.is_main:
-                    claim_run_dir(path, new=False)
-                    claimed = path
+                    lock_run_dir(path, new=False)
+                    locked = path
                 ckpt = Checkpoints(path, enabled=False).load()
                 changes = check_resume(cfg, ckpt, path, explicit=resume_set)
                 trainer = Trainer.from_config(cfg, path, dist_info)
@@ -166,18 +166,18 @@ def run_training(
                 cfg = record_data_source(cfg)
                 created = missing_dirs(run_dir) if run_dir is not None else None
                 path = open_run_dir(cfg, run_dir, overwrite=overwrite, dist_info=dist_info)
-                claimed = path if dist_info.is_main else None
+                locked = path if dist_info.is_main else None
                 try:
                     trainer = Trainer.from_config(cfg, path, dist_info)
                 except BaseException:
-                    if claimed is not None:  # nothing trained: leave nothing of it behind
+                    if locked is not None:  # nothing trained: leave nothing of it behind
                         remove_new_run_dir(path, created)
-                        claimed = None
+                        locked = None
                     raise
             return path, trainer.fit()
         finally:
-            if claimed is not None:
-                release_run_dir(claimed)
+            if locked is not None:
+                release_run_dir(locked)
 
 
 def _same_value(a: Any, b: Any) -> bool:
