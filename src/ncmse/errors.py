@@ -6,6 +6,7 @@ Each message says which input was wrong and how to fix it, in the manner of eino
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -119,8 +120,6 @@ def explain(exc: BaseException) -> str | None:
     OS errors name the file when the system reports it and say how to fix the cause; a run
     interrupted that way keeps its last checkpoint, so ``--resume`` continues it afterwards.
     """
-    import errno as errno_module
-
     if isinstance(exc, NCMSEError):
         return str(exc)
     if isinstance(exc, UnicodeDecodeError):
@@ -129,7 +128,7 @@ def explain(exc: BaseException) -> str | None:
             "save it as UTF-8"
         )
     if isinstance(exc, OSError) and exc.errno is not None:
-        name = errno_module.errorcode.get(exc.errno, "")
+        name = errno.errorcode.get(exc.errno, "")
         what, fix = _OS_FIXES.get(name, (exc.strerror or name or "system error", "check it"))
         files = [f for f in (exc.filename, exc.filename2) if f is not None]
         where = f": {' -> '.join(str(f) for f in files)}" if files else ""
@@ -142,8 +141,6 @@ def explain(exc: BaseException) -> str | None:
             "writing a file failed inside torch.save (disk full or the directory not writable?); "
             "free some space or write elsewhere"
         )
-    import sys
-
     yaml = sys.modules.get("yaml")
     if yaml is not None and isinstance(exc, yaml.YAMLError):
         return f"invalid YAML ({' '.join(text.split())}); fix the file"

@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
     ) from exc
 
 from ncmse.collapse import lstsq
-from ncmse.collapse.api import result_from_stats
+from ncmse.collapse.api import measure_features, result_from_stats
 from ncmse.collapse.decisions import TiledDecisions, classifier_credit
 from ncmse.collapse.min_samples import check_min_samples
 from ncmse.collapse.result import NCResult
@@ -278,8 +278,6 @@ class NeuralCollapseMetric(Metric):
         self, W: torch.Tensor | None, b: torch.Tensor | None, dtype: torch.dtype
     ) -> NCResult:
         """Every quantity over the classes with ≥ min_samples samples, from the kept features."""
-        from ncmse.collapse.api import measure_features
-
         features, labels = _gathered(self.features), _gathered(self.labels)
         if not isinstance(features, torch.Tensor) or features.numel() == 0:
             raise EmptyDataError("no samples were added to the metric before compute()")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ncmse.collapse import geometry, lstsq, pairwise
@@ -88,8 +89,6 @@ def check_num_classes(num_classes: Any) -> int:
 
 
 def distributed_active(flag: bool | None) -> bool:
-    import torch.distributed as dist
-
     active = dist.is_available() and dist.is_initialized()
     return active if flag is None else (flag and active)
 
@@ -767,7 +766,7 @@ def measure(
     >>> r.num_samples                                          # 6·9 positions less 3 padded
     51
     """
-    from ncmse.collapse.frontend import measure_model
+    from ncmse.collapse.frontend import measure_model  # here: frontend imports this module
 
     check_min_samples(min_samples)
     check_options(lam, rtol, dtype)  # before the first batch is read

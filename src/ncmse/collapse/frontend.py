@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ncmse.collapse import sampling
@@ -347,7 +348,6 @@ class _Features:
         """The rows of the last pass, summed over the processes when distributed."""
         if not distributed:
             return self.rows
-        import torch.distributed as dist
 
         total = torch.tensor([float(self.rows)], dtype=torch.float64, device=device)
         dist.all_reduce(total)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ncmse.collapse import sampling
@@ -151,7 +152,6 @@ def measure_layers(
     if dist_on:
         for s in stats.values():
             s.all_reduce_()
-        import torch.distributed as dist
 
         total = torch.tensor([float(rows)], dtype=torch.float64, device=dev)
         dist.all_reduce(total)

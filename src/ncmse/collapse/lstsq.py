@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import torch
 
 from ncmse.collapse import pairwise
-from ncmse.collapse.geometry import RankTolerance, cholesky_regular, eigen_cut
+from ncmse.collapse.geometry import (
+    RankTolerance,
+    check_rtol,
+    cholesky_regular,
+    default_rtol,
+    eigen_cut,
+)
 from ncmse.errors import InputError, SingularCovarianceError
 
 __all__ = [
@@ -204,8 +210,6 @@ def ls_classifier(
 
 
 def _rtol(moments: Moments, rtol: float | RankTolerance | None) -> float | RankTolerance:
-    from ncmse.collapse.geometry import check_rtol, default_rtol
-
     if rtol is None:
         return default_rtol(moments.dim, moments.num_classes, moments.means.dtype)
     if isinstance(rtol, RankTolerance):

@@ -26,8 +26,16 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
-from ncmse.errors import EmptyDataError, InputError, LabelError, NonFiniteError, ShapeError
+from ncmse.errors import (
+    EmptyClassError,
+    EmptyDataError,
+    InputError,
+    LabelError,
+    NonFiniteError,
+    ShapeError,
+)
 
 __all__ = ["ClassStats", "merge", "check_batch"]
 
@@ -409,8 +417,6 @@ class ClassStats:
         self.scatter = within
 
     def require_all_classes(self) -> None:
-        from ncmse.errors import EmptyClassError
-
         if self.num_samples == 0:
             raise EmptyDataError("no samples were added; the features / loader are empty")
         empty = (self.counts == 0).nonzero().flatten().tolist()
@@ -430,8 +436,6 @@ class ClassStats:
         scatter about the *global* means, which makes the sum exact (no cancellation).
         No-op when ``torch.distributed`` is not initialised.
         """
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return self
         dist.all_reduce(self.input_roundoff, op=dist.ReduceOp.MAX, group=group)

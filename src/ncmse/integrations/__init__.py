@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
+from ncmse.errors import InputError
+
 __all__ = ["log_values", "resolve_layer"]
 
 
@@ -20,9 +24,6 @@ def resolve_layer(model: Any, layer: Any) -> Any:
     """The ``nn.Linear`` named by ``layer``: the module itself, a dotted submodule name of
     ``model`` (``"lm_head"``, ``"model.fc"``), or None (:func:`ncmse.measure` then finds the final
     layer by execution)."""
-    from torch import nn
-
-    from ncmse.errors import InputError
 
     if layer is None or isinstance(layer, nn.Linear):
         return layer

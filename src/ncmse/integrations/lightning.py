@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
 
 import torch
 
+import ncmse
 from ncmse.errors import InputError
 from ncmse.integrations import log_values, resolve_layer
 
@@ -86,7 +87,6 @@ class NeuralCollapseCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        import ncmse
 
         loader = self.loader if self.loader is not None else _train_loader(trainer)
         result = ncmse.measure(

@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
 
 from torch import nn
 
+import ncmse
 from ncmse.errors import InputError
 from ncmse.integrations import log_values, resolve_layer
 
@@ -120,8 +121,6 @@ class NeuralCollapseCallback(transformers.TrainerCallback):
         return control
 
     def _measure(self, event: dict[str, Any]) -> None:
-        import ncmse
-
         model = event.get("model")
         model = self.trainer.model if model is None else model
         loader = self.loader if self.loader is not None else event.get("train_dataloader")

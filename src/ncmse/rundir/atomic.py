@@ -13,6 +13,7 @@ checkpoint. Several sites may be given, comma-separated.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import tempfile
@@ -99,8 +100,6 @@ def write_temp(
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(handle)`` on an in-memory buffer, then write it to ``path`` atomically."""
-    import io
-
     buf = io.BytesIO()
     write(buf)
     return atomic_write_bytes(path, buf.getbuffer())
@@ -126,6 +125,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (serialised in memory first, so a full disk
     gives a plain ``OSError``)."""
-    import torch
+    import torch  # lazy: importing ncmse.rundir loads no torch
 
     return atomic_write(path, lambda handle: torch.save(obj, handle))

@@ -26,6 +26,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import sys
 import zipfile
 from collections.abc import Callable, Iterable
@@ -79,7 +80,7 @@ def save_checkpoint(state: dict[str, Any], folder: str | os.PathLike[str]) -> Pa
     Path
         ``folder/last.pt``.
     """
-    import torch
+    import torch  # lazy here and in _read: importing ncmse.rundir loads no torch
 
     folder = Path(folder)
     buf = io.BytesIO()
@@ -108,8 +109,6 @@ def _rotate(last: Path, prev: Path) -> None:
     try:
         os.link(last, link)
     except OSError:  # no hard links here (FAT, some network file systems): copy instead
-        import shutil
-
         shutil.copyfile(last, link)
     os.replace(link, prev)
     link.unlink(missing_ok=True)  # rename(2) is a no-op when both names are one file

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ncmse.errors import InputError
-from ncmse.rundir.checkpoint import TEMP_PATTERN, remove_stale_temps
+from ncmse.rundir.checkpoint import TEMP_PATTERN, remove_stale_temps, verify_checkpoint
 from ncmse.rundir.lock import LOCK_NAME, DirLock, lock_dir, unlock_dir
 from ncmse.rundir.reader import read_summary
 
@@ -82,7 +82,6 @@ def is_ncmse_run(
         return True
     if is_run_config is not None and is_run_config(path / "config.yaml"):
         return True
-    from ncmse.rundir.checkpoint import verify_checkpoint
 
     if verify_checkpoint(path / "checkpoints" / "last.pt") is None:
         return True
