@@ -15,6 +15,13 @@ import sys
 from pathlib import Path
 
 from ncmse.cli.train import add_set_option
+from ncmse.verdicts.controls import (
+    CONTROLS,
+    controls_separate,
+    controls_table,
+    run_controls,
+    summary_lines,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -23,8 +30,6 @@ _DEFAULT_OUT = Path("ncmse-controls")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``ncmse controls``."""
-    from ncmse.verdicts.controls import CONTROLS
-
     parser.add_argument(
         "--out",
         type=Path,
@@ -44,12 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train the controls, print the table; 0 when they separate, 1 when they do not."""
-    from ncmse.verdicts.controls import (
-        controls_separate,
-        controls_table,
-        run_controls,
-        summary_lines,
-    )
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

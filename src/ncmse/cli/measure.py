@@ -10,6 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ncmse.errors import BusyError, InputError
+from ncmse.rundir.lock import hold
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -35,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ncmse measure``: print the JSON (and write it with ``--json``); returns the status."""
+    # lazy here and below (as in every sub-command): `ncmse measure --help` stays fast
     from ncmse.rundir.format import to_json
     from ncmse.rundir.writer import write_json
     from ncmse.train.run import measure_checkpoint
@@ -62,8 +66,6 @@ def _store_verdicts(result: dict, checkpoint: str) -> str:
     """Recomputed verdicts into RUN_DIR/summary.json when the checkpoint is this run's own
     (:func:`_not_this_runs`) and no other process writes the directory; returns what was done,
     for the console line (nothing stored: why)."""
-    from ncmse.errors import BusyError
-    from ncmse.rundir.lock import hold
     from ncmse.rundir.writer import update_summary
 
     path = Path(checkpoint)
@@ -102,7 +104,6 @@ def _not_this_runs(result: dict, run_dir: Path) -> str | None:
     epoch are the epoch of the run's last row (a run killed between two checkpoints has rows
     the checkpoint lacks).
     """
-    from ncmse.errors import InputError
     from ncmse.rundir.format import number
     from ncmse.rundir.reader import order_rows, read_rows, read_summary
 

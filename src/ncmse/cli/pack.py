@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ncmse.errors import sigterm_raises
+from ncmse.cli.report import write_run_report_locked
+from ncmse.errors import explain, sigterm_raises
 
 __all__ = ["main"]
 
@@ -44,8 +45,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 128 + signal.SIGTERM if terminated else 130
     except Exception as exc:  # as ncmse train: what the user can fix is one line, exit 2
-        from ncmse.errors import explain
-
         message = explain(exc)
         if message is None:
             raise  # a genuine bug: the traceback is the useful report
@@ -60,8 +59,6 @@ def _train_and_report(runs: list[tuple[Path, str, dict | None]]) -> int:
     results = train_packed([PackMember(*r) for r in runs])
     for (run_dir, _, _), result in zip(runs, results):
         if result.get("status") == "finished" and _wants_report(run_dir):
-            from ncmse.cli.report import write_run_report_locked
-
             write_run_report_locked(run_dir)
     ok = all(r.get("status") in ("finished", "diverged") for r in results)
     return 0 if ok else 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ncmse.rundir.lock import LOCK_NAME, hold
+
 __all__ = ["add_arguments", "run", "write_run_report_locked"]
 
 _DEFAULT_OUT = Path("ncmse-report")
@@ -46,7 +48,6 @@ def write_run_report_locked(run_dir: str | Path, **options: object) -> Path:
     without creating one (a refused or failed report leaves nothing behind).
     """
     from ncmse.report import write_run_report
-    from ncmse.rundir.lock import LOCK_NAME, hold
 
     if not (Path(run_dir) / LOCK_NAME).is_file():
         return write_run_report(run_dir, **options)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ncmse.errors import ConfigError
+from ncmse.errors import ConfigError, NCMSEError
 
 __all__ = ["add_arguments", "build_options", "build_spec", "run", "write_sweep_report"]
 
@@ -243,7 +243,6 @@ def write_sweep_report(out: Path) -> str | None:
     """Draw the comparison report of the sweep's finished runs in ``SWEEP_DIR/report`` and name
     it in ``sweep.json``; a report that cannot be drawn is announced, not raised (the runs and
     their results are already written)."""
-    from ncmse.errors import NCMSEError
     from ncmse.sweep.core import finished_run_dirs, record_report
 
     path = None

@@ -11,7 +11,9 @@ import argparse
 import os
 import sys
 import textwrap
+from pathlib import Path
 
+from ncmse.cli.report import write_run_report_locked
 from ncmse.errors import ConfigError
 
 __all__ = ["add_arguments", "add_set_option", "run"]
@@ -93,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
         run_dir, summary = run_training(cfg, args.out, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         if cfg.report:
-            from ncmse.cli.report import write_run_report_locked
-
             write_run_report_locked(run_dir)
         _print_summary(summary, run_dir)
     return 0
@@ -102,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_summary(summary: dict, run_dir: os.PathLike[str] | str) -> None:
     """Final values, the central-path fit and, last, the claims tally naming report.html."""
-    from pathlib import Path
-
     from ncmse.verdicts.record import end_of_run_lines
 
     report = Path(run_dir) / "report.html"

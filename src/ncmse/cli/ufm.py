@@ -127,7 +127,7 @@ def _check_device(name: str) -> str:
 
 def _default_out(num_classes: int, root: str | Path = "runs") -> Path:
     """``runs/ufm-C<C>-<YYYYmmdd-HHMMSS>`` (with a numeric suffix if that exists)."""
-    from ncmse.rundir.writer import default_run_dir
+    from ncmse.rundir.writer import default_run_dir  # lazy: `ncmse ufm --help` stays fast
 
     return default_run_dir(f"ufm-C{num_classes}", root)
 

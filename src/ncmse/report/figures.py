@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -364,7 +365,6 @@ def _snr(ctx: _Context, out_dir: Path, formats: Sequence[str]) -> list[FigureFil
     fig, axes = _panel_figure(2)
     left, right = axes[0, 0], axes[0, 1]
     # Many curves: a sequential colour-blind-safe colour map rather than the line cycle.
-    from matplotlib import colormaps
 
     cmap, norm = colormaps["viridis"], Normalize(0, max(len(names) - 1, 1))
     for j, name in enumerate(names):

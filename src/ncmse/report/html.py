@@ -210,7 +210,7 @@ def current_environment() -> dict[str, str]:
 
 def _current_device() -> str:
     try:
-        import torch
+        import torch  # lazy: importing ncmse.report loads no torch
     except ImportError:
         return "cpu (torch not installed)"
     if torch.cuda.is_available():

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox, ScaledTranslation
 
@@ -325,8 +326,6 @@ def clipped_texts(fig: Figure) -> list[str]:
     list of str
         The texts that are (partly) outside the saved image: clipped titles and labels.
     """
-    from matplotlib.text import Text
-
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     box = fig.bbox

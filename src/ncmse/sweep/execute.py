@@ -172,7 +172,7 @@ class TrainJob:
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Requeue after a SLURM timeout/preemption; the next start resumes from last.pt."""
-        from submitit.helpers import DelayedSubmission
+        from submitit.helpers import DelayedSubmission  # optional: called by submitit only
 
         return DelayedSubmission(self, *args, **kwargs)
 

@@ -119,7 +119,7 @@ class PackJob:
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Requeue after a SLURM timeout/preemption; the next start resumes every run."""
-        from submitit.helpers import DelayedSubmission
+        from submitit.helpers import DelayedSubmission  # optional: called by submitit only
 
         return DelayedSubmission(self, *args, **kwargs)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ncmse.rundir import reader
 from ncmse.rundir.lock import LOCK_NAME, is_locked
+from ncmse.train.config import Config
 from ncmse.verdicts.pairing import RUN_CONTROL_KEYS
 
 __all__ = [
@@ -67,7 +68,6 @@ def config_differences(planned: dict[str, Any], run_dir: Path) -> list[str]:
     found = reader.read_config(run_dir, strict=False)
     if found is None:
         return []
-    from ncmse.train.config import Config
 
     found = {**Config().to_dict(), **found}
     keys = (set(planned) | set(found)) - RUN_CONTROL_KEYS

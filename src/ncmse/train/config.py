@@ -21,8 +21,11 @@ from typing import Any
 import yaml
 
 from ncmse.errors import ConfigError
+from ncmse.train.data import DATASETS
 from ncmse.train.losses import LOSSES, MSE_REDUCTIONS
+from ncmse.train.models import MODELS, check_model_kwargs
 from ncmse.train.step import PRECISIONS
+from ncmse.train.userref import check_reference
 
 __all__ = [
     "is_run_config",
@@ -110,14 +113,10 @@ class Config:
 
 
 def _dataset_choices() -> tuple[str, ...]:
-    from ncmse.train.data import DATASETS
-
     return tuple(DATASETS)
 
 
 def _model_choices() -> tuple[str, ...]:
-    from ncmse.train.models import MODELS
-
     return tuple(MODELS)
 
 
@@ -237,8 +236,6 @@ def _validate_value(key: str, value: Any) -> None:
     if value is None:
         return
     if key in ("dataset", "model") and ":" in str(value):  # user code, "module:function"
-        from ncmse.train.userref import check_reference
-
         check_reference(key, value)
         return
     if key in _CHOICES:
@@ -294,8 +291,6 @@ def config_from_dict(data: dict[str, Any], *, where: str = "config") -> Config:
 
 def _check_consistency(cfg: Config) -> None:
     if cfg.model_kwargs and ":" not in cfg.model:  # a user factory checks its own options
-        from ncmse.train.models import check_model_kwargs
-
         check_model_kwargs(cfg.model, cfg.model_kwargs)
     if cfg.measure_epochs is not None and max(cfg.measure_epochs) > cfg.epochs:
         raise ConfigError(

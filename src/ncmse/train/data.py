@@ -267,7 +267,7 @@ def _load_mnist_like(
     name: str, root: Path, download: bool, train: bool, explicit: bool = False
 ) -> tuple[Tensor, Tensor]:
     """MNIST/Fashion-MNIST: torchvision layout, else raw IDX files, else download."""
-    from torchvision import datasets
+    from torchvision import datasets  # lazy (as sklearn below): slow imports, for some data only
 
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
     source = _mnist_source(name, root, explicit)

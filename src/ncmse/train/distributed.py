@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ncmse.train.config import Config
 from ncmse.train.runtime import resolve_device
@@ -50,7 +51,6 @@ def init_distributed(cfg: Config) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(cfg.device, local_rank)
@@ -67,7 +67,6 @@ def init_distributed(cfg: Config) -> DistInfo:
 def broadcast(obj: Any, dist_info: DistInfo) -> Any:
     if dist_info.world_size == 1:
         return obj
-    import torch.distributed as dist
 
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -81,8 +80,6 @@ def process_group(dist_info: DistInfo) -> Iterator[None]:
         yield
     finally:
         if dist_info.world_size > 1:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.destroy_process_group()
 

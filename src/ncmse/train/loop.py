@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from ncmse.errors import ConfigError, DivergenceError, NonFiniteError
 from ncmse.rundir.writer import RunWriter
@@ -100,8 +101,6 @@ class StopCheck:
             [(~torch.isfinite(s)).to(device=device, dtype=torch.float32) for s in running_sums]
         )
         if self.world_size > 1:
-            import torch.distributed as dist
-
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return [flag > 0 for flag in flags.tolist()]
 

@@ -157,7 +157,7 @@ class VGG(nn.Module):
 
     def __init__(self, config: str, in_channels: int, num_classes: int, image_size: int) -> None:
         super().__init__()
-        from torchvision.models.vgg import cfgs, make_layers
+        from torchvision.models.vgg import cfgs, make_layers  # lazy: slow, for the big nets only
 
         features = make_layers(cfgs[config], batch_norm=True)
         first = features[0]

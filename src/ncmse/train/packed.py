@@ -32,6 +32,13 @@ from typing import Any
 import torch
 
 from ncmse.errors import ConfigError, DivergenceError
+from ncmse.rundir.guard import lock_run_dir, missing_dirs, release_run_dir, remove_new_run_dir
+from ncmse.train.config import config_from_dict
+from ncmse.train.loop import Trainer, train_together
+from ncmse.train.run import check_resume, config_of_run, open_run_dir, record_data_source
+from ncmse.train.runtime import resolve_device
+from ncmse.train.setup import load_config_dataset
+from ncmse.train.sinks import Checkpoints
 
 __all__ = ["PACK_STATES", "PackMember", "train_packed"]
 
@@ -67,8 +74,6 @@ class PackMember:
 
 def _shared_bundle(cfg: Any, device: torch.device, bundles: dict[tuple, Any]) -> Any:
     """Load each distinct dataset once, on the device (identical loads give identical data)."""
-    from ncmse.train.setup import load_config_dataset
-
     subset = cfg.per_class is not None or cfg.test_per_class is not None
     key = (
         cfg.dataset,
@@ -104,10 +109,6 @@ class _Planned:
 def _plan_member(member: PackMember, bundles: dict[tuple, Any]) -> _Planned:
     """Validate one member and load its dataset (shared with the other members); creates no
     file (a resume only reads its config.yaml)."""
-    from ncmse.train.config import config_from_dict
-    from ncmse.train.run import config_of_run, record_data_source
-    from ncmse.train.runtime import resolve_device
-
     run_dir = Path(member.run_dir)
     if member.state not in PACK_STATES:
         raise ConfigError(f"pack member {run_dir}: state {member.state!r} not in {PACK_STATES}")
@@ -146,11 +147,6 @@ def _open_trainer(plan: _Planned, opened: list[tuple[Path, list[Path] | None]]) 
     """The :class:`~ncmse.train.loop.Trainer` of one planned member, its run directory locked (as
     ``ncmse train`` does: one writer per directory); ``opened`` gets ``(run_dir, created)``
     (``created``: the directories a new run made, None for a resume)."""
-    from ncmse.rundir.guard import lock_run_dir, missing_dirs
-    from ncmse.train.loop import Trainer
-    from ncmse.train.run import check_resume, open_run_dir
-    from ncmse.train.sinks import Checkpoints
-
     member, cfg, run_dir = plan.member, plan.cfg, Path(plan.member.run_dir)
     ckpt = None
     if member.state == "resume":
@@ -189,7 +185,6 @@ def train_packed(members: Sequence[PackMember]) -> list[dict[str, Any]]:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("packed runs train in one process; launch them without torchrun")
-    from ncmse.rundir.guard import release_run_dir, remove_new_run_dir
 
     bundles: dict[tuple, Any] = {}
     planned = [_plan_member(m, bundles) for m in members]  # every check before any file
@@ -214,8 +209,6 @@ def train_packed(members: Sequence[PackMember]) -> list[dict[str, Any]]:
 def _train_packed(trainers: list[Any]) -> list[dict[str, Any]]:
     """:func:`ncmse.train.loop.train_together` with a CUDA stream per run; a diverged run's
     outcome is ``{"status": "diverged", "error": ...}`` (and one line on stderr)."""
-    from ncmse.train.loop import train_together
-
     streams = [torch.cuda.Stream(t.device) if t.device.type == "cuda" else None for t in trainers]
     for k, t in enumerate(trainers):
         t.step.pack = (k, len(trainers))

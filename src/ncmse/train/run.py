@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
+from ncmse.collapse.min_samples import check_min_samples
 from ncmse.errors import BusyError, CheckpointError, ConfigError, InputError
+from ncmse.rundir.checkpoint import load_checkpoint
 from ncmse.rundir.guard import (
     lock_run_dir,
     missing_dirs,
@@ -29,7 +31,8 @@ from ncmse.rundir.guard import (
 )
 from ncmse.rundir.reader import read_config, read_summary
 from ncmse.rundir.writer import RunWriter, default_run_dir
-from ncmse.train.config import Config, config_from_dict, is_run_config, valid_keys
+from ncmse.train.config import Config, config_from_dict, is_run_config, parse_overrides, valid_keys
+from ncmse.train.data import dataset_source
 from ncmse.train.distributed import DistInfo, broadcast, init_distributed, process_group
 from ncmse.train.loop import Trainer
 from ncmse.train.runtime import resolve_device
@@ -37,6 +40,7 @@ from ncmse.train.setup import build_components, config_loss, measure_split
 from ncmse.train.sinks import Checkpoints
 from ncmse.ufm.config import UFMConfig
 from ncmse.verdicts.pairing import RUN_CONTROL_KEYS
+from ncmse.verdicts.record import run_verdicts
 
 __all__ = [
     "RESUME_SAFE_KEYS",
@@ -115,7 +119,6 @@ def record_data_source(cfg: Config) -> Config:
     the data it used), when the config left it to the default search."""
     if cfg.data_dir is not None or cfg.dataset == "digits" or ":" in cfg.dataset:
         return cfg
-    from ncmse.train.data import dataset_source
 
     source = dataset_source(cfg.dataset)
     return cfg if source is None else dataclasses.replace(cfg, data_dir=source)
@@ -280,8 +283,6 @@ def resume_config(
         If an override names a key outside :data:`RESUME_SAFE_KEYS` (it would change what the
         run computes: a new run must do that), or an invalid value.
     """
-    from ncmse.train.config import parse_overrides
-
     parsed = parse_overrides(overrides)
     unsafe = sorted(set(parsed) - RESUME_SAFE_KEYS)
     if unsafe:
@@ -388,9 +389,6 @@ def measure_checkpoint(
     CheckpointError
         If the checkpoint (and its fallback) is missing, damaged or not an ncmse checkpoint.
     """
-    from ncmse.collapse.min_samples import check_min_samples
-    from ncmse.rundir.checkpoint import load_checkpoint
-
     if lam is not None and not (math.isfinite(lam) and lam >= 0):
         raise InputError(f"--lam {lam!r} must be a finite number >= 0; omit it to use the run's λ")
     if batch_size is not None and batch_size < 1:
@@ -430,8 +428,6 @@ def measure_checkpoint(
         )
     rows = ckpt.get("rows") or []
     if rows:  # the run's verdicts (SPEC §7, §9), recomputed from its rows up to this checkpoint
-        from ncmse.verdicts.record import run_verdicts
-
         out["rows_to_epoch"] = max(int(r["epoch"]) for r in rows)
 
         out.update(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ncmse import __version__
 from ncmse.errors import ConfigError
 
 __all__ = ["configure_torch", "environment", "resolve_device"]
@@ -42,8 +43,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """Software and hardware facts recorded in ``summary.json`` (``environment``)."""
-    from ncmse import __version__
-
     env: dict[str, Any] = {
         "ncmse": __version__,
         "python": platform.python_version(),

@@ -62,7 +62,7 @@ def steps_per_epoch(num_samples: int, batch_size: int, *, drop_last: bool = Fals
 
 
 def _schedule_keys(config: Mapping[str, Any]) -> tuple[int, float, float, list[float]]:
-    from ncmse.train.config import Config
+    from ncmse.train.config import Config  # lazy: this module (read by verdicts) loads no torch
 
     default = Config()
     try:

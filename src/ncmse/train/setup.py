@@ -15,16 +15,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+import ncmse
+from ncmse.collapse.api import DEFAULT_MEMORY_BUDGET
 from ncmse.errors import ConfigError, NCMSEWarning
 from ncmse.train.config import Config
-from ncmse.train.data import TensorLoader
+from ncmse.train.data import TensorLoader, load_dataset
 from ncmse.train.distributed import DistInfo
 from ncmse.train.losses import LossSpec, build_loss
-from ncmse.train.models import freeze_features
+from ncmse.train.models import build_model, classifier_of, freeze_features
 from ncmse.train.schedule import lr_milestones
 from ncmse.train.step import FastStep
+from ncmse.train.userref import build_user_model, is_reference, load_user_dataset
 
 __all__ = [
     "Components",
@@ -52,9 +56,6 @@ class Components:
 def load_config_dataset(cfg: Config) -> Any:
     """The dataset a run's config names (:func:`ncmse.train.data.load_dataset` with its data
     keys)."""
-    from ncmse.train.data import load_dataset
-    from ncmse.train.userref import is_reference, load_user_dataset
-
     if is_reference(cfg.dataset):
         return load_user_dataset(cfg)
     return load_dataset(
@@ -76,9 +77,6 @@ def build_components(cfg: Config, device: torch.device, *, bundle: Any = None) -
     DataUnavailableError
         From :func:`ncmse.train.data.load_dataset` when the dataset is not available offline.
     """
-    from ncmse.train.models import build_model
-    from ncmse.train.userref import build_user_model, is_reference
-
     bundle = bundle or load_config_dataset(cfg)
     torch.manual_seed(cfg.seed)
     if is_reference(cfg.model):
@@ -229,10 +227,6 @@ def measure_split(
         Measure only the classes with at least this many samples (``ncmse measure
         --min-samples``); ``objective`` stays the criterion over the whole split.
     """
-    import ncmse
-    from ncmse.collapse.api import DEFAULT_MEMORY_BUDGET
-    from ncmse.train.models import classifier_of
-
     info = dist_info or DistInfo()
     loader = _ObjectiveLoader(
         TensorLoader(x, y, batch_size, rank=info.rank, world_size=info.world_size)
@@ -307,8 +301,6 @@ class _ObjectiveLoader:
             ]
         )
         if world_size > 1:
-            import torch.distributed as dist
-
             dist.all_reduce(both)
         total, count = both.tolist()
         return total / count if count else math.nan

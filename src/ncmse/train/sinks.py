@@ -17,8 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ncmse.collapse.result import flatten_row
+from tqdm.auto import tqdm
+
+from ncmse.collapse.result import FLAGS, flatten_row
 from ncmse.errors import ConfigError
+from ncmse.rundir.checkpoint import load_checkpoint as load_verified
+from ncmse.rundir.checkpoint import save_checkpoint
 
 __all__ = ["Checkpoints", "Console", "TensorBoard", "load_checkpoint"]
 
@@ -34,8 +38,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     CheckpointError
         If the file is missing, damaged or not an ncmse checkpoint (an :class:`InputError`).
     """
-    from ncmse.rundir.checkpoint import load_checkpoint as load_verified
-
     return load_verified(path, fix="pass another checkpoint or RUN_DIR")[0]
 
 
@@ -62,8 +64,6 @@ class Checkpoints:
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` to ``last.pt``, the former one kept as ``prev.pt`` (atomic, fsync'ed)."""
         if self.enabled:
-            from ncmse.rundir.checkpoint import save_checkpoint
-
             save_checkpoint(state, self.path.parent)
 
     def load(self) -> dict[str, Any] | None:
@@ -76,7 +76,6 @@ class Checkpoints:
         """
         if not self.exists():
             return None
-        from ncmse.rundir.checkpoint import load_checkpoint as load_verified
 
         return load_verified(
             self.run_dir,
@@ -122,8 +121,6 @@ class Console:
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         """Open the progress bar of one epoch."""
         if self.wants_progress:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(
                 total=steps,
                 desc=f"{self.prefix}epoch {epoch}/{epochs}",
@@ -152,7 +149,6 @@ class Console:
         self.nc1 = row.get("nc1")
         if not self.enabled:
             return
-        from tqdm.auto import tqdm
 
         test = f" test_acc {row['test_accuracy']:.4f}" if "test_accuracy" in row else ""
         objective = f" objective {row['objective']:.4g}" if "objective" in row else ""
@@ -168,7 +164,6 @@ class Console:
         """A warning line per split whose features are degenerate (``flags`` / ``test_flags``)."""
         if not self.warnings:
             return
-        from ncmse.collapse.result import FLAGS
 
         for key in ("flags", "test_flags"):
             if row.get(key):

@@ -29,7 +29,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from torch import nn
+
+from ncmse.collapse.frontend import final_linear
 from ncmse.errors import ConfigError
+from ncmse.train.data import DatasetBundle
+from ncmse.train.models import classifier_of
 
 __all__ = ["is_reference", "check_reference", "resolve", "load_user_dataset", "build_user_model"]
 
@@ -82,8 +88,6 @@ def resolve(key: str, value: str) -> Callable[..., Any]:
 
 def load_user_dataset(cfg: Any) -> Any:
     """Call the config's ``dataset`` loader with the data keys; check it returns a bundle."""
-    from ncmse.train.data import DatasetBundle
-
     loader = resolve("dataset", cfg.dataset)
     bundle = loader(
         data_dir=cfg.data_dir,
@@ -103,11 +107,6 @@ def load_user_dataset(cfg: Any) -> Any:
 def build_user_model(cfg: Any, bundle: Any) -> Any:
     """Call the config's ``model`` factory and check that its last ``nn.Linear`` is the layer
     producing its output on a few training samples (the layer every measurement hooks)."""
-    import torch
-    from torch import nn
-
-    from ncmse.collapse.frontend import final_linear
-    from ncmse.train.models import classifier_of
 
     factory = resolve("model", cfg.model)
     model = factory(

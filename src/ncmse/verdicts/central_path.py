@@ -204,7 +204,7 @@ def clock_of(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None
 
 
 def _batch(config: Mapping[str, Any]) -> int:
-    from ncmse.train.config import Config
+    from ncmse.train.config import Config  # lazy: the verdicts (and the report) load no torch
 
     value = number(config.get("batch_size", Config().batch_size))
     return int(value) if math.isfinite(value) else 0

@@ -90,6 +90,7 @@ from typing import Any
 import numpy as np
 
 from ncmse.rundir.format import number, snr_columns
+from ncmse.rundir.reader import order_rows
 
 __all__ = [
     "CLAIM_IDS",
@@ -410,8 +411,6 @@ def _build_run(
     lam_exact: bool,
     num_classes: int | None,
 ) -> _Run:
-    from ncmse.rundir.reader import order_rows
-
     ordered = order_rows(rows)
     kind = loss_kind(loss)
     if kind not in SQUARE_LOSSES:

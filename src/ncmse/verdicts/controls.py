@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ncmse.errors import ConfigError
 from ncmse.verdicts.claims import CLAIM_IDS, TREND_CLAIMS, outcome_of
 
 __all__ = [
@@ -121,8 +122,7 @@ def run_controls(
     ConfigError
         For an unknown control name (or an invalid override).
     """
-    from ncmse.errors import ConfigError
-    from ncmse.train.config import resolve_config
+    from ncmse.train.config import resolve_config  # lazy: `ncmse controls --help` loads no torch
     from ncmse.train.run import run_training
 
     chosen = _chosen(names, ConfigError)

@@ -174,7 +174,7 @@ def current_claims(run: Any) -> tuple[list[dict[str, Any]], str]:
     its
     recorded claims).
     """
-    from ncmse.verdicts.record import run_claims
+    from ncmse.verdicts.record import run_claims  # lazy (as scipy below): sweep loads no scipy
 
     recorded = run.summary.get("claims")
     if recorded is None or claims_are_current(recorded):
