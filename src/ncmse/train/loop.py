@@ -220,8 +220,7 @@ def lockstep_epoch(
                 break
             if console is not None and console.wants_progress:
                 totals = live[0].totals
-                console.progress(i, float(totals.objective_sum) / totals.seen,
-                                 float(totals.correct) / totals.seen)  # fmt: skip
+                console.progress(i, totals.objective, totals.accuracy)
     finally:
         if console is not None:
             console.end_epoch()
