@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from ncmse.collapse.result import flatten_row
 from ncmse.errors import DivergenceError, InputError
 from ncmse.rundir.reader import read_summary
 from ncmse.train.config import list_presets, resolve_config
-from ncmse.train.loop import CHECK_EVERY, Trainer
+from ncmse.train.loop import CHECK_EVERY, Trainer, lockstep_epoch
 from ncmse.train.models import classifier_of
 from ncmse.train.run import train
 from ncmse.train.schedule import lr_milestones, measurement_epochs
@@ -233,6 +234,39 @@ def test_divergence_stops_mid_epoch_without_a_progress_bar(tmp_path: Path, at: i
     with pytest.raises(DivergenceError, match="epoch 1"):
         trainer.fit()
     assert poison.calls == -(-at // CHECK_EVERY) * CHECK_EVERY  # the next check point
+
+
+def test_progress_bar_gets_the_running_means_at_each_check_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal the bar is fed, at each check point, the mean objective and accuracy of the
+    steps so far; its last values are the epoch's (checked against the steps' own outputs)."""
+    cfg = resolve_config("tiny", [*QUIET, "epochs=1", "measure_test=false", "batch_size=8"])
+    trainer = Trainer.from_config(cfg, tmp_path)
+    trainer.console.enabled = True
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert trainer.console.wants_progress
+    fed: list[tuple[int, float, float]] = []
+    monkeypatch.setattr(trainer.console, "progress", lambda i, o, a: fed.append((i, o, a)))
+    outputs: list[tuple[float, float, int]] = []
+    step = trainer.step
+
+    def recording(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        objective, correct = step(x, y)
+        outputs.append((float(objective) * len(y), float(correct), len(y)))
+        return objective, correct
+
+    monkeypatch.setattr(trainer, "step", recording)
+    recording.model = step.model  # type: ignore[attr-defined]
+    steps = len(trainer.train_loader)
+    (totals,) = lockstep_epoch([trainer], [1])
+    assert [i for i, _, _ in fed] == [*range(CHECK_EVERY, steps, CHECK_EVERY), steps]
+    for i, objective, accuracy in fed:
+        done = outputs[:i]
+        seen = sum(n for _, _, n in done)
+        assert objective == pytest.approx(sum(o for o, _, _ in done) / seen, rel=1e-6)
+        assert accuracy == pytest.approx(sum(c for _, c, _ in done) / seen, rel=1e-12)
+    assert fed[-1][1:] == (totals.objective, totals.accuracy)
 
 
 def test_scaled_classifier_restores_exactly() -> None:
